@@ -1,0 +1,144 @@
+"""Pairwise accuracy as PersonalRewardBench counts it: both reply orders, ties wrong, macro over users.
+
+A judge is anything with ``async compare(context, first, second) -> Verdict`` (see
+`agent.judge.PairwiseJudge`). Each pair is judged twice, with the user's chosen reply first and
+then second; an order scores when the verdict names the chosen reply. A tie scores nothing.
+Per-user accuracy is the mean over that user's 2n orders; the headline figure is the mean of
+per-user accuracies (macro), with a 95% percentile bootstrap interval over users.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from agent.records import PreferencePair, Turn, Verdict
+
+
+class Comparer(Protocol):
+    """Anything that can say which of two replies a user prefers."""
+
+    async def compare(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
+        """Judge `first` against `second` as replies to `context`."""
+        ...
+
+
+class PairOutcome(BaseModel):
+    """How a judge did on one pair, in both orders."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    pair_id: str
+    chosen_first_correct: bool
+    chosen_second_correct: bool
+
+    @property
+    def score(self) -> float:
+        """Fraction of the two orders judged right (0, 0.5 or 1)."""
+        return (self.chosen_first_correct + self.chosen_second_correct) / 2
+
+
+class UserAccuracy(BaseModel):
+    """Accuracy of one user's pairs."""
+
+    model_config = ConfigDict(frozen=True)
+
+    user_id: str
+    n_pairs: int
+    accuracy: float
+
+
+class AccuracyReport(BaseModel):
+    """Macro accuracy over users with a bootstrap confidence interval, and the per-user rows."""
+
+    model_config = ConfigDict(frozen=True)
+
+    macro_accuracy: float
+    ci_low: float
+    ci_high: float
+    n_users: int
+    n_pairs: int
+    users: tuple[UserAccuracy, ...]
+
+
+def outcome_of(pair: PreferencePair, chosen_first: Verdict, chosen_second: Verdict) -> PairOutcome:
+    """Score the two verdicts of one pair; a tie is wrong."""
+    return PairOutcome(
+        user_id=pair.user_id,
+        pair_id=pair.id,
+        chosen_first_correct=chosen_first.preferred == "first",
+        chosen_second_correct=chosen_second.preferred == "second",
+    )
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float]:
+    """Return a percentile bootstrap interval of the mean of `values`."""
+    data = np.asarray(values, dtype=float)
+    if data.size == 0:
+        return (float("nan"), float("nan"))
+    if data.size == 1 or np.all(data == data[0]):
+        return (float(data[0]), float(data[0]))
+    rng = np.random.default_rng(seed)
+    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return (float(low), float(high))
+
+
+def summarize(outcomes: Sequence[PairOutcome], *, seed: int = 0) -> AccuracyReport:
+    """Aggregate pair outcomes into per-user and macro accuracy with a 95% CI over users."""
+    by_user: dict[str, list[float]] = defaultdict(list)
+    for outcome in outcomes:
+        by_user[outcome.user_id].append(outcome.score)
+    users = tuple(
+        UserAccuracy(user_id=user, n_pairs=len(scores), accuracy=float(np.mean(scores)))
+        for user, scores in sorted(by_user.items())
+    )
+    per_user = [user.accuracy for user in users]
+    low, high = bootstrap_ci(per_user, seed=seed)
+    return AccuracyReport(
+        macro_accuracy=float(np.mean(per_user)) if per_user else float("nan"),
+        ci_low=low,
+        ci_high=high,
+        n_users=len(users),
+        n_pairs=len(outcomes),
+        users=users,
+    )
+
+
+async def judge_pair(judge: Comparer, pair: PreferencePair) -> PairOutcome:
+    """Judge one pair in both orders."""
+    chosen_first = await judge.compare(pair.context, pair.chosen, pair.rejected)
+    chosen_second = await judge.compare(pair.context, pair.rejected, pair.chosen)
+    return outcome_of(pair, chosen_first, chosen_second)
+
+
+async def evaluate(
+    judge: Comparer | Callable[[PreferencePair], Comparer],
+    pairs: Sequence[PreferencePair],
+    *,
+    concurrency: int = 1,
+    seed: int = 0,
+) -> AccuracyReport:
+    """Judge every pair in both orders and report accuracy per user and macro-averaged.
+
+    `judge` is one judge for all pairs, or a function giving the judge for a pair's user
+    (each user has their own persona).
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def run(pair: PreferencePair) -> PairOutcome:
+        chosen = judge(pair) if callable(judge) and not hasattr(judge, "compare") else judge
+        async with gate:
+            return await judge_pair(chosen, pair)  # type: ignore[arg-type]
+
+    outcomes = await asyncio.gather(*(run(pair) for pair in pairs))
+    return summarize(outcomes, seed=seed)
