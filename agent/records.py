@@ -237,7 +237,9 @@ class Verdict(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     preferred: Preference
-    prob_first: float = Field(ge=0.0, le=1.0, description="Probability that the user prefers the first reply.")
+    prob_first: float = Field(
+        ge=0.0, le=1.0, description="Probability that the user prefers the first reply."
+    )
     reasoning: str = ""
     source: Literal["logprobs", "structured", "combined", "fallback"] = "structured"
 

@@ -71,7 +71,10 @@ class _MiniLM:
                     "qkv_b": qkv_b,
                     "out_w": w[p + "attention.output.dense.weight"].T.copy(),
                     "out_b": w[p + "attention.output.dense.bias"],
-                    "ln1": (w[p + "attention.output.LayerNorm.weight"], w[p + "attention.output.LayerNorm.bias"]),
+                    "ln1": (
+                        w[p + "attention.output.LayerNorm.weight"],
+                        w[p + "attention.output.LayerNorm.bias"],
+                    ),
                     "up_w": w[p + "intermediate.dense.weight"].T.copy(),
                     "up_b": w[p + "intermediate.dense.bias"],
                     "down_w": w[p + "output.dense.weight"].T.copy(),
@@ -170,7 +173,7 @@ class MiniLMEmbeddings(Embeddings):
         return self.embed([text])[0].tolist()
 
     # --- Chroma EmbeddingFunction protocol -------------------------------------------------
-    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:  # noqa: A002 - Chroma's name
+    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:
         """Embed for Chroma."""
         return list(self.embed(list(input)))
 

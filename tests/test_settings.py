@@ -1,0 +1,72 @@
+"""Settings resolution: environment beats .env beats defaults; bad values fail clearly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ConfigurationError
+from persona_agent.settings import load_settings
+
+
+def test_defaults_use_the_embedded_model_and_a_local_store(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PERSONA_AGENT_DATA_DIR")
+    settings = load_settings()
+    assert not settings.uses_endpoint
+    assert settings.concurrency == 1
+    assert settings.chroma_server is None
+    assert settings.data_dir.name == "persona-agent"
+    assert settings.chroma_dir == settings.data_dir / "chroma"
+    assert settings.candidates == 3
+
+
+def test_environment_overrides_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1/")
+    monkeypatch.setenv("PERSONA_AGENT_MODEL", "llama-3.3-70b")
+    monkeypatch.setenv("PERSONA_AGENT_CANDIDATES", "5")
+    monkeypatch.setenv("PERSONA_AGENT_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("PERSONA_AGENT_CHROMA_SERVER", "127.0.0.1:8123")
+    settings = load_settings()
+    assert settings.uses_endpoint
+    assert settings.openai_base_url == "http://127.0.0.1:8080/v1"
+    assert settings.model == "llama-3.3-70b"
+    assert settings.candidates == 5
+    assert settings.concurrency == 8
+    assert settings.data_dir == tmp_path / "d"
+    assert settings.chroma_server == "127.0.0.1:8123"
+
+
+def test_environment_beats_dotenv_which_beats_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("PERSONA_AGENT_CANDIDATES=4\nPERSONA_AGENT_DEMO_K=6\n")
+    monkeypatch.setenv("PERSONA_AGENT_DEMO_K", "2")
+    settings = load_settings()
+    assert settings.candidates == 4  # from .env
+    assert settings.demo_k == 2  # environment wins
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("PERSONA_AGENT_CANDIDATES", "many", "candidates"),
+        ("PERSONA_AGENT_CANDIDATES", "9", "candidates"),
+        ("OPENAI_BASE_URL", "localhost:8000", "http://"),
+        ("PERSONA_AGENT_CHROMA_SERVER", "no-port", "host:port"),
+        ("PERSONA_AGENT_STRUCTURED_OUTPUT_METHOD", "xml", "structured_output_method"),
+        ("PERSONA_AGENT_JUDGE", "oracle", "judge"),
+    ],
+)
+def test_bad_values_name_the_setting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, value: str, fragment: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigurationError, match=fragment):
+        load_settings()
