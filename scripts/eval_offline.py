@@ -1,0 +1,106 @@
+"""Evaluate the offline reward model on MT-Bench human judges; print a table (or JSON).
+
+    python scripts/eval_offline.py --data ../shared/data/mt_bench_human/pairs.jsonl [--json] [--tune]
+
+Rows: prefer-the-longer-reply; the population model alone (each tested user's prior is fitted on
+the `population` and `train` pairs of every other user); the population model adapted on the
+user's own `train` pairs. Accuracy counts both reply orders, macro over users, with a 95%
+bootstrap interval (agent.evaluation). `--tune` grid-searches the regularization on the `val`
+split (never on `test`) and prints each setting's validation accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from agent.evaluation import AccuracyReport
+from agent.features import CachedEmbedder, FeatureExtractor
+from agent.formats import read_pairs, split_of
+from agent.records import PreferencePair
+from agent.reward_model import Regularization, evaluate_offline, leave_user_out_priors
+
+LABELS = {
+    "prefer_longer": "prefer the longer reply",
+    "population": "population model only",
+    "population_plus_user": "population + per-user",
+}
+
+
+def build_extractor(cache: Path | None) -> FeatureExtractor:
+    """Return a feature extractor on MiniLM embeddings, cached in `cache` when given."""
+    from memory.embeddings import MiniLMEmbeddings
+
+    return FeatureExtractor(CachedEmbedder(MiniLMEmbeddings(), cache))
+
+
+def print_table(reports: dict[str, AccuracyReport], *, title: str) -> None:
+    """Print one row per method: macro accuracy, CI, users and pairs."""
+    print(title)
+    print(f"{'method':28s} {'macro acc':>9s}  {'95% CI':>15s}  {'users':>5s}  {'pairs':>5s}")
+    for key, report in reports.items():
+        print(
+            f"{LABELS.get(key, key):28s} {report.macro_accuracy:9.1%}  "
+            f"[{report.ci_low:5.1%}, {report.ci_high:5.1%}]  {report.n_users:5d}  {report.n_pairs:5d}"
+        )
+
+
+def tune(pairs: list[PreferencePair], extractor: FeatureExtractor) -> Regularization:
+    """Grid-search the regularization on the val split; print every setting; return the best."""
+    users = sorted({pair.user_id for pair in pairs if split_of(pair) == "val"})
+    rows = []
+    for pop_i, pop_e in itertools.product((0.3, 1.0, 3.0), (3.0, 10.0, 30.0)):
+        base = Regularization(population_interpretable=pop_i, population_embedding=pop_e)
+        priors = leave_user_out_priors(pairs, extractor, users, regularization=base)
+        for user_i, user_e in itertools.product((1.0, 3.0, 10.0, 30.0), (10.0, 30.0, 100.0)):
+            reg = replace(base, user_interpretable=user_i, user_embedding=user_e)
+            reports = evaluate_offline(pairs, extractor, regularization=reg, eval_split="val", priors=priors)
+            population, personal = (
+                reports[key].macro_accuracy for key in ("population", "population_plus_user")
+            )
+            rows.append((reg, population, personal))
+            print(f"{reg}  population {population:.3f}  +user {personal:.3f}", flush=True)
+    best = max(rows, key=lambda row: row[2])
+    print(f"best on val: {best[0]} (population {best[1]:.3f}, +user {best[2]:.3f})")
+    return best[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the evaluation from the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/mt_bench_human/pairs.jsonl"))
+    parser.add_argument("--cache", type=Path, default=Path(".bench-cache/minilm_mt_bench.npz"))
+    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.add_argument("--tune", action="store_true", help="grid-search regularization on the val split")
+    args = parser.parse_args(argv)
+
+    pairs = read_pairs(args.data, skip_invalid=True)
+    extractor = build_extractor(args.cache)
+    started = time.perf_counter()
+    extractor.pair_differences(pairs)
+    extractor.embedder.save(args.cache)
+    print(f"features of {len(pairs)} pairs in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+
+    if args.tune:
+        tune(pairs, extractor)
+        return 0
+
+    started = time.perf_counter()
+    reports = evaluate_offline(pairs, extractor)
+    elapsed = time.perf_counter() - started
+    if args.json:
+        print(json.dumps({key: report.model_dump(mode="json") for key, report in reports.items()}, indent=2))
+    else:
+        print_table(reports, title=f"MT-Bench human judges, test split ({elapsed:.1f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,121 @@
+"""Reply features: deterministic measurements, caching and the embedding block."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from agent.features import (
+    FEATURES_VERSION,
+    INTERPRETABLE_NAMES,
+    N_INTERPRETABLE,
+    CachedEmbedder,
+    FeatureExtractor,
+    measure,
+    reading_level,
+)
+from agent.records import PreferencePair, Turn
+
+
+class HashEmbedder:
+    """A deterministic fake embedder: unit vectors seeded by each text's hash; counts texts embedded."""
+
+    def __init__(self, dimensions: int = 8) -> None:
+        self.dimensions = dimensions
+        self.embedded: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts as pseudo-random unit vectors."""
+        self.embedded.extend(texts)
+        rows = []
+        for text in texts:
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+            vector = np.random.default_rng(seed).normal(size=self.dimensions)
+            rows.append(vector / np.linalg.norm(vector))
+        return np.array(rows, dtype=np.float32)
+
+
+def value(reply: str, name: str, query: str = "How do I bake bread?") -> float:
+    return float(measure(reply, query)[INTERPRETABLE_NAMES.index(name)])
+
+
+def test_measurements_are_deterministic() -> None:
+    reply = "Sure! Here's how:\n\n## Steps\n- Mix flour\n- Knead\n\nI think it might take an hour. Ready?"
+    first, second = measure(reply, "How do I bake bread?"), measure(reply, "How do I bake bread?")
+    assert first.shape == (N_INTERPRETABLE,)
+    assert np.array_equal(first, second)
+    assert FEATURES_VERSION
+
+
+def test_measurements_see_structure_and_tone() -> None:
+    plain = "Mix flour and water, knead the dough, let it rise and bake it."
+    assert value("- one\n- two\n3. three", "lists") > value(plain, "lists") == 0
+    assert value("## Ingredients\nflour\n**Method:**\nknead", "headings") > value(plain, "headings") == 0
+    assert value("Run:\n```python\nprint(1)\n```\nthen\n```\nx\n```", "code_blocks") > value(
+        plain, "code_blocks"
+    )
+    assert value("Do you want a sourdough? Or white?", "questions") > value(plain, "questions") == 0
+    assert value("It might work, perhaps, but it depends.", "hedging") > value(plain, "hedging") == 0
+    assert value("I'm sorry, unfortunately I cannot help with that.", "apologies") > 0
+    assert value("As an AI, I cannot provide that.", "refusal") == 1.0 and value(plain, "refusal") == 0.0
+    assert value("Great bread 🍞🎉", "emoji") > value(plain, "emoji") == 0
+    assert value("I love it and my family does too.", "first_person") > value(plain, "first_person") == 0
+    assert value("It's easy! You'll love it!", "informality") > value(plain, "informality") == 0
+    assert value("Bake bread in an oven.", "query_overlap") > value("Use a pan.", "query_overlap")
+    assert value("a" * 1000, "length") > value("a" * 10, "length")
+
+
+def test_reading_level_rises_with_long_words_and_sentences() -> None:
+    simple = "The cat sat. The dog ran. We had fun."
+    dense = (
+        "Comprehensive institutional considerations necessitate multidimensional evaluation of "
+        "organizational interdependencies throughout international administrative infrastructures."
+    )
+    assert reading_level(dense) > reading_level(simple) + 5
+    assert reading_level("") == 0.0
+
+
+def test_extractor_appends_embedding_and_query_similarity() -> None:
+    embedder = HashEmbedder(dimensions=8)
+    extractor = FeatureExtractor(embedder)
+    rows = extractor.reply_features("How do I bake bread?", ["Knead and bake.", "Use yeast."])
+    assert rows.shape == (2, N_INTERPRETABLE + 8)
+    query_vector, reply_vector = embedder.embed(["How do I bake bread?", "Knead and bake."])
+    similarity = rows[0, INTERPRETABLE_NAMES.index("query_similarity")]
+    assert abs(similarity - float(np.dot(query_vector, reply_vector))) < 1e-5
+    assert np.allclose(rows[0, N_INTERPRETABLE:], reply_vector, atol=1e-6)
+    again = FeatureExtractor(HashEmbedder(dimensions=8)).reply_features(
+        "How do I bake bread?", ["Knead and bake."]
+    )
+    assert np.array_equal(rows[0], again[0])
+
+
+def test_extractor_embeds_each_text_once() -> None:
+    embedder = HashEmbedder()
+    extractor = FeatureExtractor(embedder)
+    context = (Turn(role="user", content="Name a fruit."),)
+    pairs = [
+        PreferencePair(user_id="u", context=context, chosen="Apple.", rejected="Pear."),
+        PreferencePair(user_id="u", context=context, chosen="Pear.", rejected="Plum."),
+    ]
+    differences = extractor.pair_differences(pairs)
+    extractor.pair_differences(pairs)
+    extractor.pair_difference(pairs[0])
+    assert sorted(embedder.embedded) == sorted(["Name a fruit.", "Apple.", "Pear.", "Plum."])
+    chosen, rejected = extractor.reply_features("Name a fruit.", ["Apple.", "Pear."])
+    assert np.allclose(differences[0], chosen - rejected)
+
+
+def test_cached_embedder_round_trips_through_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "cache.npz"
+    first = CachedEmbedder(HashEmbedder(), path)
+    vectors = first.embed(["alpha", "beta"])
+    first.save()
+    fresh = HashEmbedder()
+    second = CachedEmbedder(fresh, path)
+    assert np.array_equal(second.embed(["beta", "alpha"]), vectors[::-1])
+    assert fresh.embedded == []
+    assert "alpha" in second and "gamma" not in second
