@@ -19,6 +19,7 @@ import math
 import re
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
@@ -421,7 +422,13 @@ class LLMJudge:
             return await self.rank(as_turns(inputs["context"]), list(inputs["candidates"]))
 
         def rank_sync(inputs: Mapping[str, Any]) -> Ranking:
-            return asyncio.run(arank(inputs))
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:
+                return asyncio.run(arank(inputs))
+            # Called synchronously from inside an event loop: run on a private loop in a thread.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                return pool.submit(lambda: asyncio.run(arank(inputs))).result()
 
         return RunnableLambda(rank_sync, afunc=arank, name=f"{type(self).__name__}.rank")
 
