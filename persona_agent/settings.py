@@ -20,6 +20,7 @@ from agent.records import Limits
 StructuredOutputMethod = Literal["json_schema", "function_calling", "json_mode"]
 JudgeKind = Literal["llm", "offline", "hybrid"]
 SynthesisMode = Literal["inline", "deferred"]
+AuthMode = Literal["tokens", "dev"]
 
 
 def _env(name: str) -> AliasChoices:
@@ -70,6 +71,13 @@ class Settings(BaseSettings):
     chroma_server: str | None = Field(
         None, description="host:port of a `chroma run` server; unset means a local store under data_dir."
     )
+
+    # --- serving ----------------------------------------------------------------------------
+    auth: AuthMode = Field(
+        "tokens", description="How the server maps bearer tokens to users: tokens (files/env) or dev."
+    )
+    tokens_file: Path | None = Field(None, description='JSON file of {"token": "user_id"} for the server.')
+    tokens: SecretStr | None = Field(None, description='Server tokens as "token1=alice,token2=bob".')
 
     # --- agent behaviour ------------------------------------------------------------------
     candidates: int = Field(3, ge=1, le=8, description="Candidate replies drafted per chat turn.")
