@@ -159,8 +159,9 @@ INDUCE_SYSTEM = (
 _INDUCE_TASK = (
     "Above are choices this user made between two replies (with reasoning that correctly "
     "predicted the choice, where available). Write 3-6 short statements about what this user "
-    "values and dislikes in replies (stance, tone, depth, length, format, topics). Only state what the choices "
-    "support; do not invent age, gender, location, occupation or other demographics. "
+    "values and dislikes in replies (stance, tone, depth, length, format, topics). "
+    "Only state what the choices support; do not invent age, gender, location, occupation "
+    "or other demographics. "
     'Answer as JSON: {"persona": "<the statements>"}.'
 )
 
