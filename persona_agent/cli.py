@@ -11,6 +11,7 @@ import typer
 from agent.errors import PersonaAgentError
 from persona_agent.commands import bench, memory, pairs, persona
 from persona_agent.commands.demo import demo
+from persona_agent.commands.evaluate import evaluate
 
 app = typer.Typer(
     help="A personalized assistant that learns your taste from the replies you choose.",
@@ -19,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command()(demo)
+app.command("eval")(evaluate)
 app.add_typer(pairs.app, name="pairs")
 app.add_typer(persona.app, name="persona")
 app.add_typer(memory.app, name="memory")
