@@ -1,0 +1,678 @@
+"""Where pairs, personas and demos are stored: `PreferenceStore`, per user, over Chroma.
+
+Four collections (``{prefix}_pairs``, ``_personas``, ``_demos``, ``_users``) hold every record;
+each record's metadata carries its ``user_id`` and its Chroma id starts with ``"{user_id}/"``
+(user ids cannot contain ``/``). `_UserScope` is the one place that builds ``where`` filters and
+record ids and checks that what Chroma returned belongs to the user asked about.
+
+Retrieval key. A pair is embedded by ``retrieval_text(context)``: the last user message (up to
+1,000 characters), then the tail of the turn before it (up to 300 characters). The chosen and
+rejected replies answer the last user message, so that is what a new conversation must resemble
+for a stored choice to be relevant; the preceding turn disambiguates short follow-ups ("make it
+shorter") without letting a long history dilute the mean-pooled vector. The last message comes
+first because MiniLM truncates at 256 tokens. The replies are not embedded: a new turn has no
+replies yet when demos are retrieved for it.
+
+Persona versions are append-only. Without transactions, a version number is claimed by adding
+the record ``{user}/v{n}`` with a random token; Chroma ignores an add whose id exists, so reading
+the record back tells whether this writer won, and a loser tries ``n+1``. The record is marked
+complete only after the version's demos are written, and the user's current-version pointer moves
+last, so readers never see a half-written version. Claims left incomplete (a crash) for longer
+than ``stale_write_s`` are deleted, with their demos, at the start of the next save.
+
+Chroma's client is synchronous; async callers use ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+from pydantic import ValidationError
+
+from agent.errors import InvalidPreference, NotFound, UnknownUser
+from agent.formats import describe_validation_error, pair_from_record, pair_to_record, parse_jsonl
+from agent.records import DEFAULT_LIMITS, Demo, Limits, Persona, PreferencePair, Turn, check_user_id
+from memory.chroma import check_collection_name
+from memory.embedding_cache import CachedEmbeddings
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+
+RETRIEVAL_LAST_CHARS = 1_000
+RETRIEVAL_PREVIOUS_CHARS = 300
+ANNOTATION_KEYS = ("default_judge_correct", "has_verified_reasoning", "reasoning")
+# Records are validated on the way in; reading them back must not fail if limits were lowered since.
+_LOAD_LIMITS = Limits(
+    max_text_chars=10**9, max_context_turns=10**6, max_id_chars=10**4, max_metadata_items=10**4
+)
+
+
+def _placeholder_vectors(count: int) -> np.ndarray:
+    """Return vectors for records looked up by id and filter only (personas, demos, users)."""
+    return np.ones((count, 1), dtype=np.float32)
+
+
+def retrieval_text(context: Sequence[Turn]) -> str:
+    """Return the text a conversation is embedded by: its last user message, then the turn before."""
+    if not context:
+        raise InvalidPreference("context: must hold at least one turn")
+    last = context[-1].content.strip()[:RETRIEVAL_LAST_CHARS]
+    if len(context) == 1:
+        return last
+    previous = context[-2].content.strip()[-RETRIEVAL_PREVIOUS_CHARS:]
+    return f"{last}\n{previous}"
+
+
+def _micros(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000)
+
+
+def _version_key(version: int) -> str:
+    return f"v{version:010d}"
+
+
+@dataclass(frozen=True)
+class _UserScope:
+    """One user's view of the collections: every filter and record id is built here."""
+
+    user_id: str
+
+    def where(self, **conditions: Any) -> dict[str, Any]:
+        """Return a Chroma `where` filter confined to this user, plus equality/operator conditions."""
+        clauses: list[dict[str, Any]] = [{"user_id": self.user_id}]
+        clauses += [{key: value} for key, value in conditions.items() if value is not None]
+        return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+    def record_id(self, *parts: str) -> str:
+        """Return the Chroma id of one of this user's records."""
+        return "/".join((self.user_id, *parts))
+
+    def owns(self, metadata: Mapping[str, Any] | None) -> bool:
+        """True when a record Chroma returned belongs to this user."""
+        return metadata is not None and metadata.get("user_id") == self.user_id
+
+
+@dataclass(frozen=True)
+class _Row:
+    id: str
+    document: str
+    metadata: dict[str, Any]
+
+
+class PreferenceStore:
+    """Per-user memory of preference pairs, persona versions and demos, in Chroma."""
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        embeddings: Any,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        prefix: str = "persona_agent",
+        cache_size: int = 8192,
+        stale_write_s: float = 300.0,
+    ) -> None:
+        self._client = client
+        self._embeddings = (
+            embeddings
+            if isinstance(embeddings, CachedEmbeddings)
+            else CachedEmbeddings(embeddings, max_items=cache_size)
+        )
+        self.limits = limits
+        self.stale_write_s = stale_write_s
+        self._pairs = self._collection(f"{prefix}_pairs")
+        self._personas = self._collection(f"{prefix}_personas")
+        self._demos = self._collection(f"{prefix}_demos")
+        self._users = self._collection(f"{prefix}_users")
+        self._batch = max(1, min(int(client.get_max_batch_size()), 1000))
+
+    @property
+    def embeddings(self) -> CachedEmbeddings:
+        """The (cached) embedding model the store embeds contexts and queries with."""
+        return self._embeddings
+
+    @property
+    def collections(self) -> dict[str, Collection]:
+        """The store's Chroma collections by role (pairs, personas, demos, users)."""
+        return {"pairs": self._pairs, "personas": self._personas, "demos": self._demos, "users": self._users}
+
+    def _collection(self, name: str) -> Collection:
+        return self._client.get_or_create_collection(
+            check_collection_name(name),
+            embedding_function=None,  # vectors are always computed here, through the cache
+            configuration={"hnsw": {"space": "cosine"}},
+        )
+
+    # --- the one place that scopes by user --------------------------------------------------
+    def _scope(self, user_id: str) -> _UserScope:
+        if not isinstance(user_id, str):
+            raise InvalidPreference(f"user_id: must be a string, not {type(user_id).__name__}")
+        try:
+            return _UserScope(check_user_id(user_id, max_chars=self.limits.max_id_chars))
+        except ValueError as exc:
+            raise InvalidPreference(f"user_id {user_id[:40]!r}: {exc}") from None
+
+    def _get(
+        self,
+        collection: Collection,
+        scope: _UserScope,
+        *,
+        keys: Sequence[str] | None = None,
+        documents: bool = True,
+        **conditions: Any,
+    ) -> list[_Row]:
+        """Fetch this user's records, by record keys or by filter; drop anything not theirs."""
+        include: list[Any] = ["metadatas", "documents"] if documents else ["metadatas"]
+        if keys is not None:
+            rows: list[_Row] = []
+            for start in range(0, len(keys), self._batch):
+                ids = [scope.record_id(key) for key in keys[start : start + self._batch]]
+                rows += self._rows(collection.get(ids=ids, include=include), scope)
+            return rows
+        return self._rows(collection.get(where=scope.where(**conditions), include=include), scope)
+
+    @staticmethod
+    def _rows(result: Mapping[str, Any], scope: _UserScope) -> list[_Row]:
+        documents = result.get("documents") or [""] * len(result["ids"])
+        metadatas = result.get("metadatas") or [None] * len(result["ids"])
+        return [
+            _Row(record_id, document or "", dict(metadata))
+            for record_id, document, metadata in zip(result["ids"], documents, metadatas, strict=True)
+            if scope.owns(metadata)
+        ]
+
+    def _delete_ids(self, collection: Collection, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), self._batch):
+            collection.delete(ids=list(ids[start : start + self._batch]))
+
+    def _register(self, scope: _UserScope) -> None:
+        # `add` is a no-op when the user exists, so it never resets the current-version pointer.
+        self._users.add(
+            ids=[scope.record_id("user")],
+            embeddings=_placeholder_vectors(1),
+            metadatas=[{"user_id": scope.user_id, "current_version": 0}],
+        )
+
+    # --- pairs ------------------------------------------------------------------------------
+    def _validated(self, scope: _UserScope, pairs: Iterable[PreferencePair]) -> list[PreferencePair]:
+        checked: dict[str, PreferencePair] = {}
+        for position, pair in enumerate(pairs, start=1):
+            if not isinstance(pair, PreferencePair):
+                raise InvalidPreference(
+                    f"pair {position}: must be a PreferencePair, not {type(pair).__name__}"
+                )
+            if pair.user_id != scope.user_id:
+                raise InvalidPreference(
+                    f"pair {position}: belongs to user {pair.user_id!r}, not {scope.user_id!r}"
+                )
+            try:  # again, under this store's limits (the pair may have been built under others)
+                pair = PreferencePair.model_validate(pair.model_dump(), context={"limits": self.limits})
+            except ValidationError as exc:
+                raise InvalidPreference(f"pair {position}: {describe_validation_error(exc)}") from None
+            checked.setdefault(pair.id, pair)
+        return list(checked.values())
+
+    def add_pairs(self, user_id: str, pairs: Sequence[PreferencePair]) -> list[str]:
+        """Store pairs for a user; return the ids newly stored (pairs already there are skipped)."""
+        scope = self._scope(user_id)
+        batch = self._validated(scope, pairs)
+        if not batch:
+            return []
+        existing = {
+            row.metadata["pair_id"]
+            for row in self._get(self._pairs, scope, keys=[p.id for p in batch], documents=False)
+        }
+        new = [pair for pair in batch if pair.id not in existing]
+        self._register(scope)
+        for start in range(0, len(new), self._batch):
+            chunk = new[start : start + self._batch]
+            vectors = self._embeddings.embed([retrieval_text(pair.context) for pair in chunk])
+            self._pairs.add(
+                ids=[scope.record_id(pair.id) for pair in chunk],
+                embeddings=vectors,
+                documents=[pair.model_dump_json() for pair in chunk],
+                metadatas=[
+                    {
+                        "user_id": scope.user_id,
+                        "pair_id": pair.id,
+                        "created_at": pair.created_at.isoformat(),
+                        "created_us": _micros(pair.created_at),
+                        "source": pair.source,
+                        "has_verified_reasoning": False,
+                    }
+                    for pair in chunk
+                ],
+            )
+        return [pair.id for pair in new]
+
+    @staticmethod
+    def _pair(row: _Row) -> PreferencePair:
+        return PreferencePair.model_validate_json(row.document, context={"limits": _LOAD_LIMITS})
+
+    @staticmethod
+    def _newest_first(rows: list[_Row]) -> list[_Row]:
+        return sorted(
+            rows, key=lambda row: (row.metadata["created_us"], row.metadata["pair_id"]), reverse=True
+        )
+
+    def count_pairs(self, user_id: str) -> int:
+        """Return how many pairs the user has stored."""
+        scope = self._scope(user_id)
+        return len(self._get(self._pairs, scope, documents=False))
+
+    def list_pairs(
+        self, user_id: str, *, offset: int = 0, limit: int = 50, source: str | None = None
+    ) -> list[PreferencePair]:
+        """Return a page of the user's pairs, newest first, optionally of one source only."""
+        if offset < 0 or limit < 0:
+            raise InvalidPreference("offset and limit must not be negative")
+        scope = self._scope(user_id)
+        page = self._newest_first(self._get(self._pairs, scope, documents=False, source=source))
+        keys = [row.metadata["pair_id"] for row in page[offset : offset + limit]]
+        loaded = {
+            row.metadata["pair_id"]: self._pair(row) for row in self._get(self._pairs, scope, keys=keys)
+        }
+        return [loaded[key] for key in keys if key in loaded]
+
+    def newest_pairs(self, user_id: str, n: int) -> list[PreferencePair]:
+        """Return the user's `n` most recent pairs, newest first."""
+        return self.list_pairs(user_id, limit=n)
+
+    def get_pair(self, user_id: str, pair_id: str) -> PreferencePair:
+        """Return one of the user's pairs, or raise NotFound."""
+        scope = self._scope(user_id)
+        rows = self._get(self._pairs, scope, keys=[pair_id])
+        if not rows:
+            raise NotFound(f"user {user_id!r} has no pair {pair_id!r}")
+        return self._pair(rows[0])
+
+    def pairs_since_persona(self, user_id: str) -> list[PreferencePair]:
+        """Return pairs created after the current persona was (all pairs when there is none), newest first."""
+        scope = self._scope(user_id)
+        persona = self.current_persona(user_id)
+        since = None if persona is None else {"$gt": _micros(persona.created_at)}
+        rows = self._newest_first(self._get(self._pairs, scope, created_us=since))
+        return [self._pair(row) for row in rows]
+
+    def annotate_pairs(self, user_id: str, annotations: Mapping[str, Mapping[str, Any]]) -> None:
+        """Record what the default judge made of pairs: `default_judge_correct`, `has_verified_reasoning`.
+
+        An optional ``reasoning`` string keeps the verified reasoning text, which retrieved demos
+        then carry. A value of None clears a key. Unknown pair ids fail the whole call (NotFound).
+        """
+        scope = self._scope(user_id)
+        updates: dict[str, dict[str, Any]] = {}
+        for pair_id, values in annotations.items():
+            unknown = set(values) - set(ANNOTATION_KEYS)
+            if unknown:
+                raise InvalidPreference(f"pair {pair_id!r}: unknown annotation keys {sorted(unknown)}")
+            for key in ("default_judge_correct", "has_verified_reasoning"):
+                if key in values and not isinstance(values[key], bool | None):
+                    raise InvalidPreference(f"pair {pair_id!r}: {key} must be true, false or null")
+            if values.get("reasoning") is not None and not isinstance(values["reasoning"], str):
+                raise InvalidPreference(f"pair {pair_id!r}: reasoning must be a string")
+            update = dict(values)
+            if "has_verified_reasoning" in update and update["has_verified_reasoning"] is None:
+                update["has_verified_reasoning"] = False
+            updates[pair_id] = update
+        if not updates:
+            return
+        found = {
+            row.metadata["pair_id"]
+            for row in self._get(self._pairs, scope, keys=list(updates), documents=False)
+        }
+        missing = sorted(set(updates) - found)
+        if missing:
+            raise NotFound(f"user {user_id!r} has no pairs {missing[:5]}")
+        ids = [scope.record_id(pair_id) for pair_id in updates]
+        for start in range(0, len(ids), self._batch):
+            self._pairs.update(
+                ids=ids[start : start + self._batch],
+                metadatas=cast(Any, list(updates.values())[start : start + self._batch]),
+            )
+
+    def annotations(self, user_id: str) -> dict[str, dict[str, Any]]:
+        """Return every annotation stored for the user's pairs, by pair id."""
+        scope = self._scope(user_id)
+        return {
+            row.metadata["pair_id"]: {
+                key: row.metadata[key] for key in ANNOTATION_KEYS if key in row.metadata
+            }
+            for row in self._get(self._pairs, scope, documents=False)
+        }
+
+    def delete_pair(self, user_id: str, pair_id: str) -> None:
+        """Delete one of the user's pairs, or raise NotFound."""
+        scope = self._scope(user_id)
+        if not self._get(self._pairs, scope, keys=[pair_id], documents=False):
+            raise NotFound(f"user {user_id!r} has no pair {pair_id!r}")
+        self._pairs.delete(ids=[scope.record_id(pair_id)])
+
+    # --- personas ---------------------------------------------------------------------------
+    def _drop_stale_writes(self, scope: _UserScope) -> None:
+        cutoff = time.time_ns() // 1_000 - int(self.stale_write_s * 1_000_000)
+        for row in self._get(self._personas, scope, documents=False, complete=False):
+            if row.metadata["claimed_us"] <= cutoff:
+                self._demos.delete(where=scope.where(version=row.metadata["version"]))
+                self._personas.delete(ids=[row.id])
+
+    def _claim_version(self, scope: _UserScope) -> int:
+        taken = [row.metadata["version"] for row in self._get(self._personas, scope, documents=False)]
+        version = max(taken, default=0) + 1
+        token = uuid.uuid4().hex
+        for _ in range(1000):
+            record_id = scope.record_id(_version_key(version))
+            self._personas.add(
+                ids=[record_id],
+                embeddings=_placeholder_vectors(1),
+                documents=[""],
+                metadatas=[
+                    {
+                        "user_id": scope.user_id,
+                        "version": version,
+                        "complete": False,
+                        "claim": token,
+                        "claimed_us": time.time_ns() // 1_000,
+                    }
+                ],
+            )
+            winner = self._get(self._personas, scope, keys=[_version_key(version)], documents=False)
+            if winner and winner[0].metadata.get("claim") == token:
+                # Demos of an earlier, cleaned-up claim of this number must not leak in.
+                self._demos.delete(where=scope.where(version=version))
+                return version
+            version += 1
+        raise RuntimeError(f"could not claim a persona version for {scope.user_id!r}")
+
+    def save_persona(self, persona: Persona, demos: Sequence[Demo] = ()) -> Persona:
+        """Store a persona as the user's next version with its demos, and make it current."""
+        scope = self._scope(persona.user_id)
+        for position, demo in enumerate(demos, start=1):
+            if demo.pair.user_id != scope.user_id:
+                raise InvalidPreference(f"demo {position}: its pair belongs to {demo.pair.user_id!r}")
+        self._register(scope)
+        self._drop_stale_writes(scope)
+        version = self._claim_version(scope)
+        stored = persona.model_copy(update={"version": version})
+        key = _version_key(version)
+        if demos:
+            self._demos.add(
+                ids=[scope.record_id(key, f"d{position:04d}") for position in range(len(demos))],
+                embeddings=_placeholder_vectors(len(demos)),
+                documents=[demo.model_dump_json() for demo in demos],
+                metadatas=[
+                    {"user_id": scope.user_id, "version": version, "position": position}
+                    for position in range(len(demos))
+                ],
+            )
+        self._personas.update(
+            ids=[scope.record_id(key)],
+            embeddings=_placeholder_vectors(1),
+            documents=[stored.model_dump_json()],
+            metadatas=[{"complete": True, "created_us": _micros(stored.created_at)}],
+        )
+        self._set_current(scope, version)
+        return stored
+
+    def _set_current(self, scope: _UserScope, version: int) -> None:
+        self._users.upsert(
+            ids=[scope.record_id("user")],
+            embeddings=_placeholder_vectors(1),
+            metadatas=[{"user_id": scope.user_id, "current_version": version}],
+        )
+
+    def _current_version(self, scope: _UserScope) -> int:
+        rows = self._get(self._users, scope, keys=["user"], documents=False)
+        return int(rows[0].metadata.get("current_version", 0)) if rows else 0
+
+    @staticmethod
+    def _persona(row: _Row) -> Persona:
+        return Persona.model_validate_json(row.document)
+
+    def _persona_row(self, scope: _UserScope, version: int) -> _Row | None:
+        rows = self._get(self._personas, scope, keys=[_version_key(version)])
+        return rows[0] if rows and rows[0].metadata.get("complete") is True else None
+
+    def current_persona(self, user_id: str) -> Persona | None:
+        """Return the user's current persona, or None when none was saved."""
+        scope = self._scope(user_id)
+        version = self._current_version(scope)
+        row = self._persona_row(scope, version) if version else None
+        return self._persona(row) if row else None
+
+    def persona_history(self, user_id: str) -> list[Persona]:
+        """Return every complete persona version of the user, oldest first."""
+        scope = self._scope(user_id)
+        rows = self._get(self._personas, scope, complete=True)
+        return sorted((self._persona(row) for row in rows), key=lambda persona: persona.version)
+
+    def get_persona(self, user_id: str, version: int) -> Persona:
+        """Return one persona version of the user, or raise NotFound."""
+        scope = self._scope(user_id)
+        row = self._persona_row(scope, version)
+        if row is None:
+            raise NotFound(f"user {user_id!r} has no persona version {version}")
+        return self._persona(row)
+
+    def rollback(self, user_id: str, version: int) -> Persona:
+        """Make an earlier (or any stored) persona version current again; the history is kept."""
+        persona = self.get_persona(user_id, version)
+        self._set_current(self._scope(user_id), version)
+        return persona
+
+    def current_demos(self, user_id: str) -> list[Demo]:
+        """Return the demos saved with the user's current persona, in their saved order."""
+        scope = self._scope(user_id)
+        version = self._current_version(scope)
+        if not version:
+            return []
+        rows = sorted(
+            self._get(self._demos, scope, version=version), key=lambda row: row.metadata["position"]
+        )
+        return [Demo.model_validate_json(row.document) for row in rows]
+
+    # --- retrieval --------------------------------------------------------------------------
+    def retrieve_demos(
+        self,
+        user_id: str,
+        query: str | Sequence[Turn],
+        k: int,
+        *,
+        similarity_weight: float = 1.0,
+        informativeness_weight: float = 0.3,
+        mmr_lambda: float = 0.7,
+    ) -> list[Demo]:
+        """Pick up to `k` of the user's pairs as demos for a conversation.
+
+        Relevance is ``similarity_weight * cosine(query, pair context) + informativeness_weight *
+        informativeness``, where informativeness is 0.5 if the default judge got the pair wrong plus
+        0.5 if it has verified reasoning. Maximal marginal relevance then trades relevance
+        (weight `mmr_lambda`) against similarity to the demos already picked.
+        """
+        scope = self._scope(user_id)
+        if k <= 0:
+            return []
+        if isinstance(query, str):
+            text = query.strip()[:RETRIEVAL_LAST_CHARS]
+            if not text:
+                raise InvalidPreference("query: must not be empty")
+        else:
+            text = retrieval_text(tuple(query))
+        vector = self._embeddings.embed([text])[0]
+        result: Any = self._pairs.query(
+            query_embeddings=[vector],
+            n_results=max(5 * k, 25),
+            where=scope.where(),
+            include=["documents", "metadatas", "embeddings", "distances"],
+        )
+        candidates = [
+            (document, metadata, embedding, 1.0 - float(distance))
+            for document, metadata, embedding, distance in zip(
+                result["documents"][0],
+                result["metadatas"][0],
+                result["embeddings"][0],
+                result["distances"][0],
+                strict=True,
+            )
+            if scope.owns(metadata)
+        ]
+        if not candidates:
+            return []
+        similarity = np.array([candidate[3] for candidate in candidates])
+        wrong = np.array([candidate[1].get("default_judge_correct") is False for candidate in candidates])
+        verified = np.array([bool(candidate[1].get("has_verified_reasoning")) for candidate in candidates])
+        informativeness = 0.5 * wrong + 0.5 * verified
+        relevance = similarity_weight * similarity + informativeness_weight * informativeness
+        vectors = np.asarray([candidate[2] for candidate in candidates], dtype=np.float32)
+        vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        overlap = vectors @ vectors.T
+        picked: list[int] = []
+        redundancy = np.full(len(candidates), -np.inf)
+        while len(picked) < min(k, len(candidates)):
+            penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
+            gain = mmr_lambda * relevance - (1.0 - mmr_lambda) * penalty
+            gain[picked] = -np.inf
+            best = int(np.argmax(gain))
+            picked.append(best)
+            redundancy = np.maximum(redundancy, overlap[best])
+        demos = []
+        for rank, index in enumerate(picked):
+            document, metadata, _, _ = candidates[index]
+            reasons = [f"similarity {similarity[index]:.2f} to this conversation"]
+            if wrong[index]:
+                reasons.append("the default judge got it wrong")
+            if verified[index]:
+                reasons.append("it has verified reasoning")
+            if rank:
+                closest = max(float(overlap[index, other]) for other in picked[:rank])
+                reasons.append(f"closest earlier demo {closest:.2f} similar")
+            demos.append(
+                Demo(
+                    pair=PreferencePair.model_validate_json(document, context={"limits": _LOAD_LIMITS}),
+                    reasoning=metadata.get("reasoning") if verified[index] else None,
+                    similarity=float(similarity[index]),
+                    informativeness=float(informativeness[index]),
+                    score=float(relevance[index]),
+                    why="; ".join(reasons),
+                )
+            )
+        return demos
+
+    # --- users ------------------------------------------------------------------------------
+    def list_users(self) -> list[str]:
+        """Return every user id with anything stored, sorted."""
+        result = self._users.get(include=["metadatas"])
+        return sorted({str(metadata["user_id"]) for metadata in result["metadatas"] or [] if metadata})
+
+    def delete_user(self, user_id: str) -> dict[str, int]:
+        """Delete everything stored about a user; return how many records of each kind went."""
+        scope = self._scope(user_id)
+        counts = {}
+        for name, collection in self.collections.items():
+            ids = [row.id for row in self._get(collection, scope, documents=False)]
+            self._delete_ids(collection, ids)
+            counts[name] = len(ids)
+        return counts
+
+    def export_user(self, user_id: str) -> str:
+        """Return everything about a user as JSONL: pair records, then one line per persona version."""
+        scope = self._scope(user_id)
+        rows = self._get(self._pairs, scope)
+        personas = self.persona_history(user_id)
+        if not rows and not personas:
+            raise UnknownUser(f"nothing is stored for user {user_id!r}")
+        current = self._current_version(scope)
+        lines = []
+        for row in sorted(rows, key=lambda row: (row.metadata["created_us"], row.metadata["pair_id"])):
+            record = pair_to_record(self._pair(row))
+            notes = {key: row.metadata[key] for key in ANNOTATION_KEYS if key in row.metadata}
+            if notes:
+                record["annotations"] = notes
+            lines.append(json.dumps(record, ensure_ascii=False))
+        for persona in personas:
+            demo_rows = self._get(self._demos, scope, version=persona.version)
+            demos = [
+                json.loads(row.document)
+                for row in sorted(demo_rows, key=lambda row: row.metadata["position"])
+            ]
+            line = {
+                "kind": "persona",
+                "current": persona.version == current,
+                "persona": persona.model_dump(mode="json"),
+                "demos": demos,
+            }
+            lines.append(json.dumps(line, ensure_ascii=False))
+        return "\n".join(lines) + "\n"
+
+    def import_user(self, jsonl_text: str, *, user_id: str | None = None) -> dict[str, int]:
+        """Load an export (or plain PersonalRewardBench pairs) for one user; validate all, then write.
+
+        `user_id` overrides the owner named in the records. Pairs already stored are skipped;
+        persona versions are appended after the user's own, skipping any with the same text and
+        creation time as one already there. Returns counts of pairs and personas added.
+        """
+        records = list(parse_jsonl(jsonl_text))
+        pair_records = [record for record in records if not (isinstance(record, dict) and "kind" in record)]
+        persona_records = [record for record in records if isinstance(record, dict) and "kind" in record]
+        owners = (
+            {user_id}
+            if user_id
+            else {record.get("user_id") for record in records if isinstance(record, dict)}
+        )
+        owners |= {record.get("persona", {}).get("user_id") for record in persona_records if not user_id}
+        owners.discard(None)
+        if len(owners) != 1:
+            raise InvalidPreference(
+                f"the file must be about exactly one user, found {sorted(map(str, owners))}"
+            )
+        owner = str(owners.pop())
+        scope = self._scope(owner)
+        pairs, notes = [], {}
+        for position, record in enumerate(pair_records, start=1):
+            try:
+                pair = pair_from_record(record, user_id=owner, limits=self.limits)
+            except InvalidPreference as exc:
+                raise InvalidPreference(f"record {position}: {exc}") from None
+            pairs.append(pair)
+            if isinstance(record.get("annotations"), dict):
+                notes[pair.id] = {k: v for k, v in record["annotations"].items() if k in ANNOTATION_KEYS}
+        versions: list[tuple[Persona, list[Demo], bool]] = []
+        for position, record in enumerate(persona_records, start=1):
+            try:
+                if record["kind"] != "persona":
+                    raise ValueError(f"unknown kind {record['kind']!r}")
+                persona = Persona.model_validate({**record["persona"], "user_id": owner})
+                demos = [
+                    Demo.model_validate(
+                        {**demo, "pair": {**demo["pair"], "user_id": owner}}, context={"limits": self.limits}
+                    )
+                    for demo in record.get("demos", [])
+                ]
+            except (ValidationError, ValueError, KeyError, TypeError) as exc:
+                message = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+                raise InvalidPreference(f"persona record {position}: {message}") from None
+            versions.append((persona, demos, bool(record.get("current"))))
+        added = self.add_pairs(owner, pairs)
+        if notes:
+            self.annotate_pairs(owner, notes)
+        known = {(persona.text, persona.created_at) for persona in self.persona_history(owner)}
+        imported = 0
+        current: Persona | None = None
+        for persona, demos, is_current in sorted(versions, key=lambda item: item[0].version):
+            if (persona.text, persona.created_at) in known:
+                continue
+            stored = self.save_persona(persona, demos)
+            imported += 1
+            if is_current:
+                current = stored
+        if current is not None and self._current_version(scope) != current.version:
+            self._set_current(scope, current.version)
+        return {"pairs": len(added), "personas": imported}
