@@ -14,6 +14,7 @@ from persona_agent.settings import Settings
 
 if TYPE_CHECKING:
     from memory.embeddings import MiniLMEmbeddings
+    from memory.store import PreferenceStore
 
 
 def _endpoint_model(settings: Settings, name: str, *, temperature: float, logprobs: bool) -> BaseChatModel:
@@ -69,3 +70,15 @@ def build_embeddings(settings: Settings) -> MiniLMEmbeddings:
     from memory.embeddings import MiniLMEmbeddings
 
     return MiniLMEmbeddings()
+
+
+def build_store(settings: Settings) -> PreferenceStore:
+    """Return the memory store: on the `chroma run` server when one is set, else on local disk."""
+    from memory.chroma import make_client
+    from memory.store import PreferenceStore
+
+    if settings.chroma_server:
+        client = make_client(server=settings.chroma_server)
+    else:
+        client = make_client(path=settings.chroma_dir)
+    return PreferenceStore(client, build_embeddings(settings), limits=settings.limits)
