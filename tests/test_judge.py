@@ -214,3 +214,21 @@ def test_rendered_prompts_keep_injected_text_inside_its_section() -> None:
     induction = induction_messages([InductionExample(INJECTION, INJECTION, "b", True, INJECTION)])
     lines = induction[-1].text.splitlines()
     assert lines.count("</reasoning>") == lines.count("</first_reply>") == lines.count("</turn>") == 1
+
+
+@pytest.mark.slow
+async def test_embedded_model_gives_token_probabilities_to_the_judge() -> None:
+    pytest.importorskip("llama_cpp")
+    from persona_agent.factory import build_judge_model
+    from persona_agent.settings import Settings
+
+    settings = Settings(_env_file=None, openai_base_url=None, openai_api_key=None, logprobs=True)  # type: ignore[call-arg]
+    judge = DefaultJudge(build_judge_model(settings))
+    single = await judge.judge_once(CONTEXT, SHORT, LONG)
+    assert single.source == "logprobs"
+    assert 0.0 < single.prob_first < 1.0
+    combined = await judge.compare(CONTEXT, SHORT, LONG)
+    assert combined.source == "combined"
+    assert combined.prob_first == pytest.approx(
+        (single.prob_first + 1 - (await judge.judge_once(CONTEXT, LONG, SHORT)).prob_first) / 2
+    )
