@@ -2,6 +2,98 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
+from persona_agent.commands.pairs import JsonOption, UserOption, open_store, print_json
+
+if TYPE_CHECKING:
+    from agent.records import Persona
+
 app = typer.Typer(help="Show a user's persona, its history, and roll back.", no_args_is_help=True)
+
+
+def _summary(persona: Persona, *, current: bool = False) -> str:
+    accuracy = "-" if persona.val_accuracy is None else f"{persona.val_accuracy:.0%}"
+    mark = "  (current)" if current else ""
+    return (
+        f"v{persona.version}  {persona.created_at:%Y-%m-%d %H:%M}  val {accuracy:>4}  "
+        f"{len(persona.pair_ids)} pairs  {persona.model or '-'}{mark}"
+    )
+
+
+@app.command("show")
+def show(
+    user: UserOption,
+    version: Annotated[int | None, typer.Option(help="Show this version instead of the current one.")] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """Show the persona the judge uses for a user, with where it came from and its demos."""
+    from agent.errors import UnknownUser
+
+    store = open_store()
+    persona = store.get_persona(user, version) if version is not None else store.current_persona(user)
+    if persona is None:
+        raise UnknownUser(f"user {user!r} has no persona yet: it is synthesized once enough pairs are stored")
+    current = store.current_persona(user)
+    is_current = current is not None and current.version == persona.version
+    demos = store.current_demos(user) if is_current else []
+    if json_output:
+        print_json(
+            {
+                "persona": persona.model_dump(mode="json"),
+                "current": is_current,
+                "demos": [demo.model_dump(mode="json") for demo in demos],
+            }
+        )
+        return
+    typer.echo(_summary(persona, current=is_current))
+    if persona.baseline_val_accuracy is not None:
+        typer.echo(
+            f"replaced a persona scoring {persona.baseline_val_accuracy:.0%} on the same validation pairs"
+        )
+    typer.echo("")
+    typer.echo(persona.text)
+    if demos:
+        typer.echo("")
+        typer.echo(f"demos ({len(demos)}):")
+        for demo in demos:
+            typer.echo(f"  {demo.pair.id}  {' '.join(demo.pair.query.split())[:70]}")
+
+
+@app.command("history")
+def history(user: UserOption, json_output: JsonOption = False) -> None:
+    """List every persona version of a user, oldest first."""
+    store = open_store()
+    versions = store.persona_history(user)
+    current = store.current_persona(user)
+    current_version = current.version if current else None
+    if json_output:
+        print_json(
+            {
+                "user_id": user,
+                "current_version": current_version,
+                "versions": [persona.model_dump(mode="json") for persona in versions],
+            }
+        )
+        return
+    if not versions:
+        typer.echo(f"no persona versions for {user}")
+    for persona in versions:
+        typer.echo(_summary(persona, current=persona.version == current_version))
+
+
+@app.command("rollback")
+def rollback(
+    version: Annotated[int, typer.Argument(help="The version to make current again.")],
+    user: UserOption,
+    json_output: JsonOption = False,
+) -> None:
+    """Make an earlier persona version current again; later versions stay in the history."""
+    store = open_store()
+    persona = store.rollback(user, version)
+    if json_output:
+        print_json({"user_id": user, "current_version": persona.version})
+    else:
+        typer.echo(f"{user} now uses persona v{persona.version}")

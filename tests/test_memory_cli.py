@@ -1,0 +1,160 @@
+"""The `pairs`, `persona` and `memory` command groups against a real local store under tmp_path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agent.errors import InvalidPreference, NotFound, UnknownUser
+from agent.records import Demo, Persona
+from persona_agent import cli
+from persona_agent.factory import build_store
+from persona_agent.settings import load_settings
+from tests.conftest import MT_BENCH
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Point the CLI at a fresh local store, away from any `.env` or Chroma server of the machine."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PERSONA_AGENT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv("PERSONA_AGENT_CHROMA_SERVER", raising=False)
+    return tmp_path / "data"
+
+
+def run_json(*args: str) -> dict:
+    result = runner.invoke(cli.app, [*args, "--json"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads(result.stdout)
+
+
+def add(user: str, context: str, chosen: str = "Short and clear.", rejected: str = "Rambling.") -> dict:
+    return run_json(
+        "pairs", "add", "--user", user, "--context", context, "--chosen", chosen, "--rejected", rejected
+    )
+
+
+def test_add_list_delete(tmp_path: Path) -> None:
+    first = add("alice", "How do I boil an egg?")
+    assert first["added"] is True and first["count"] == 1
+    assert add("alice", "How do I boil an egg?")["added"] is False  # idempotent
+    add("alice", "What is a good first houseplant?")
+    listed = run_json("pairs", "list", "--user", "alice")
+    assert listed["total"] == 2
+    assert [p["context"][0]["content"] for p in listed["pairs"]][1] == "How do I boil an egg?"
+    assert run_json("pairs", "list", "--user", "bob")["pairs"] == []
+
+    result = runner.invoke(cli.app, ["pairs", "delete", first["id"], "--user", "bob"])
+    assert isinstance(result.exception, NotFound)
+    assert run_json("pairs", "list", "--user", "alice")["total"] == 2
+    assert run_json("pairs", "delete", first["id"], "--user", "alice")["deleted"] == first["id"]
+    assert run_json("pairs", "list", "--user", "alice")["total"] == 1
+
+    human = runner.invoke(cli.app, ["pairs", "list", "--user", "alice"])
+    assert "houseplant" in human.stdout and "1 shown of 1" in human.stdout
+
+
+def test_import_is_all_or_nothing(tmp_path: Path) -> None:
+    records = [json.loads(line) for line in MT_BENCH.read_text().splitlines()[:30]]
+    good = tmp_path / "good.jsonl"
+    good.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = run_json("pairs", "import", str(good))
+    assert result["read"] == 30
+    users = {r["user_id"] for r in records}
+    assert set(result["added"]) == users
+    some_user = sorted(users)[0]
+    assert (
+        run_json("pairs", "list", "--user", some_user, "--limit", "100")["total"]
+        == result["added"][some_user]
+    )
+
+    bad = tmp_path / "bad.jsonl"
+    broken = {**records[0], "rejected": records[0]["chosen"]}
+    bad.write_text(json.dumps({**records[1], "user_id": "zoe"}) + "\n" + json.dumps(broken) + "\n")
+    failed = runner.invoke(cli.app, ["pairs", "import", str(bad), "--user", "zoe"])
+    assert isinstance(failed.exception, InvalidPreference)
+    assert run_json("pairs", "list", "--user", "zoe")["total"] == 0
+    skipped = run_json("pairs", "import", str(bad), "--user", "zoe", "--skip-invalid")
+    assert skipped == {"read": 1, "added": {"zoe": 1}}
+
+
+def _save_personas(user: str) -> None:
+    store = build_store(load_settings())
+    pair = store.list_pairs(user)[0]
+    store.save_persona(
+        Persona(user_id=user, text="Likes short answers.", val_accuracy=0.6), [Demo(pair=pair)]
+    )
+    store.save_persona(Persona(user_id=user, text="Likes short, concrete answers.", val_accuracy=0.7), [])
+
+
+def test_persona_show_history_rollback() -> None:
+    add("alice", "How do I boil an egg?")
+    missing = runner.invoke(cli.app, ["persona", "show", "--user", "alice"])
+    assert isinstance(missing.exception, UnknownUser)
+    _save_personas("alice")
+
+    shown = run_json("persona", "show", "--user", "alice")
+    assert shown["persona"]["version"] == 2 and shown["current"] is True and shown["demos"] == []
+    history = run_json("persona", "history", "--user", "alice")
+    assert [v["version"] for v in history["versions"]] == [1, 2] and history["current_version"] == 2
+
+    assert run_json("persona", "rollback", "1", "--user", "alice")["current_version"] == 1
+    shown = run_json("persona", "show", "--user", "alice")
+    assert shown["persona"]["text"] == "Likes short answers." and len(shown["demos"]) == 1
+    assert run_json("persona", "show", "--user", "alice", "--version", "2")["current"] is False
+    text = runner.invoke(cli.app, ["persona", "history", "--user", "alice"]).stdout
+    assert "v1" in text and "(current)" in text.splitlines()[0]
+
+    # Bob has no personas and cannot roll Alice back.
+    assert run_json("persona", "history", "--user", "bob")["versions"] == []
+    assert isinstance(
+        runner.invoke(cli.app, ["persona", "rollback", "2", "--user", "bob"]).exception, NotFound
+    )
+    assert run_json("persona", "show", "--user", "alice")["persona"]["version"] == 1
+
+
+def test_memory_export_delete_import(tmp_path: Path) -> None:
+    add("alice", "How do I boil an egg?")
+    add("alice", "Best way to learn Spanish?")
+    add("bob", "How do I boil an egg?")
+    _save_personas("alice")
+    out = tmp_path / "alice.jsonl"
+    assert run_json("memory", "export", "--user", "alice", "--output", str(out))["lines"] == 4
+    stdout_export = runner.invoke(cli.app, ["memory", "export", "--user", "alice"]).stdout
+    assert stdout_export == out.read_text()
+
+    aborted = runner.invoke(cli.app, ["memory", "delete", "--user", "alice"], input="n\n")
+    assert aborted.exit_code != 0
+    assert run_json("pairs", "list", "--user", "alice")["total"] == 2
+
+    deleted = run_json("memory", "delete", "--user", "alice", "--yes")["deleted"]
+    assert deleted["pairs"] == 2 and deleted["personas"] == 2 and deleted["demos"] == 1
+    assert run_json("pairs", "list", "--user", "alice")["total"] == 0
+    assert run_json("pairs", "list", "--user", "bob")["total"] == 1
+    assert isinstance(runner.invoke(cli.app, ["memory", "export", "--user", "alice"]).exception, UnknownUser)
+
+    assert run_json("memory", "import", str(out)) == {"pairs": 2, "personas": 2}
+    assert run_json("persona", "history", "--user", "alice")["current_version"] == 2
+    assert runner.invoke(cli.app, ["memory", "export", "--user", "alice"]).stdout == out.read_text()
+
+
+def test_errors_become_exit_codes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "argv", ["persona-agent", "persona", "rollback", "3", "--user", "alice"])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    assert exit_info.value.code == NotFound.exit_code
+
+
+@pytest.mark.parametrize("group", ["pairs", "persona", "memory"])
+def test_help_lists_the_commands(group: str) -> None:
+    result = runner.invoke(cli.app, [group, "--help"])
+    assert result.exit_code == 0
+    expected = {"pairs": ["add", "import", "list", "delete"], "persona": ["show", "history", "rollback"]}
+    for command in expected.get(group, ["export", "import", "delete"]):
+        assert command in result.stdout
