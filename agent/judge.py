@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from agent.errors import ModelOutputError
 from agent.prompts import JudgePurpose, judge_messages
-from agent.records import Demo, RankedCandidate, Ranking, Turn, Verdict
+from agent.records import Demo, RankedCandidate, Ranking, Role, Turn, Verdict
 from agent.usage import CallBudget, stage_config
 
 logger = logging.getLogger(__name__)
@@ -125,7 +125,9 @@ class StructuredCaller(Generic[SchemaT]):
         self._budget = budget
         self._shared_limiter = limiter
         self._own_limiter = _LoopLocalSemaphore(concurrency)
-        structured = model.with_structured_output(schema, method=structured_method, include_raw=True)
+        structured: Runnable[Any, Any] = model.with_structured_output(
+            schema, method=structured_method, include_raw=True
+        )
         self._chain: Runnable[list[BaseMessage], dict[str, Any]] = (
             RunnableLambda(self._charge) | structured | RunnableLambda(_require_parsed)
         ).with_retry(
@@ -240,7 +242,13 @@ def fallback_verdict(why: str) -> Verdict:
     return Verdict(preferred="tie", prob_first=0.5, reasoning=f"no verdict: {why}", source="fallback")
 
 
-_ROLES = {"human": "user", "user": "user", "ai": "assistant", "assistant": "assistant", "system": "system"}
+_ROLES: dict[str, Role] = {
+    "human": "user",
+    "user": "user",
+    "ai": "assistant",
+    "assistant": "assistant",
+    "system": "system",
+}
 
 
 def as_turns(context: Sequence[Turn | BaseMessage | Mapping[str, Any] | str]) -> tuple[Turn, ...]:
@@ -253,11 +261,10 @@ def as_turns(context: Sequence[Turn | BaseMessage | Mapping[str, Any] | str]) ->
             role = _ROLES.get(item.type)
             if role is None:
                 continue  # tool messages carry no user-visible turn
-            turns.append(Turn(role=role, content=item.text))  # type: ignore[arg-type]
+            turns.append(Turn(role=role, content=item.text))
         elif isinstance(item, Mapping):
-            turns.append(
-                Turn(role=_ROLES.get(str(item.get("role")), "user"), content=item.get("content", ""))
-            )  # type: ignore[arg-type]
+            role = _ROLES.get(str(item.get("role")), "user")
+            turns.append(Turn(role=role, content=str(item.get("content", ""))))
         else:
             turns.append(Turn(role="user", content=str(item)))
     return tuple(turns)

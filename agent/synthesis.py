@@ -31,6 +31,7 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -227,6 +228,7 @@ class SynthesizeMe:
         persona = Persona(
             user_id=user_id,
             text=persona_text,
+            version=0,
             model=_model_name(self.model),
             pair_ids=tuple(pair.id for pair in [*train, *val]),
             demo_pair_ids=_ids(chosen_demos),
@@ -289,7 +291,7 @@ class _FitRun:
         self.limiter = limiter
         self.fallbacks = 0
 
-    def _options(self, stage: str) -> dict[str, object]:
+    def _options(self, stage: str) -> dict[str, Any]:
         return {
             "structured_method": self.owner.structured_method,
             "attempts": self.owner.attempts,
@@ -301,7 +303,7 @@ class _FitRun:
 
     async def bootstrap_reasoning(self, train: Sequence[PreferencePair]) -> tuple[list[_Trace], list[str]]:
         """Have the default judge reason about each pair in a seeded random order; keep the outcome."""
-        judge = DefaultJudge(self.owner.judge_model, purpose="bootstrap", **self._options("bootstrap"))  # type: ignore[arg-type]
+        judge = DefaultJudge(self.owner.judge_model, purpose="bootstrap", **self._options("bootstrap"))
 
         async def reason(pair: PreferencePair) -> _Trace | None:
             chosen_first = random.Random(f"{self.owner.seed}:{pair.id}").random() < 0.5
@@ -354,7 +356,7 @@ class _FitRun:
     async def correct_misses(self, persona: str, missed: Sequence[_Trace]) -> list[Demo]:
         """Re-reason about recent misses with the persona; keep those it now predicts right."""
         chosen = sorted(missed, key=lambda t: t.pair.created_at, reverse=True)[: self.owner.max_demos]
-        judge = PersonaJudge(self.owner.judge_model, persona, purpose="bootstrap", **self._options("demos"))  # type: ignore[arg-type]
+        judge = PersonaJudge(self.owner.judge_model, persona, purpose="bootstrap", **self._options("demos"))
 
         async def retry(trace: _Trace) -> Demo | None:
             pair = trace.pair
@@ -388,7 +390,7 @@ class _FitRun:
         stage: str = "select",
     ) -> CandidateScore:
         """Score a persona with a demo set on the val pairs (both orders, ties wrong)."""
-        judge = PersonaJudge(self.owner.judge_model, persona, demos, **self._options(stage))  # type: ignore[arg-type]
+        judge = PersonaJudge(self.owner.judge_model, persona, demos, **self._options(stage))
         report = await evaluate(judge, val, concurrency=max(1, self.owner.concurrency))
         self.fallbacks += judge.fallbacks
         return CandidateScore(name=name, demo_pair_ids=_ids(demos), val_accuracy=report.macro_accuracy)
@@ -396,6 +398,7 @@ class _FitRun:
 
 def _reasoning_of(pair_id: str, verdict: Verdict, chosen_first: bool) -> Reasoning:
     """Record what a single-order verdict predicted about the user's real choice."""
+    predicted: Literal["chosen", "rejected", "tie"]
     if verdict.preferred == "tie":
         predicted = "tie"
     elif (verdict.preferred == "first") == chosen_first:

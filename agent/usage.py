@@ -17,6 +17,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.runnables import RunnableConfig
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import BudgetExceeded
@@ -140,9 +141,9 @@ class CallBudget:
 
 def stage_config(
     stage: str, callbacks: Sequence[BaseCallbackHandler] = (), run_name: str | None = None
-) -> dict[str, Any]:
+) -> RunnableConfig:
     """Build a run config that tags every call with `stage` and reports to `callbacks`."""
-    config: dict[str, Any] = {"metadata": {"stage": stage}, "callbacks": list(callbacks)}
+    config = RunnableConfig(metadata={"stage": stage}, callbacks=list(callbacks))
     if run_name:
         config["run_name"] = run_name
     return config

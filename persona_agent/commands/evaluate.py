@@ -76,7 +76,8 @@ async def evaluate_users(
     seed: int,
 ) -> tuple[list[dict[str, Any]], list[PairOutcome]]:
     """Fit and test each user in turn; return one row per user and every test outcome."""
-    rows, outcomes = [], []
+    rows: list[dict[str, Any]] = []
+    outcomes: list[PairOutcome] = []
     for user, pairs in by_user.items():
         train, val, test, how = split_user_pairs(pairs, seed=seed)
         if len(train) < 2 or not test:
