@@ -12,6 +12,7 @@ from agent.errors import PersonaAgentError
 from persona_agent.commands import bench, memory, pairs, persona
 from persona_agent.commands.demo import demo
 from persona_agent.commands.evaluate import evaluate
+from persona_agent.commands.serve import serve
 
 app = typer.Typer(
     help="A personalized assistant that learns your taste from the replies you choose.",
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.command()(demo)
 app.command("eval")(evaluate)
+app.command()(serve)
 app.add_typer(pairs.app, name="pairs")
 app.add_typer(persona.app, name="persona")
 app.add_typer(memory.app, name="memory")
