@@ -268,7 +268,7 @@ class FeatureExtractor:
         self.embedder = embedder if isinstance(embedder, CachedEmbedder) else CachedEmbedder(embedder)
         self._measure = measure_fn
         self._features: dict[tuple[str, str], np.ndarray] = {}
-        self._differences: dict[str, np.ndarray] = {}
+        self._pairs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.version = FEATURES_VERSION
 
     def is_cached(self, query: str, reply: str) -> bool:
@@ -297,17 +297,26 @@ class FeatureExtractor:
 
     def pair_difference(self, pair: PreferencePair) -> np.ndarray:
         """Return features(chosen) - features(rejected) for a pair, cached by pair id."""
-        cached = self._differences.get(pair.id)
+        return self._pair(pair)[2]
+
+    def _pair(self, pair: PreferencePair) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cached = self._pairs.get(pair.id)
         if cached is None:
-            both = self.reply_features(pair.query, [pair.chosen, pair.rejected])
-            cached = self._differences[pair.id] = both[0] - both[1]
+            chosen, rejected = self.reply_features(pair.query, [pair.chosen, pair.rejected])
+            cached = self._pairs[pair.id] = (chosen, rejected, chosen - rejected)
         return cached
+
+    def pair_features(self, pairs: Sequence[PreferencePair]) -> tuple[np.ndarray, np.ndarray]:
+        """Return the feature matrices of the chosen and of the rejected replies of `pairs`."""
+        self.pair_differences(pairs)
+        rows = [self._pair(pair) for pair in pairs]
+        return np.stack([row[0] for row in rows]), np.stack([row[1] for row in rows])
 
     def pair_differences(self, pairs: Sequence[PreferencePair]) -> np.ndarray:
         """Stack `pair_difference` for many pairs, batching the embedding of unseen texts."""
         by_query: dict[str, list[str]] = {}
         for pair in pairs:
-            if pair.id not in self._differences:
+            if pair.id not in self._pairs:
                 by_query.setdefault(pair.query, []).extend([pair.chosen, pair.rejected])
         # one embedding call for every unseen text: the encoder batches by length
         self.embedder.embed([text for query, replies in by_query.items() for text in (query, *replies)])
