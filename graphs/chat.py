@@ -1,0 +1,449 @@
+"""The chat graph: answer each turn with the candidate this user's judge prefers, and learn from picks.
+
+One run handles one input (``{"messages": [user message]}`` and/or ``{"feedback": ...}``) for the
+user named in the run context (`ChatContext.user_id`)::
+
+    START -> record_feedback -> [synthesize_persona]* -> load_persona -> draft_replies
+          -> judge_replies -> [synthesize_persona]** -> END
+
+1. `record_feedback` turns feedback on the previous turn into stored pairs (source "explicit"):
+   ``{"choice": i}`` pairs candidate ``i`` against every other candidate of that turn and makes
+   it the conversation's reply to that turn; ``{"chosen", "rejected"[, "context"]}`` stores one
+   pair. It then decides whether a synthesis is due: with no persona yet, once the user has
+   ``first_synthesis_at`` pairs (5); with one, once ``resynthesize_every`` pairs (3) arrived
+   after it. After a failed, rejected or skipped synthesis the next attempt waits for another
+   ``resynthesize_every`` pairs (counted per thread), so a failing model is not retried each turn.
+2. `load_persona` reads the current persona and, when there is one, retrieves ``demo_k`` demos
+   for the new user message.
+3. `draft_replies` drafts ``candidates`` replies, each with its own style hint and seed,
+   conditioned on the persona when there is one.
+4. `judge_replies` ranks them with the turn's judge (the default LLM judge before a persona
+   exists, the persona judge after, or the offline / hybrid judge when configured) and answers
+   with the winner as an `AIMessage`. Candidates, ranking with reasons, judge, persona version
+   and demos stay in the state, so ``graph.get_state(config)`` shows them and the next input can
+   give feedback on them.
+
+Inline or deferred synthesis (``synthesis_mode``; a run may override it in its context):
+*inline* runs `synthesize_persona` before answering, so the reply already uses the new persona;
+*deferred* (the default) answers first and runs `synthesize_persona` at the end of the same run
+(``**``), so the reply is streamed before the slow fit starts. Both work under ``langgraph dev``
+and in the CLI. A feedback-only input (no new user message) ends after feedback, or after the
+synthesis it triggered. `synthesize_persona` invokes the synthesis graph (`graphs.synthesis`);
+a synthesis that fails is logged and recorded in ``state["synthesis"]``, the current persona
+stays, and the turn is still answered.
+
+Failures of models: drafting and judging have a declared `RetryPolicy` over transient errors
+(timeouts, connection errors, malformed output; `graphs.retry.is_transient`) and an optional
+per-attempt timeout. When drafting still fails the turn is answered with an apology that says the
+model failed (``state["reply_fallback"]`` holds the error, no candidates are kept); when judging
+fails the first candidate is the answer (``state["judge_fallback"]`` says why). A judge comparison
+whose output stays malformed is a tie inside the judge, counted in ``judge_fallback`` too.
+
+Streaming: ``astream(..., stream_mode="updates")`` yields one ``{node: update}`` per finished node
+(``record_feedback``, ``load_persona``, ``draft_replies``, ``judge_replies``,
+``synthesize_persona``; an error handler's update appears under ``__error_handler__<node>``);
+add ``subgraphs=True`` to see the synthesis graph's own nodes. ``stream_mode="messages"``
+yields the token chunks of every model call inside the nodes (each candidate's draft, the judge's
+JSON verdicts, the synthesis calls) with metadata naming the node; the chosen reply itself is
+not a model call, so read it from the ``judge_replies`` update (or ``"values"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langgraph.errors import NodeError
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer, Command, RetryPolicy
+from pydantic import ValidationError
+
+from agent.drafting import draft_candidates
+from agent.errors import BudgetExceeded, InvalidPreference, ModelOutputError, PersonaAgentError
+from agent.formats import describe_validation_error
+from agent.records import Limits, Persona, PreferencePair, Turn
+from agent.synthesis import SynthesizeMe
+from graphs import synthesis
+from graphs.judges import JudgeFactory, LLMJudges
+from graphs.retry import is_transient
+from graphs.state import (
+    ChatContext,
+    ChatState,
+    Feedback,
+    PersonaView,
+    RankedView,
+    SynthesisContext,
+    SynthesisMode,
+    SynthesisOutcome,
+    demo_from_state,
+    persona_view,
+    ranking_view,
+    turn_dicts,
+    turns_from,
+    turns_of,
+    user_of,
+)
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from memory.store import PreferenceStore
+
+logger = logging.getLogger(__name__)
+
+MAX_CANDIDATES = 8
+APOLOGY = (
+    "Sorry, I could not answer this time: the language model failed ({reason}). "
+    "Please try again in a moment."
+)
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """Behaviour of the chat graph; `persona_agent.factory` fills it from settings."""
+
+    candidates: int = 3
+    first_synthesis_at: int = 5
+    resynthesize_every: int = 3
+    synthesis_mode: SynthesisMode = "deferred"
+    demo_k: int = 3
+    similarity_weight: float = 1.0
+    informativeness_weight: float = 0.3
+    mmr_lambda: float = 0.7
+    concurrency: int = 1
+    structured_method: str = "json_schema"
+    max_context_turns: int = 64
+    attempts: int = 2
+    retry_interval_s: float = 0.5
+    reply_timeout_s: float | None = None
+    synthesis_timeout_s: float | None = None
+
+
+def synthesis_due(
+    *, total: int, since_persona: int, has_persona: bool, retry_after: int | None, options: ChatOptions
+) -> bool:
+    """Say whether the stored pairs call for a (re-)synthesis now."""
+    if has_persona:
+        due = since_persona >= options.resynthesize_every
+    else:
+        due = total >= options.first_synthesis_at
+    if due and retry_after is not None:
+        due = total - retry_after >= options.resynthesize_every
+    return due
+
+
+def feedback_pairs(
+    feedback: Feedback, state: ChatState, user_id: str, limits: Limits
+) -> tuple[list[PreferencePair], str | None]:
+    """Turn feedback into pairs; return them and the picked reply (None for an explicit pair)."""
+    has_choice = feedback.get("choice") is not None
+    has_pair = feedback.get("chosen") is not None or feedback.get("rejected") is not None
+    if has_choice == has_pair:
+        raise InvalidPreference("feedback: give either 'choice' or both 'chosen' and 'rejected'")
+    persona = state.get("persona")
+    metadata: dict[str, str | int | float | bool] = {"persona_version": persona["version"] if persona else 0}
+    if has_choice:
+        candidates = state.get("candidates") or []
+        choice = feedback["choice"]
+        if not candidates:
+            raise InvalidPreference("feedback.choice: the previous turn has no candidates to choose from")
+        if not isinstance(choice, int) or not 0 <= choice < len(candidates):
+            raise InvalidPreference(f"feedback.choice: must be 0-{len(candidates) - 1}, got {choice!r}")
+        ranking = state.get("ranking") or []
+        metadata["judge_agreed"] = bool(ranking) and ranking[0]["index"] == choice
+        context: Sequence[Mapping[str, Any]] = state.get("turn_context") or []
+        chosen = candidates[choice]
+        rivals = [reply for index, reply in enumerate(candidates) if index != choice]
+        if not rivals:
+            raise InvalidPreference("feedback.choice: the previous turn had only one candidate")
+    else:
+        if not feedback.get("chosen") or not feedback.get("rejected"):
+            raise InvalidPreference("feedback: an explicit pair needs both 'chosen' and 'rejected'")
+        context = feedback.get("context") or state.get("turn_context") or []
+        chosen, rivals = feedback["chosen"], [feedback["rejected"]]
+        if not context:
+            raise InvalidPreference("feedback.context: required when there is no previous turn")
+    try:
+        turns = turns_from(context)
+        pairs = [
+            PreferencePair.model_validate(
+                {
+                    "user_id": user_id,
+                    "context": turns,
+                    "chosen": chosen,
+                    "rejected": rival,
+                    "source": "explicit",
+                    "metadata": metadata,
+                },
+                context={"limits": limits},
+            )
+            for rival in rivals
+        ]
+    except ValidationError as exc:
+        raise InvalidPreference(f"feedback: {describe_validation_error(exc)}") from None
+    return pairs, chosen if has_choice else None
+
+
+def _context_value(runtime: Runtime[ChatContext], name: str) -> Any:
+    context = runtime.context
+    return context.get(name) if isinstance(context, Mapping) else getattr(context, name, None)
+
+
+def _awaits_reply(state: ChatState) -> bool:
+    messages = state.get("messages") or []
+    return bool(messages) and isinstance(messages[-1], HumanMessage)
+
+
+def _after_reply(state: ChatState) -> Literal["synthesize_persona", "__end__"]:
+    return "synthesize_persona" if state.get("synthesis_due") == "deferred" else END
+
+
+def _replace_reply(messages: Sequence[AnyMessage], shown: str | None, picked: str) -> list[AnyMessage]:
+    """Return the update that swaps the reply shown for the previous turn with the one picked."""
+    for message in reversed(messages):
+        if isinstance(message, AIMessage):
+            if message.text == shown and shown != picked and message.id:
+                return [AIMessage(content=picked, id=message.id)]
+            break
+    return []
+
+
+def _first_candidate_ranking(candidates: Sequence[str], why: str) -> list[RankedView]:
+    return [
+        RankedView(index=index, content=text, score=0.0, wins=0, reasons=[why] if index == 0 else [])
+        for index, text in enumerate(candidates)
+    ]
+
+
+def build_graph(
+    *,
+    chat_model: BaseChatModel,
+    judge_model: BaseChatModel,
+    memory: PreferenceStore,
+    checkpointer: Checkpointer = None,
+    synthesizer: SynthesizeMe | None = None,
+    judges: JudgeFactory | None = None,
+    options: ChatOptions | None = None,
+    name: str = "chat",
+) -> CompiledStateGraph[ChatState, ChatContext, ChatState, ChatState]:
+    """Compile the chat graph over a drafting model, a judge model and the memory store.
+
+    `synthesizer` defaults to SynthesizeMe over the two models; `judges` defaults to the LLM
+    judge (default before a persona, persona judge after). Pass `checkpointer` to keep threads.
+    """
+    options = options or ChatOptions()
+    synthesizer = synthesizer or SynthesizeMe(
+        chat_model,
+        judge_model=judge_model,
+        structured_method=options.structured_method,
+        concurrency=options.concurrency,
+    )
+    judges = judges or LLMJudges(
+        judge_model, structured_method=options.structured_method, concurrency=options.concurrency
+    )
+    synthesis_graph = synthesis.build_graph(
+        synthesizer=synthesizer,
+        memory=memory,
+        checkpointer=False,  # its state is transient; the chat thread records the outcome
+        attempts=options.attempts,
+        retry_interval_s=options.retry_interval_s,
+        timeout_s=options.synthesis_timeout_s,
+    )
+    limits = memory.limits
+    max_turns = min(options.max_context_turns, limits.max_context_turns)
+
+    def counts(user_id: str) -> tuple[int, int, bool]:
+        persona = memory.current_persona(user_id)
+        since = len(memory.pairs_since_persona(user_id))
+        total = memory.count_pairs(user_id) if persona else since
+        return total, since, persona is not None
+
+    async def record_feedback(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Store the user's feedback on the previous turn as pairs; decide whether to synthesize."""
+        user_id = user_of(runtime)
+        update: dict[str, Any] = {"pairs_added": []}
+        feedback = state.get("feedback")
+        if feedback:
+            pairs, picked = feedback_pairs(feedback, state, user_id, limits)
+            update["pairs_added"] = await asyncio.to_thread(memory.add_pairs, user_id, pairs)
+            if picked is not None:
+                ranking = state.get("ranking") or []
+                shown = ranking[0]["content"] if ranking else None
+                update["messages"] = _replace_reply(state.get("messages") or [], shown, picked)
+        total, since, has_persona = await asyncio.to_thread(counts, user_id)
+        due = synthesis_due(
+            total=total,
+            since_persona=since,
+            has_persona=has_persona,
+            retry_after=state.get("synthesis_retry_after"),
+            options=options,
+        )
+        mode = _context_value(runtime, "synthesis_mode") or options.synthesis_mode
+        update.update(pair_count=total, synthesis_due=mode if due else None)
+        return update
+
+    def route_after_feedback(
+        state: ChatState,
+    ) -> Literal["synthesize_persona", "load_persona", "__end__"]:
+        """Synthesize first (inline), answer, or stop when there is nothing to answer."""
+        due = state.get("synthesis_due")
+        if due == "inline" or (due and not _awaits_reply(state)):
+            return "synthesize_persona"
+        return "load_persona" if _awaits_reply(state) else END
+
+    async def synthesize_persona(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Run the synthesis graph for this user; a failure is recorded, never raised."""
+        user_id = user_of(runtime)
+        result: SynthesisOutcome
+        try:
+            final = await synthesis_graph.ainvoke({}, context=SynthesisContext(user_id=user_id))
+            result = final.get("outcome") or synthesis.outcome("failed", "the synthesis ended without outcome")
+        except Exception as exc:  # a failed synthesis must not fail the turn
+            logger.warning("synthesis for %s failed; the current persona stays: %r", user_id, exc)
+            result = synthesis.outcome("failed", f"{type(exc).__name__}: {exc}")
+        retry_after = None if result["status"] == "accepted" else state.get("pair_count", 0)
+        return {"synthesis": result, "synthesis_due": None, "synthesis_retry_after": retry_after}
+
+    def route_after_synthesis(state: ChatState) -> Literal["load_persona", "__end__"]:
+        """Answer the new message when the synthesis ran before the reply (inline)."""
+        return "load_persona" if _awaits_reply(state) else END
+
+    async def load_persona(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Read the current persona and retrieve demos relevant to the new message."""
+        user_id = user_of(runtime)
+        context = turns_of(state.get("messages") or [])[-max_turns:]
+        if not context or context[-1].role != "user":
+            raise InvalidPreference("messages: the last message must be a non-empty user message")
+        persona = await asyncio.to_thread(memory.current_persona, user_id)
+        demos = []
+        if persona is not None and options.demo_k:
+            demos = await asyncio.to_thread(
+                memory.retrieve_demos,
+                user_id,
+                context,
+                options.demo_k,
+                similarity_weight=options.similarity_weight,
+                informativeness_weight=options.informativeness_weight,
+                mmr_lambda=options.mmr_lambda,
+            )
+        return {
+            "persona": persona_view(persona),
+            "demos": [demo.model_dump(mode="json") for demo in demos],
+            "turn_context": turn_dicts(context),
+        }
+
+    async def draft_replies(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Draft several different candidate replies, persona-conditioned when there is a persona."""
+        count = _context_value(runtime, "candidates") or options.candidates
+        persona = state.get("persona")
+        drafts = await draft_candidates(
+            chat_model,
+            turns_from(state.get("turn_context") or []),
+            n=max(1, min(int(count), MAX_CANDIDATES)),
+            persona=persona["text"] if persona else None,
+            concurrency=options.concurrency,
+            seed=len(state.get("messages") or []),
+        )
+        if not drafts:
+            raise ModelOutputError("the chat model returned no usable reply")
+        return {"candidates": drafts, "reply_fallback": None}
+
+    async def apologize(state: ChatState, error: NodeError) -> Command[Any]:
+        """Answer with an apology that says the model failed; keep no candidates."""
+        _raise_unless_model_failure(error.error, "drafting")
+        reason = f"{type(error.error).__name__}: {error.error}"
+        return Command(
+            update={
+                "messages": [AIMessage(APOLOGY.format(reason=type(error.error).__name__))],
+                "candidates": [],
+                "ranking": [],
+                "judge": "none",
+                "judge_fallback": None,
+                "reply_fallback": reason,
+            },
+            goto=_after_reply(state),
+        )
+
+    async def judge_replies(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Rank the candidates with this user's judge and answer with the winner."""
+        user_id = user_of(runtime)
+        view: PersonaView | None = state.get("persona")
+        persona = (
+            Persona(user_id=user_id, text=view["text"], version=view["version"]) if view is not None else None
+        )
+        demos = [demo_from_state(data) for data in state.get("demos") or []]
+        judge, label = await judges(user_id, persona, demos)
+        context = turns_from(state.get("turn_context") or [])
+        ranking = await judge.rank(context, state.get("candidates") or [])
+        fallbacks = int(getattr(judge, "fallbacks", 0))
+        return {
+            "ranking": ranking_view(ranking),
+            "judge": label,
+            "judge_fallback": f"{fallbacks} comparisons had no usable verdict (counted as ties)"
+            if fallbacks
+            else None,
+            "messages": [AIMessage(ranking.best.content)],
+        }
+
+    async def answer_first_candidate(state: ChatState, error: NodeError) -> Command[Any]:
+        """Answer with the first candidate when judging failed, and record why."""
+        _raise_unless_model_failure(error.error, "judging")
+        candidates = state.get("candidates") or []
+        reason = f"judging failed, answered with the first candidate ({type(error.error).__name__}: {error.error})"
+        return Command(
+            update={
+                "ranking": _first_candidate_ranking(candidates, reason),
+                "judge_fallback": reason,
+                "messages": [AIMessage(candidates[0])],
+            },
+            goto=_after_reply(state),
+        )
+
+    retry = RetryPolicy(
+        max_attempts=options.attempts, initial_interval=options.retry_interval_s, retry_on=is_transient
+    )
+    builder = StateGraph(ChatState, context_schema=ChatContext)
+    builder.add_node(record_feedback)
+    builder.add_node(synthesize_persona)
+    builder.add_node(load_persona)
+    builder.add_node(
+        draft_replies,
+        retry_policy=retry,
+        timeout=options.reply_timeout_s,
+        error_handler=apologize,
+        destinations=("judge_replies", "synthesize_persona", END),
+    )
+    builder.add_node(
+        judge_replies,
+        retry_policy=retry,
+        timeout=options.reply_timeout_s,
+        error_handler=answer_first_candidate,
+        destinations=("synthesize_persona", END),
+    )
+    builder.add_edge(START, "record_feedback")
+    builder.add_conditional_edges(
+        "record_feedback", route_after_feedback, ["synthesize_persona", "load_persona", END]
+    )
+    builder.add_conditional_edges("synthesize_persona", route_after_synthesis, ["load_persona", END])
+    builder.add_edge("load_persona", "draft_replies")
+    builder.add_edge("draft_replies", "judge_replies")
+    builder.add_conditional_edges("judge_replies", _after_reply, ["synthesize_persona", END])
+    return builder.compile(checkpointer=checkpointer, name=name)
+
+
+def _raise_unless_model_failure(error: BaseException, stage: str) -> None:
+    """Re-raise errors that are not a model's fault (bad input, configuration); log the rest."""
+    if isinstance(error, PersonaAgentError) and not isinstance(error, ModelOutputError | BudgetExceeded):
+        raise error
+    if not isinstance(error, Exception):
+        raise error
+    if is_transient(error):
+        logger.warning("%s failed after retries: %r", stage, error)
+    else:
+        logger.error("%s failed with an unexpected error", stage, exc_info=error)

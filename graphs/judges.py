@@ -1,0 +1,101 @@
+"""Which judge picks a chat turn's reply: the LLM judge, the offline reward model, or both pooled.
+
+A `JudgeFactory` is called once per turn with the user's current persona and the demos retrieved
+for the turn, and returns a judge (anything with ``compare`` and ``rank``) with a label the state
+records. `LLMJudges` gives the default judge before the user has a persona and the persona judge
+after. `OfflineJudges` fits the user's reward model on their newest stored pairs (the population
+prior alone when they have none). `HybridJudges` pools the two with the fixed weights of
+`agent.hybrid` (fitting the stack needs validation pairs judged by the LLM, too costly per turn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from langchain_core.language_models import BaseChatModel
+
+from agent.judge import DefaultJudge, LLMJudge, PairwiseJudge, PersonaJudge
+from agent.records import Demo, Persona
+
+if TYPE_CHECKING:
+    from agent.features import FeatureExtractor
+    from agent.reward_model import RewardModel
+    from memory.store import PreferenceStore
+
+
+class JudgeFactory(Protocol):
+    """Build the judge of one turn for one user."""
+
+    async def __call__(
+        self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
+    ) -> tuple[PairwiseJudge, str]:
+        """Return the judge and its label ("default", "persona", "offline", "hybrid ...")."""
+        ...
+
+
+@dataclass(frozen=True)
+class LLMJudges:
+    """The language-model judge: default before a persona exists, persona-conditioned after."""
+
+    model: BaseChatModel
+    structured_method: str = "json_schema"
+    concurrency: int = 1
+    attempts: int = 3
+
+    def build(self, persona: Persona | None, demos: Sequence[Demo]) -> tuple[LLMJudge, str]:
+        """Return the judge for this persona (or none) and its label."""
+        options = {
+            "structured_method": self.structured_method,
+            "concurrency": self.concurrency,
+            "attempts": self.attempts,
+        }
+        if persona is None:
+            return DefaultJudge(self.model, **options), "default"
+        return PersonaJudge(self.model, persona.text, demos, **options), "persona"
+
+    async def __call__(
+        self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
+    ) -> tuple[PairwiseJudge, str]:
+        """Return the default or persona judge."""
+        return self.build(persona, demos)
+
+
+@dataclass(frozen=True)
+class OfflineJudges:
+    """The offline reward model, fitted per turn on the user's newest stored pairs."""
+
+    memory: PreferenceStore
+    prior: RewardModel
+    extractor: FeatureExtractor
+    max_pairs: int = 40
+
+    async def __call__(
+        self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
+    ) -> tuple[PairwiseJudge, str]:
+        """Fit the user's reward model (no language model call) and return its judge."""
+        from agent.reward_model import OfflineJudge
+
+        pairs = await asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs)
+        judge = await asyncio.to_thread(OfflineJudge.for_user, self.prior, self.extractor, pairs)
+        return judge, "offline"
+
+
+@dataclass(frozen=True)
+class HybridJudges:
+    """The LLM judge and the offline reward model, pooled in log-odds space."""
+
+    llm: LLMJudges
+    offline: OfflineJudges
+
+    async def __call__(
+        self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
+    ) -> tuple[PairwiseJudge, str]:
+        """Return the pooled judge; its label names the LLM judge's kind."""
+        from agent.hybrid import HybridJudge
+
+        llm_judge, label = self.llm.build(persona, demos)
+        offline_judge, _ = await self.offline(user_id, persona, demos)
+        return HybridJudge(llm_judge, offline_judge), f"hybrid ({label} + offline)"

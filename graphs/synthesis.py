@@ -1,0 +1,207 @@
+"""The synthesis graph: fit a user's persona and demos from their stored pairs, gate it, save it.
+
+``load_pairs -> fit_persona -> annotate_pairs -> save_persona (when accepted) -> END``
+
+- `load_pairs` reads the user's newest ``synthesizer.max_pairs`` pairs and splits them
+  deterministically: oldest first, every third pair (positions 2, 5, 8, ...) is held out for
+  validation, but only when there are at least `MIN_PAIRS_FOR_VAL` (6) pairs; with fewer, all
+  train (SynthesizeMe then accepts without a gate). Fewer than 2 pairs: outcome "skipped".
+- `fit_persona` runs `SynthesizeMe.fit` with the current persona and demos as the gate's baseline.
+- `annotate_pairs` records on every train pair whether the default judge predicted it
+  (``default_judge_correct``) and whether it has verified reasoning (kept with the pair, so that
+  retrieved demos carry it); pairs the new persona corrected count as verified when it is accepted.
+- `save_persona` stores the persona and demos as the user's next version.
+
+A fit that fails (after the node's declared retries of transient errors) ends the run with the
+outcome "failed" and the error's text; the current persona stays in place. The run's context
+carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The graph is
+usable on its own (``langgraph.json`` names it) and from the chat graph, which invokes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from langgraph.errors import NodeError
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+from langgraph.types import Checkpointer, Command, RetryPolicy
+
+from agent.errors import NotFound
+from agent.records import PreferencePair, utc_now
+from agent.synthesis import SynthesisResult, SynthesizeMe
+from graphs.retry import is_transient
+from graphs.state import (
+    SynthesisContext,
+    SynthesisOutcome,
+    SynthesisState,
+    SynthesisStatus,
+    pair_from_state,
+    pair_to_state,
+    user_of,
+)
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+    from memory.store import PreferenceStore
+
+logger = logging.getLogger(__name__)
+
+VAL_EVERY = 3
+MIN_PAIRS_FOR_VAL = 6
+
+
+def split_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Split oldest-first: every third pair to val when there are at least 6 pairs, else none."""
+    ordered = sorted(pairs, key=lambda pair: (pair.created_at, pair.id))
+    if len(ordered) < MIN_PAIRS_FOR_VAL:
+        return ordered, []
+    train = [pair for index, pair in enumerate(ordered) if index % VAL_EVERY != VAL_EVERY - 1]
+    val = [pair for index, pair in enumerate(ordered) if index % VAL_EVERY == VAL_EVERY - 1]
+    return train, val
+
+
+def outcome(
+    status: SynthesisStatus,
+    detail: str,
+    *,
+    result: SynthesisResult | None = None,
+    version: int | None = None,
+    train: int = 0,
+    val: int = 0,
+) -> SynthesisOutcome:
+    """Summarize a synthesis run for the state."""
+    return SynthesisOutcome(
+        status=status,
+        persona_version=version,
+        val_accuracy=result.persona.val_accuracy if result else None,
+        baseline_val_accuracy=result.baseline_val_accuracy if result else None,
+        train_pairs=len(result.train_pair_ids) if result else train,
+        val_pairs=len(result.val_pair_ids) if result else val,
+        llm_calls=result.usage.total.calls if result else 0,
+        detail=detail,
+        finished_at=utc_now().isoformat(),
+    )
+
+
+def build_graph(
+    *,
+    synthesizer: SynthesizeMe,
+    memory: PreferenceStore,
+    checkpointer: Checkpointer = None,
+    attempts: int = 2,
+    retry_interval_s: float = 1.0,
+    timeout_s: float | None = None,
+    name: str = "synthesis",
+) -> CompiledStateGraph[SynthesisState, SynthesisContext, SynthesisState, SynthesisState]:
+    """Compile the synthesis graph over a synthesizer and a memory store.
+
+    `attempts` and `retry_interval_s` declare the fit's retries of transient errors (timeouts,
+    connection errors, unusable model output); `timeout_s` caps one fit attempt.
+    ``checkpointer=False`` runs it without checkpoints even inside a checkpointed parent.
+    """
+
+    async def load_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> Command[Any]:
+        """Read the user's newest pairs and split them into train and val."""
+        user_id = user_of(runtime)
+        pairs = await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
+        train, val = split_pairs(pairs)
+        if len(train) < 2:
+            skipped = outcome("skipped", f"{len(pairs)} pairs stored; a persona needs at least 2", train=len(train))
+            return Command(update={"outcome": skipped, "result": None}, goto=END)
+        return Command(
+            update={"train": [pair_to_state(p) for p in train], "val": [pair_to_state(p) for p in val]},
+            goto="fit_persona",
+        )
+
+    async def fit_persona(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
+        """Synthesize a persona and demos, gated against the current persona on the val pairs."""
+        user_id = user_of(runtime)
+        current, current_demos = await asyncio.gather(
+            asyncio.to_thread(memory.current_persona, user_id),
+            asyncio.to_thread(memory.current_demos, user_id),
+        )
+        result = await synthesizer.fit(
+            [pair_from_state(p) for p in state.get("train", [])],
+            [pair_from_state(p) for p in state.get("val", [])],
+            current=current,
+            current_demos=current_demos,
+        )
+        return {"result": result.model_dump(mode="json")}
+
+    async def record_failure(state: SynthesisState, error: NodeError) -> Command[Any]:
+        """End the run with a "failed" outcome; the current persona stays in place."""
+        logger.warning("synthesis failed; the current persona stays in place: %r", error.error)
+        failed = outcome(
+            "failed",
+            f"{type(error.error).__name__}: {error.error}",
+            train=len(state.get("train", [])),
+            val=len(state.get("val", [])),
+        )
+        return Command(update={"outcome": failed, "result": None}, goto=END)
+
+    async def annotate_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
+        """Record what the default judge made of each train pair, and any verified reasoning."""
+        user_id = user_of(runtime)
+        result = SynthesisResult.model_validate(state["result"])
+        notes: dict[str, dict[str, Any]] = {
+            pair_id: {"default_judge_correct": correct, "has_verified_reasoning": correct}
+            for pair_id, correct in result.default_judge_correct.items()
+        }
+        for reasoning in result.reasoning:
+            if reasoning.verified and reasoning.pair_id in notes:
+                notes[reasoning.pair_id]["reasoning"] = reasoning.text
+        if result.accepted:
+            for demo in result.demos:
+                if demo.reasoning and demo.pair.id in notes:
+                    notes[demo.pair.id].update(has_verified_reasoning=True, reasoning=demo.reasoning)
+        try:
+            await asyncio.to_thread(memory.annotate_pairs, user_id, notes)
+        except NotFound as exc:  # a pair deleted while the fit ran: the other notes still matter
+            logger.info("annotating after synthesis: %s", exc)
+            present = {p.id for p in await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)}
+            await asyncio.to_thread(
+                memory.annotate_pairs, user_id, {k: v for k, v in notes.items() if k in present}
+            )
+        if result.accepted:
+            return {}
+        rejected = outcome(
+            "rejected",
+            f"val accuracy {result.persona.val_accuracy} below the current persona's "
+            f"{result.baseline_val_accuracy}",
+            result=result,
+        )
+        return {"outcome": rejected}
+
+    def route_after_annotation(state: SynthesisState) -> Literal["save_persona", "__end__"]:
+        """Save only an accepted persona."""
+        result = state.get("result") or {}
+        return "save_persona" if result.get("accepted") else END
+
+    async def save_persona(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
+        """Store the persona and its demos as the user's next version."""
+        result = SynthesisResult.model_validate(state["result"])
+        stored = await asyncio.to_thread(memory.save_persona, result.persona, result.demos)
+        accepted = outcome(
+            "accepted", f"persona v{stored.version} with {len(result.demos)} demos", result=result, version=stored.version
+        )
+        return {"outcome": accepted}
+
+    retry = RetryPolicy(max_attempts=attempts, initial_interval=retry_interval_s, retry_on=is_transient)
+    builder = StateGraph(SynthesisState, context_schema=SynthesisContext)
+    builder.add_node(load_pairs, destinations=("fit_persona", END))
+    builder.add_node(
+        fit_persona, retry_policy=retry, timeout=timeout_s, error_handler=record_failure
+    )
+    builder.add_node(annotate_pairs)
+    builder.add_node(save_persona)
+    builder.add_edge(START, "load_pairs")
+    builder.add_edge("fit_persona", "annotate_pairs")
+    builder.add_conditional_edges("annotate_pairs", route_after_annotation, ["save_persona", END])
+    builder.add_edge("save_persona", END)
+    return builder.compile(checkpointer=checkpointer, name=name)
+
