@@ -115,10 +115,10 @@ class RewardModel:
             "regularization": self.regularization.__dict__,
             "feature_names": [spec.name for spec in INTERPRETABLE]
             + ["embedding"] * (self.dimensions - N_INTERPRETABLE),
-            "weights": [round(float(v), 6) for v in self.weights],
-            "mean": [round(float(v), 6) for v in self.mean],
-            "scale": [round(float(v), 6) for v in self.scale],
-            "chosen_mean": [round(float(v), 6) for v in self.chosen_mean],
+            "weights": _compact(self.weights),
+            "mean": _compact(self.mean),
+            "scale": _compact(self.scale),
+            "chosen_mean": _compact(self.chosen_mean),
         }
 
     def save(self, path: str | Path) -> None:
@@ -164,6 +164,11 @@ class RewardModel:
         except json.JSONDecodeError as exc:
             raise ConfigurationError(f"{target}: not valid JSON ({exc})") from None
         return cls.from_json(data, source=str(target))
+
+
+def _compact(values: np.ndarray) -> list[float]:
+    """Return floats at 7 significant digits: the artifact stays small and no scale rounds to 0."""
+    return [float(f"{value:.7g}") for value in values]
 
 
 def _newton_step(
@@ -236,7 +241,7 @@ def fit_population(
     replies = np.concatenate([chosen, rejected])
     mean = replies.mean(axis=0)
     scale = replies.std(axis=0)
-    scale = np.where(scale > 1e-9, scale, 1.0)
+    scale = np.where(scale > 1e-6, scale, 1.0)  # a constant feature carries no signal
     strengths = regularization.penalty(differences.shape[1], kind="population")
     centre = np.zeros(differences.shape[1])
     initial = start.weights if start is not None and start.dimensions == differences.shape[1] else centre

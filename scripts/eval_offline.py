@@ -12,9 +12,11 @@ split (never on `test`) and prints each setting's validation accuracy.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import json
 import os
+import statistics
 import sys
 import time
 from dataclasses import replace
@@ -28,7 +30,14 @@ from agent.evaluation import AccuracyReport
 from agent.features import CachedEmbedder, FeatureExtractor
 from agent.formats import read_pairs, split_of
 from agent.records import PreferencePair
-from agent.reward_model import Regularization, evaluate_offline, leave_user_out_priors
+from agent.reward_model import (
+    OfflineJudge,
+    Regularization,
+    RewardModel,
+    evaluate_offline,
+    fit_user,
+    leave_user_out_priors,
+)
 
 LABELS = {
     "prefer_longer": "prefer the longer reply",
@@ -77,12 +86,40 @@ def tune(pairs: list[PreferencePair], extractor: FeatureExtractor) -> Regulariza
     return best[0]
 
 
+def measure_speed(pairs: list[PreferencePair], extractor: FeatureExtractor) -> dict[str, float]:
+    """Time a 25-pair user fit (features cached) and one cached pair comparison, in milliseconds."""
+    prior = RewardModel.load()
+    by_user: dict[str, list[PreferencePair]] = {}
+    for pair in pairs:
+        by_user.setdefault(pair.user_id, []).append(pair)
+    user_pairs = max(by_user.values(), key=len)[:25]
+    fit_times = []
+    for _ in range(20):
+        started = time.perf_counter()
+        model = fit_user(prior, extractor, user_pairs)
+        fit_times.append(time.perf_counter() - started)
+    judge = OfflineJudge(model, extractor)
+    pair = user_pairs[0]
+    compare_times = []
+    for _ in range(200):
+        started = time.perf_counter()
+        asyncio.run(judge.compare(pair.context, pair.chosen, pair.rejected))
+        compare_times.append(time.perf_counter() - started)
+    return {
+        "fit_25_pairs_ms_median": 1000 * statistics.median(fit_times),
+        "fit_25_pairs_ms_max": 1000 * max(fit_times),
+        "compare_ms_median": 1000 * statistics.median(compare_times),
+        "compare_ms_max": 1000 * max(compare_times),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation from the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/mt_bench_human/pairs.jsonl"))
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache/minilm_mt_bench.npz"))
     parser.add_argument("--json", action="store_true", help="print the reports as JSON")
+    parser.add_argument("--speed", action="store_true", help="time a user fit and a comparison")
     parser.add_argument("--tune", action="store_true", help="grid-search regularization on the val split")
     args = parser.parse_args(argv)
 
@@ -93,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     extractor.embedder.save(args.cache)
     print(f"features of {len(pairs)} pairs in {time.perf_counter() - started:.1f}s", file=sys.stderr)
 
+    if args.speed:
+        for key, value in measure_speed(pairs, extractor).items():
+            print(f"{key:26s} {value:8.2f}")
+        return 0
     if args.tune:
         tune(pairs, extractor)
         return 0
