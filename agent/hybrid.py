@@ -23,7 +23,7 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
-from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
+from agent.records import Preference, PreferencePair, RankedCandidate, Ranking, Turn, Verdict
 
 MIN_STACK_PAIRS = 8
 _LOGIT_CLIP = 8.0
@@ -139,7 +139,7 @@ class HybridJudge:
             self.llm_judge.compare(context, first, second), self.offline_judge.compare(context, first, second)
         )
         prob_first = self.combine(llm.prob_first, offline.prob_first)
-        preferred = "first" if prob_first > 0.5 else "second" if prob_first < 0.5 else "tie"
+        preferred: Preference = "first" if prob_first > 0.5 else "second" if prob_first < 0.5 else "tie"
         weights = self.weights
         reasoning = (
             f"language model (p={llm.prob_first:.2f}, weight {weights.llm:.2f}): {llm.reasoning} | "

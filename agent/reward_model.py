@@ -40,7 +40,7 @@ from agent.features import (
     last_user_message,
 )
 from agent.formats import split_of
-from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
+from agent.records import Preference, PreferencePair, RankedCandidate, Ranking, Turn, Verdict
 
 ARTIFACT_FORMAT = "persona-agent/reward-model"
 DEFAULT_PRIOR_PATH = Path(__file__).parent / "data" / "population_prior.json"
@@ -428,7 +428,7 @@ class OfflineJudge:
         features = await self._features(last_user_message(context), [first, second])
         difference = features[0] - features[1]
         prob_first = float(self.model.prob_first(difference[None, :])[0])
-        preferred = "first" if prob_first > 0.5 else "second" if prob_first < 0.5 else "tie"
+        preferred: Preference = "first" if prob_first > 0.5 else "second" if prob_first < 0.5 else "tie"
         reasoning = _describe_contributions(self.model.contributions(difference))
         return Verdict(preferred=preferred, prob_first=prob_first, reasoning=reasoning, source="structured")
 
