@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -57,6 +59,9 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind; keep loopback unless tokens are set."),
     dev: bool = typer.Option(False, "--dev", help="Dev auth: 'Bearer dev-<user>' signs in as <user>."),
     allow_blocking: bool = typer.Option(False, help="Let langgraph dev tolerate blocking calls."),
+    state_dir: Annotated[
+        Path, typer.Option(help="Where langgraph dev keeps its threads and runs (a .langgraph_api folder).")
+    ] = REPO_ROOT,
 ) -> None:
     """Serve the chat and synthesis graphs, the memory routes and the inspector at /inspector."""
     from persona_agent.auth import load_token_map
@@ -79,8 +84,13 @@ def serve(
         err=True,
     )
     command = langgraph_command(host=host, port=port, config=config, allow_blocking=allow_blocking)
-    # Run from the repository root: langgraph dev resolves "server:..." and writes .langgraph_api there.
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env)
+    # langgraph dev imports "server:..." from its working directory and PYTHONPATH, and writes
+    # its thread store (.langgraph_api) into the working directory.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(command, cwd=state_dir, env=env)
+    # Stopping this command (by its pid) stops the server too.
+    signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
     try:
         code = process.wait()
     except KeyboardInterrupt:

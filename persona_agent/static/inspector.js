@@ -269,13 +269,17 @@ function wire() {
       showError("Delete failed: " + error.message);
     }
   });
-  const fragment = new URLSearchParams(window.location.hash.slice(1));
-  if (fragment.get("token")) {
-    const token = fragment.get("token");
-    history.replaceState(null, "", window.location.pathname + window.location.search);
-    $("token").value = token;
-    open(token);
-  }
+  window.addEventListener("hashchange", openFromFragment);
+  openFromFragment();
+}
+
+// A #token=... fragment opens that user's memory; the token is then removed from the address bar.
+function openFromFragment() {
+  const token = new URLSearchParams(window.location.hash.slice(1)).get("token");
+  if (!token) return;
+  history.replaceState(null, "", window.location.pathname + window.location.search);
+  $("token").value = token;
+  open(token);
 }
 
 wire();
