@@ -38,6 +38,7 @@ from persona_agent.settings import Settings, load_settings
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from langchain_core.language_models import BaseChatModel
     from langgraph.pregel import Pregel
 
     from memory.store import PreferenceStore
@@ -58,10 +59,11 @@ class ServerResources:
 
     settings_factory: Callable[[], Settings] = load_settings
     store_factory: Callable[[Settings], PreferenceStore] | None = None
-    graph_factories: dict[str, Callable[[Settings, PreferenceStore], Pregel]] = field(default_factory=dict)
+    graph_factories: dict[str, GraphFactory] = field(default_factory=dict)
     _settings: Settings | None = None
     _tokens: TokenMap | None = None
     _store: PreferenceStore | None = None
+    _models: tuple[BaseChatModel, BaseChatModel] | None = None
     _graphs: dict[str, Pregel] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -94,12 +96,22 @@ class ServerResources:
                     self._store = self.store_factory(self.settings)
             return self._store
 
+    @property
+    def models(self) -> tuple[BaseChatModel, BaseChatModel]:
+        """The chat and judge models, built once and shared by both graphs (blocking to build)."""
+        with self._lock:
+            if self._models is None:
+                from persona_agent.factory import build_chat_model, build_judge_model
+
+                self._models = (build_chat_model(self.settings), build_judge_model(self.settings))
+            return self._models
+
     def graph(self, name: str) -> Pregel:
         """Return the named compiled graph, building it on first use (blocking)."""
         with self._lock:
             if name not in self._graphs:
                 build = self.graph_factories.get(name) or _DEFAULT_GRAPHS[name]
-                self._graphs[name] = build(self.settings, self.store)
+                self._graphs[name] = build(self)
             return self._graphs[name]
 
     def authenticate(self, authorization: str | None) -> str:
@@ -107,20 +119,33 @@ class ServerResources:
         return self.tokens.authenticate(authorization)
 
 
-def _build_chat_graph(settings: Settings, store: PreferenceStore) -> Pregel:
+GraphFactory = Callable[[ServerResources], "Pregel"]
+
+
+def _build_chat_graph(resources: ServerResources) -> Pregel:
     from persona_agent.factory import build_chat_graph
 
-    # The LangGraph server supplies its own checkpointer to every run.
-    return build_chat_graph(settings, store=store, checkpointer=None)
+    chat_model, judge_model = resources.models
+    # No checkpointer here: the LangGraph server gives every run its own.
+    return build_chat_graph(
+        resources.settings,
+        store=resources.store,
+        checkpointer=None,
+        chat_model=chat_model,
+        judge_model=judge_model,
+    )
 
 
-def _build_synthesis_graph(settings: Settings, store: PreferenceStore) -> Pregel:
+def _build_synthesis_graph(resources: ServerResources) -> Pregel:
     from persona_agent.factory import build_synthesis_graph
 
-    return build_synthesis_graph(settings, store=store)
+    chat_model, judge_model = resources.models
+    return build_synthesis_graph(
+        resources.settings, store=resources.store, chat_model=chat_model, judge_model=judge_model
+    )
 
 
-_DEFAULT_GRAPHS: dict[str, Callable[[Settings, PreferenceStore], Pregel]] = {
+_DEFAULT_GRAPHS: dict[str, GraphFactory] = {
     "chat": _build_chat_graph,
     "synthesis": _build_synthesis_graph,
 }

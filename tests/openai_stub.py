@@ -200,7 +200,7 @@ class OpenAIStub:
                 finish = "stop"
             else:
                 kind = "text"
-                message["content"] = self._draft(messages, index)
+                message["content"] = self._draft(messages, seed + index)
                 finish = "stop"
             self._count(kind)
             choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
@@ -230,12 +230,15 @@ class OpenAIStub:
         return functions[0]
 
     @staticmethod
-    def _draft(messages: list[dict[str, Any]], index: int) -> str:
+    def _draft(messages: list[dict[str, Any]], seed: int) -> str:
+        """Return a reply to the last user message; different prompts (style hints) get different replies."""
         question = next(
             (str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "your question"
         )
         styles = ("Short answer", "Step by step", "With an example", "In detail")
-        return f"{styles[index % len(styles)]}: here is a reply to {question[:200]!r}."
+        return (
+            f"{styles[seed % len(styles)]} (draft {seed % 100_000}): here is a reply to {question[:200]!r}."
+        )
 
     @staticmethod
     def chunks(completion: dict[str, Any], *, include_usage: bool) -> list[dict[str, Any]]:
