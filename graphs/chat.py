@@ -54,7 +54,7 @@ import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
@@ -67,7 +67,7 @@ from pydantic import ValidationError
 from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.formats import describe_validation_error
-from agent.records import Limits, Persona, PreferencePair, Turn
+from agent.records import Limits, Persona, PreferencePair
 from agent.synthesis import SynthesizeMe
 from graphs import synthesis
 from graphs.judges import JudgeFactory, LLMJudges
@@ -99,8 +99,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 8
 APOLOGY = (
-    "Sorry, I could not answer this time: the language model failed ({reason}). "
-    "Please try again in a moment."
+    "Sorry, I could not answer this time: the language model failed ({reason}). Please try again in a moment."
 )
 
 
@@ -129,10 +128,7 @@ def synthesis_due(
     *, total: int, since_persona: int, has_persona: bool, retry_after: int | None, options: ChatOptions
 ) -> bool:
     """Say whether the stored pairs call for a (re-)synthesis now."""
-    if has_persona:
-        due = since_persona >= options.resynthesize_every
-    else:
-        due = total >= options.first_synthesis_at
+    due = since_persona >= options.resynthesize_every if has_persona else total >= options.first_synthesis_at
     if due and retry_after is not None:
         due = total - retry_after >= options.resynthesize_every
     return due
@@ -200,7 +196,7 @@ def _awaits_reply(state: ChatState) -> bool:
     return bool(messages) and isinstance(messages[-1], HumanMessage)
 
 
-def _after_reply(state: ChatState) -> Literal["synthesize_persona", "__end__"]:
+def _after_reply(state: ChatState) -> str:
     return "synthesize_persona" if state.get("synthesis_due") == "deferred" else END
 
 
@@ -288,9 +284,7 @@ def build_graph(
         update.update(pair_count=total, synthesis_due=mode if due else None)
         return update
 
-    def route_after_feedback(
-        state: ChatState,
-    ) -> Literal["synthesize_persona", "load_persona", "__end__"]:
+    def route_after_feedback(state: ChatState) -> str:
         """Synthesize first (inline), answer, or stop when there is nothing to answer."""
         due = state.get("synthesis_due")
         if due == "inline" or (due and not _awaits_reply(state)):
@@ -303,14 +297,16 @@ def build_graph(
         result: SynthesisOutcome
         try:
             final = await synthesis_graph.ainvoke({}, context=SynthesisContext(user_id=user_id))
-            result = final.get("outcome") or synthesis.outcome("failed", "the synthesis ended without outcome")
+            result = final.get("outcome") or synthesis.outcome(
+                "failed", "the synthesis ended without outcome"
+            )
         except Exception as exc:  # a failed synthesis must not fail the turn
             logger.warning("synthesis for %s failed; the current persona stays: %r", user_id, exc)
             result = synthesis.outcome("failed", f"{type(exc).__name__}: {exc}")
         retry_after = None if result["status"] == "accepted" else state.get("pair_count", 0)
         return {"synthesis": result, "synthesis_due": None, "synthesis_retry_after": retry_after}
 
-    def route_after_synthesis(state: ChatState) -> Literal["load_persona", "__end__"]:
+    def route_after_synthesis(state: ChatState) -> str:
         """Answer the new message when the synthesis ran before the reply (inline)."""
         return "load_persona" if _awaits_reply(state) else END
 
@@ -375,7 +371,9 @@ def build_graph(
         user_id = user_of(runtime)
         view: PersonaView | None = state.get("persona")
         persona = (
-            Persona(user_id=user_id, text=view["text"], version=view["version"]) if view is not None else None
+            Persona.model_validate({"user_id": user_id, "text": view["text"], "version": view["version"]})
+            if view is not None
+            else None
         )
         demos = [demo_from_state(data) for data in state.get("demos") or []]
         judge, label = await judges(user_id, persona, demos)
@@ -395,7 +393,9 @@ def build_graph(
         """Answer with the first candidate when judging failed, and record why."""
         _raise_unless_model_failure(error.error, "judging")
         candidates = state.get("candidates") or []
-        reason = f"judging failed, answered with the first candidate ({type(error.error).__name__}: {error.error})"
+        reason = (
+            f"judging failed, answered with the first candidate ({type(error.error).__name__}: {error.error})"
+        )
         return Command(
             update={
                 "ranking": _first_candidate_ranking(candidates, reason),

@@ -24,7 +24,9 @@ SynthesisMode = Literal["inline", "deferred"]
 SynthesisStatus = Literal["accepted", "rejected", "failed", "skipped"]
 
 # Pairs read back from memory were validated when stored; limits lowered since must not reject them.
-_LOAD_LIMITS = Limits(max_text_chars=10**9, max_context_turns=10**6, max_id_chars=10**4, max_metadata_items=10**4)
+_LOAD_LIMITS = Limits(
+    max_text_chars=10**9, max_context_turns=10**6, max_id_chars=10**4, max_metadata_items=10**4
+)
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 

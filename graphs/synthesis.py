@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
@@ -111,7 +111,9 @@ def build_graph(
         pairs = await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
         train, val = split_pairs(pairs)
         if len(train) < 2:
-            skipped = outcome("skipped", f"{len(pairs)} pairs stored; a persona needs at least 2", train=len(train))
+            skipped = outcome(
+                "skipped", f"{len(pairs)} pairs stored; a persona needs at least 2", train=len(train)
+            )
             return Command(update={"outcome": skipped, "result": None}, goto=END)
         return Command(
             update={"train": [pair_to_state(p) for p in train], "val": [pair_to_state(p) for p in val]},
@@ -163,7 +165,9 @@ def build_graph(
             await asyncio.to_thread(memory.annotate_pairs, user_id, notes)
         except NotFound as exc:  # a pair deleted while the fit ran: the other notes still matter
             logger.info("annotating after synthesis: %s", exc)
-            present = {p.id for p in await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)}
+            present = {
+                p.id for p in await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
+            }
             await asyncio.to_thread(
                 memory.annotate_pairs, user_id, {k: v for k, v in notes.items() if k in present}
             )
@@ -177,7 +181,7 @@ def build_graph(
         )
         return {"outcome": rejected}
 
-    def route_after_annotation(state: SynthesisState) -> Literal["save_persona", "__end__"]:
+    def route_after_annotation(state: SynthesisState) -> str:
         """Save only an accepted persona."""
         result = state.get("result") or {}
         return "save_persona" if result.get("accepted") else END
@@ -187,16 +191,17 @@ def build_graph(
         result = SynthesisResult.model_validate(state["result"])
         stored = await asyncio.to_thread(memory.save_persona, result.persona, result.demos)
         accepted = outcome(
-            "accepted", f"persona v{stored.version} with {len(result.demos)} demos", result=result, version=stored.version
+            "accepted",
+            f"persona v{stored.version} with {len(result.demos)} demos",
+            result=result,
+            version=stored.version,
         )
         return {"outcome": accepted}
 
     retry = RetryPolicy(max_attempts=attempts, initial_interval=retry_interval_s, retry_on=is_transient)
     builder = StateGraph(SynthesisState, context_schema=SynthesisContext)
     builder.add_node(load_pairs, destinations=("fit_persona", END))
-    builder.add_node(
-        fit_persona, retry_policy=retry, timeout=timeout_s, error_handler=record_failure
-    )
+    builder.add_node(fit_persona, retry_policy=retry, timeout=timeout_s, error_handler=record_failure)
     builder.add_node(annotate_pairs)
     builder.add_node(save_persona)
     builder.add_edge(START, "load_pairs")
@@ -204,4 +209,3 @@ def build_graph(
     builder.add_conditional_edges("annotate_pairs", route_after_annotation, ["save_persona", END])
     builder.add_edge("save_persona", END)
     return builder.compile(checkpointer=checkpointer, name=name)
-

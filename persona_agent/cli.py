@@ -10,6 +10,7 @@ import typer
 
 from agent.errors import PersonaAgentError
 from persona_agent.commands import bench, memory, pairs, persona
+from persona_agent.commands.chat import chat
 from persona_agent.commands.demo import demo
 from persona_agent.commands.evaluate import evaluate
 from persona_agent.commands.serve import serve
@@ -20,6 +21,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command()(chat)
 app.command()(demo)
 app.command("eval")(evaluate)
 app.command()(serve)

@@ -6,13 +6,21 @@ the benchmarks call it, and library code receives the objects it builds.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from contextlib import AbstractAsyncContextManager
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
+from langgraph.types import Checkpointer
 
 from persona_agent.settings import Settings
 
 if TYPE_CHECKING:
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph.state import CompiledStateGraph
+
+    from agent.synthesis import SynthesizeMe
+    from graphs.chat import ChatOptions
+    from graphs.judges import JudgeFactory
     from memory.embeddings import MiniLMEmbeddings
     from memory.store import PreferenceStore
 
@@ -82,3 +90,116 @@ def build_store(settings: Settings) -> PreferenceStore:
     else:
         client = make_client(path=settings.chroma_dir)
     return PreferenceStore(client, build_embeddings(settings), limits=settings.limits)
+
+
+def build_checkpointer(settings: Settings) -> AbstractAsyncContextManager[AsyncSqliteSaver]:
+    """Open the SQLite checkpointer of chat threads under the data directory; use as ``async with``.
+
+    The saver needs a running event loop and an open connection, so it is a context manager
+    that closes the connection on exit. Threads survive restarts over the same data directory.
+    """
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    settings.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+    return AsyncSqliteSaver.from_conn_string(str(settings.checkpoint_path))
+
+
+def chat_options(settings: Settings) -> ChatOptions:
+    """Return the chat graph's behaviour from settings."""
+    from graphs.chat import ChatOptions
+
+    return ChatOptions(
+        candidates=settings.candidates,
+        first_synthesis_at=settings.first_synthesis_at,
+        resynthesize_every=settings.resynthesize_every,
+        synthesis_mode=settings.synthesis_mode,
+        demo_k=settings.demo_k,
+        similarity_weight=settings.retrieval_similarity_weight,
+        informativeness_weight=settings.retrieval_informativeness_weight,
+        mmr_lambda=settings.retrieval_mmr_lambda,
+        concurrency=settings.concurrency,
+        structured_method=settings.structured_output_method,
+        max_context_turns=settings.max_context_turns,
+        # one draft or judging attempt makes several calls, each bounded by the request timeout
+        reply_timeout_s=settings.request_timeout_s * 4,
+    )
+
+
+def build_synthesizer(
+    settings: Settings, chat_model: BaseChatModel, judge_model: BaseChatModel
+) -> SynthesizeMe:
+    """Return SynthesizeMe with the configured budget and pair cap."""
+    from agent.synthesis import SynthesizeMe
+
+    return SynthesizeMe(
+        chat_model,
+        judge_model=judge_model,
+        structured_method=settings.structured_output_method,
+        concurrency=settings.concurrency,
+        max_calls=settings.max_calls_per_synthesis,
+        max_pairs=settings.max_pairs_per_synthesis,
+    )
+
+
+def build_judges(settings: Settings, *, store: PreferenceStore, judge_model: BaseChatModel) -> JudgeFactory:
+    """Return the per-turn judge factory that `settings.judge` names (llm, offline or hybrid)."""
+    from graphs.judges import HybridJudges, LLMJudges, OfflineJudges
+
+    llm = LLMJudges(
+        judge_model, structured_method=settings.structured_output_method, concurrency=settings.concurrency
+    )
+    if settings.judge == "llm":
+        return llm
+    from agent.features import FeatureExtractor
+    from agent.reward_model import RewardModel
+
+    offline = OfflineJudges(
+        store,
+        RewardModel.load(),
+        FeatureExtractor(store.embeddings),
+        max_pairs=settings.max_pairs_per_synthesis,
+    )
+    return offline if settings.judge == "offline" else HybridJudges(llm, offline)
+
+
+def build_chat_graph(
+    settings: Settings,
+    *,
+    store: PreferenceStore | None = None,
+    checkpointer: Checkpointer = None,
+    chat_model: BaseChatModel | None = None,
+    judge_model: BaseChatModel | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile the chat graph from settings; parts not passed are built here."""
+    from graphs.chat import build_graph
+
+    store = store or build_store(settings)
+    chat_model = chat_model or build_chat_model(settings)
+    judge_model = judge_model or build_judge_model(settings)
+    return build_graph(
+        chat_model=chat_model,
+        judge_model=judge_model,
+        memory=store,
+        checkpointer=checkpointer,
+        synthesizer=build_synthesizer(settings, chat_model, judge_model),
+        judges=build_judges(settings, store=store, judge_model=judge_model),
+        options=chat_options(settings),
+    )
+
+
+def build_synthesis_graph(
+    settings: Settings,
+    *,
+    store: PreferenceStore | None = None,
+    chat_model: BaseChatModel | None = None,
+    judge_model: BaseChatModel | None = None,
+) -> CompiledStateGraph[Any, Any, Any, Any]:
+    """Compile the standalone synthesis graph from settings."""
+    from graphs.synthesis import build_graph
+
+    chat_model = chat_model or build_chat_model(settings)
+    judge_model = judge_model or build_judge_model(settings)
+    return build_graph(
+        synthesizer=build_synthesizer(settings, chat_model, judge_model),
+        memory=store or build_store(settings),
+    )

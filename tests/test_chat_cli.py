@@ -1,0 +1,68 @@
+"""`persona-agent chat` driven through piped input, with fake models and a fast store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from memory.store import PreferenceStore
+from persona_agent import factory
+from persona_agent.cli import app
+from tests.fakes import CountingChatModel
+from tests.test_graph_chat import STYLE_REPLIES, chat_responder, make_memory
+
+
+@pytest.fixture
+def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[CountingChatModel, PreferenceStore]:
+    """Swap the factory's models and store for fakes; the store lives under this test's data dir."""
+    model = CountingChatModel(responder=chat_responder())
+    memory = make_memory(tmp_path / "chroma", prefix="cli_chat")
+    monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
+    monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
+    monkeypatch.setattr(factory, "build_store", lambda settings: memory)
+    return model, memory
+
+
+def test_chat_picks_a_candidate_and_the_pair_count_grows(
+    parts: tuple[CountingChatModel, PreferenceStore],
+) -> None:
+    _, memory = parts
+    script = "\n".join(
+        ["How do I water plants?", "/candidates", "/pick 2", "/persona", "/pick 9", "/quit", ""]
+    )
+    result = CliRunner().invoke(app, ["chat", "--user", "alice"], input=script)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    warm = STYLE_REPLIES[list(STYLE_REPLIES)[2]]
+    thorough = STYLE_REPLIES[list(STYLE_REPLIES)[1]]
+    assert warm[:20] in out  # the judge's pick is shown as the reply
+    assert "Candidates (judge: default)" in out and thorough[:20] in out
+    assert "Stored 2 preference pairs; you have 2 in all" in out
+    assert "No persona yet (2 pairs stored)" in out
+    assert "Usage: /pick N with N in 1-3" in out
+    assert memory.count_pairs("alice") == 2
+    assert {pair.chosen[:20] for pair in memory.list_pairs("alice")} == {thorough[:20]}
+
+
+def test_chat_resumes_the_thread_and_reports_a_new_persona(
+    parts: tuple[CountingChatModel, PreferenceStore],
+) -> None:
+    _, memory = parts
+    runner = CliRunner()
+    first = runner.invoke(app, ["chat", "-u", "alice"], input="Tell me about ferns\n/pick 1\n")
+    assert first.exit_code == 0, first.output
+    # a second session resumes the same thread: its candidates can still be picked
+    second = runner.invoke(
+        app, ["chat", "-u", "alice"], input="/pick 2\nAnd about moss?\n/pick 3\n/persona\n/quit\n"
+    )
+    assert second.exit_code == 0, second.output
+    assert memory.count_pairs("alice") == 6
+    assert "Persona updated to v1" in second.output
+    assert "Persona v1 of alice" in second.output and "synthesized" in second.output
+
+
+def test_chat_refuses_a_bad_user_id(parts: tuple[CountingChatModel, PreferenceStore]) -> None:
+    result = CliRunner().invoke(app, ["chat", "--user", "a/b"], input="/quit\n")
+    assert result.exit_code != 0 and "may only hold" in result.output

@@ -1,0 +1,137 @@
+"""The synthesis graph on its own: split, fit, gate, save, annotate, and failures."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage
+
+from agent.records import Persona
+from agent.synthesis import SynthesizeMe
+from graphs.state import SynthesisContext
+from graphs.synthesis import build_graph, split_pairs
+from memory.store import PreferenceStore
+from tests.fakes import CountingChatModel, persona_message, persona_of, replies_of, task_of, verdict_message
+from tests.memory_fixtures import make_pair
+from tests.test_graph_chat import make_memory
+
+GOOD = "Prefers short, direct replies."
+BAD = "Prefers long, rambling replies."
+
+
+def taste_responder(induced: str) -> Callable[[list[BaseMessage]], AIMessage]:
+    """Judge right (shorter wins) unless the prompt carries the BAD persona; induce `induced`."""
+
+    def respond(messages: list[BaseMessage]) -> AIMessage:
+        if task_of(messages) == "induce":
+            return persona_message(induced)
+        first, second = replies_of(messages)
+        shorter_first = len(first) <= len(second)
+        wrong = persona_of(messages) == BAD
+        return verdict_message("First" if shorter_first != wrong else "Second", "length")
+
+    return respond
+
+
+def store_pairs(memory: PreferenceStore, user: str, count: int) -> list[str]:
+    pairs = [
+        make_pair(
+            user,
+            f"{user} question {n} about soup",
+            chosen=f"Short {n}.",
+            rejected=f"A long reply {n} " * 5,
+            minutes=n,
+        )
+        for n in range(count)
+    ]
+    return memory.add_pairs(user, pairs)
+
+
+def synthesis_graph(memory: PreferenceStore, model: CountingChatModel, **options: Any) -> Any:
+    return build_graph(
+        synthesizer=SynthesizeMe(model, max_pairs=options.pop("max_pairs", 40)), memory=memory, **options
+    )
+
+
+def test_split_holds_out_every_third_pair_from_six_on() -> None:
+    pairs = [make_pair("u", f"q{n}", minutes=n) for n in range(9)]
+    train, val = split_pairs(list(reversed(pairs)))
+    assert [p.query for p in val] == ["q2", "q5", "q8"]
+    assert [p.query for p in train] == ["q0", "q1", "q3", "q4", "q6", "q7"]
+    train, val = split_pairs(pairs[:5])
+    assert len(train) == 5 and val == []
+
+
+async def test_a_standalone_run_saves_an_accepted_persona_and_annotates_pairs() -> None:
+    memory = make_memory()
+    ids = store_pairs(memory, "alice", 9)
+    store_pairs(memory, "bob", 4)
+    model = CountingChatModel(responder=taste_responder(GOOD))
+    final = await synthesis_graph(memory, model).ainvoke({}, context=SynthesisContext(user_id="alice"))
+    outcome = final["outcome"]
+    assert outcome["status"] == "accepted" and outcome["persona_version"] == 1
+    assert (outcome["train_pairs"], outcome["val_pairs"]) == (6, 3)
+    assert outcome["llm_calls"] == len(model.calls) > 0
+    persona = memory.current_persona("alice")
+    assert persona is not None and persona.text == GOOD and set(persona.pair_ids) == set(ids)
+    notes = memory.annotations("alice")
+    annotated = {pair_id for pair_id, note in notes.items() if "default_judge_correct" in note}
+    assert len(annotated) == 6 and annotated < set(ids)
+    assert all(
+        notes[i]["default_judge_correct"] is True and notes[i]["has_verified_reasoning"] for i in annotated
+    )
+    # only alice's pairs were read: no prompt mentions bob's questions
+    assert not any("bob question" in m.text for call in model.calls for m in call.messages)
+    assert memory.current_persona("bob") is None
+
+
+async def test_a_worse_persona_is_rejected_by_the_gate_and_not_saved() -> None:
+    memory = make_memory()
+    store_pairs(memory, "alice", 9)
+    memory.save_persona(Persona(user_id="alice", text=GOOD))
+    model = CountingChatModel(responder=taste_responder(BAD))
+    final = await synthesis_graph(memory, model).ainvoke({}, context={"user_id": "alice"})
+    outcome = final["outcome"]
+    assert outcome["status"] == "rejected" and outcome["persona_version"] is None
+    assert outcome["baseline_val_accuracy"] == 1.0 and outcome["val_accuracy"] == 0.0
+    assert memory.current_persona("alice").text == GOOD  # type: ignore[union-attr]
+    assert [p.version for p in memory.persona_history("alice")] == [1]
+
+
+async def test_too_few_pairs_skip_without_model_calls() -> None:
+    memory = make_memory()
+    store_pairs(memory, "alice", 1)
+    model = CountingChatModel(responder=taste_responder(GOOD))
+    final = await synthesis_graph(memory, model).ainvoke({}, context={"user_id": "alice"})
+    assert final["outcome"]["status"] == "skipped" and model.calls == []
+
+
+async def test_a_failing_fit_is_an_outcome_not_an_exception() -> None:
+    memory = make_memory()
+    store_pairs(memory, "alice", 6)
+    memory.save_persona(Persona(user_id="alice", text=GOOD))
+
+    def broken(messages: list[BaseMessage]) -> AIMessage:
+        raise ConnectionError("endpoint unreachable")
+
+    model = CountingChatModel(responder=broken)
+    graph = synthesis_graph(memory, model, attempts=2, retry_interval_s=0.01)
+    updates = [
+        update async for update in graph.astream({}, context={"user_id": "alice"}, stream_mode="updates")
+    ]
+    assert list(updates[0]) == ["load_pairs"] and list(updates[-1]) == ["__error_handler__fit_persona"]
+    final = updates[-1]["__error_handler__fit_persona"]["outcome"]
+    assert final["status"] == "failed" and "ConnectionError" in final["detail"]
+    assert [p.version for p in memory.persona_history("alice")] == [1]
+
+
+async def test_the_fit_respects_the_synthesizers_pair_cap() -> None:
+    memory = make_memory()
+    store_pairs(memory, "alice", 12)
+    model = CountingChatModel(responder=taste_responder(GOOD))
+    final = await synthesis_graph(memory, model, max_pairs=6).ainvoke({}, context={"user_id": "alice"})
+    persona = memory.current_persona("alice")
+    assert final["outcome"]["status"] == "accepted" and persona is not None
+    newest = {p.id for p in memory.newest_pairs("alice", 6)}
+    assert set(persona.pair_ids) <= newest
