@@ -1,0 +1,1 @@
+"""Runnable examples of embedding persona-agent's parts in other LangGraph and LangChain code."""
