@@ -17,6 +17,7 @@ import asyncio
 from typing import Annotated, Any, TypedDict
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.channels import EphemeralValue
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -41,7 +42,8 @@ class SupportState(TypedDict, total=False):
 
 async def triage(state: SupportState) -> dict[str, Any]:
     """Send "/help" to the canned answer and everything else (with its feedback) to the assistant."""
-    last = (state.get("messages") or [None])[-1]
+    messages = state.get("messages") or []
+    last = messages[-1] if messages else None
     asks_help = isinstance(last, HumanMessage) and last.text.strip() == "/help"
     # `feedback` is ephemeral (visible for one step only): pass it on to the next node.
     return {"route": "answer_help" if asks_help else "assistant", "feedback": state.get("feedback")}
@@ -74,8 +76,10 @@ async def main(user_id: str, question: str) -> None:
 
     assistant = build_chat_graph(load_settings(), checkpointer=True)
     graph = build_support_graph(assistant, checkpointer=InMemorySaver())
-    config = {"configurable": {"thread_id": "example"}}
-    state = await graph.ainvoke({"messages": [HumanMessage(question)]}, config, context={"user_id": user_id})
+    config: RunnableConfig = {"configurable": {"thread_id": "example"}}
+    state = await graph.ainvoke(
+        {"messages": [HumanMessage(question)]}, config, context=ChatContext(user_id=user_id)
+    )
     print(state["messages"][-1].content)
     print(f"({len(state.get('candidates', []))} candidates, judged by the {state.get('judge')} judge)")
 
