@@ -6,103 +6,55 @@ All fakes override `bind_tools` to return the model itself, so langchain-core's 
 `persona_message`; read the prompt with `task_of`, `replies_of` and `persona_of`.
 
 - `ScriptedChatModel`: answers from a fixed sequence (langchain-core's `GenericFakeChatModel`).
-- `CountingChatModel`: answers with a responder function of the prompt and records every call
-  with its prompt/completion token estimates (`count_tokens_approximately`).
+- `CountingChatModel` (from `persona_agent.benchmarks.fake_models`, which the cost benchmark
+  also uses): answers with a responder function of the prompt and records every call with its
+  prompt/completion token estimates (`count_tokens_approximately`).
 - `PositionBiasedChatModel`: always names the same position (First by default).
 - `MalformedChatModel`: returns unusable structured output for its first N calls, then delegates.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
-from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
-from langchain_core.messages.utils import count_tokens_approximately
-from langchain_core.outputs import ChatGeneration, ChatResult
-from pydantic import ConfigDict, Field
+from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import Field
 
-from agent import prompts
+from persona_agent.benchmarks.fake_models import (
+    CountingChatModel,
+    RecordedCall,
+    Task,
+    choice_logprobs,
+    persona_message,
+    persona_of,
+    replies_of,
+    task_of,
+    tool_call_message,
+    verdict_message,
+)
+
+__all__ = [
+    "CountingChatModel",
+    "MalformedChatModel",
+    "PositionBiasedChatModel",
+    "RecordedCall",
+    "ScriptedChatModel",
+    "Task",
+    "choice_logprobs",
+    "default_responder",
+    "demo_count",
+    "persona_message",
+    "persona_of",
+    "replies_of",
+    "task_of",
+    "tool_call_message",
+    "verdict_message",
+]
 
 Responder = Callable[[list[BaseMessage]], AIMessage]
-Task = Literal["judge", "induce", "other"]
-
-_call_ids = iter(range(10**9))
-
-
-def tool_call_message(
-    name: str, args: dict[str, Any], *, logprobs: dict[str, Any] | None = None
-) -> AIMessage:
-    """Return an AIMessage carrying one tool call, as tool-calling structured output does."""
-    metadata = {"logprobs": logprobs} if logprobs is not None else {}
-    return AIMessage(
-        content="",
-        tool_calls=[{"name": name, "args": args, "id": f"call_{next(_call_ids)}", "type": "tool_call"}],
-        response_metadata=metadata,
-    )
-
-
-def choice_logprobs(prob_first: float, reasoning: str = "r") -> dict[str, Any]:
-    """Return OpenAI-shaped token log-probabilities of a JSON verdict whose choice token has P(First)."""
-    prob_first = min(max(prob_first, 1e-6), 1 - 1e-6)
-    first, second = math.log(prob_first), math.log(1 - prob_first)
-    picked = ("First", first) if prob_first >= 0.5 else ("Second", second)
-    head = ['{"', "reasoning", '":', ' "', reasoning, '",', ' "', "choice", '":', ' "']
-    tokens = [{"token": t, "logprob": -0.01, "top_logprobs": []} for t in head]
-    tokens.append(
-        {
-            "token": picked[0],
-            "logprob": picked[1],
-            "top_logprobs": [{"token": "First", "logprob": first}, {"token": "Second", "logprob": second}],
-        }
-    )
-    tokens += [{"token": '"}', "logprob": -0.01, "top_logprobs": []}]
-    return {"content": tokens}
-
-
-def verdict_message(
-    choice: Literal["First", "Second"], reasoning: str = "fits the user", *, prob_first: float | None = None
-) -> AIMessage:
-    """Return a judge answer naming `choice`, with token log-probabilities when `prob_first` is given."""
-    logprobs = choice_logprobs(prob_first, reasoning) if prob_first is not None else None
-    return tool_call_message("JudgeAnswer", {"reasoning": reasoning, "choice": choice}, logprobs=logprobs)
-
-
-def persona_message(text: str) -> AIMessage:
-    """Return a persona-induction answer."""
-    return tool_call_message("InducedPersona", {"persona": text})
-
-
-def task_of(messages: Sequence[BaseMessage]) -> Task:
-    """Say which prompt of `agent.prompts` these messages are."""
-    system = next((m.text for m in messages if isinstance(m, SystemMessage)), "")
-    if system == prompts.JUDGE_SYSTEM:
-        return "judge"
-    if system == prompts.INDUCE_SYSTEM:
-        return "induce"
-    return "other"
-
-
-def _section(messages: Sequence[BaseMessage], name: str) -> str | None:
-    text = messages[-1].text
-    found = re.findall(rf"<{name}>\n(.*?)\n</{name}>", text, flags=re.DOTALL)
-    return found[-1] if found else None
-
-
-def replies_of(messages: Sequence[BaseMessage]) -> tuple[str, str]:
-    """Return the (first, second) replies of a judge prompt, as rendered (escaped)."""
-    return _section(messages, "first_reply") or "", _section(messages, "second_reply") or ""
-
-
-def persona_of(messages: Sequence[BaseMessage]) -> str | None:
-    """Return the persona section of a judge prompt, if any."""
-    return _section(messages, "persona")
 
 
 def demo_count(messages: Sequence[BaseMessage]) -> int:
@@ -116,85 +68,6 @@ class ScriptedChatModel(GenericFakeChatModel):
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> ScriptedChatModel:  # type: ignore[override]
         """Return self: the scripted messages already carry the tool calls."""
         return self
-
-
-@dataclass
-class RecordedCall:
-    """One call a counting fake answered."""
-
-    task: Task
-    messages: list[BaseMessage]
-    answer: AIMessage
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class CountingChatModel(BaseChatModel):
-    """A fake answering with `responder(messages)` that records every call and its token estimates."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    responder: Callable[[list[BaseMessage]], AIMessage]
-    calls: list[RecordedCall] = Field(default_factory=list)
-    report_usage: bool = Field(False, description="Attach usage_metadata with the estimates.")
-
-    @property
-    def _llm_type(self) -> str:
-        return "counting-fake"
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> CountingChatModel:  # type: ignore[override]
-        """Return self so `with_structured_output` works."""
-        return self
-
-    def answer(self, messages: list[BaseMessage]) -> AIMessage:
-        """Produce the answer to `messages`; subclasses change this."""
-        return self.responder(messages)
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        answer = self.answer(messages)
-        prompt_tokens = count_tokens_approximately(messages)
-        completion_tokens = count_tokens_approximately([answer])
-        if self.report_usage:
-            answer = answer.model_copy(
-                update={
-                    "usage_metadata": {
-                        "input_tokens": prompt_tokens,
-                        "output_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    }
-                }
-            )
-        self.calls.append(RecordedCall(task_of(messages), messages, answer, prompt_tokens, completion_tokens))
-        return ChatResult(generations=[ChatGeneration(message=answer)])
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        return self._generate(messages, stop=stop)
-
-    def calls_of(self, task: Task) -> list[RecordedCall]:
-        """Return the recorded calls of one prompt kind."""
-        return [call for call in self.calls if call.task == task]
-
-    @property
-    def prompt_tokens(self) -> int:
-        """Sum of prompt-token estimates over all calls."""
-        return sum(call.prompt_tokens for call in self.calls)
-
-    @property
-    def completion_tokens(self) -> int:
-        """Sum of completion-token estimates over all calls."""
-        return sum(call.completion_tokens for call in self.calls)
 
 
 def default_responder(persona_text: str = "Prefers short, direct replies.") -> Responder:

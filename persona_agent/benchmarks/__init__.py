@@ -1,0 +1,8 @@
+"""Benchmarks behind `persona-agent bench`: accuracy, cost and latency (see BENCHMARKS.md).
+
+- `accuracy`: PersonalRewardBench-style pairwise accuracy per user, macro over users.
+- `cost`: LLM calls and tokens of one fit and one chat turn, on an instant counting fake.
+- `latency`: per-turn overhead of the chat graph outside the model.
+- `llm_cache`: the on-disk LLM result cache that lets an interrupted accuracy run resume.
+- `fake_models`: the instant counting fakes the cost and latency suites run on.
+"""
