@@ -1,0 +1,218 @@
+"""`persona-agent serve` end to end: langgraph dev on loopback, the model an OpenAI-compatible stub.
+
+One server for the module; each test uses its own users, so tests do not see each other's memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langgraph_sdk import get_client
+from langgraph_sdk.client import LangGraphClient
+
+from tests.langgraph_server import LangGraphServer
+from tests.openai_stub import OpenAIStub
+
+pytestmark = pytest.mark.slow
+
+TOKENS = {
+    "alice-integration-token": "alice",
+    "bob-integration-token": "bob",
+    "erin-integration-token": "erin",
+}
+
+
+def _bearer(user: str) -> dict[str, str]:
+    token = next(token for token, owner in TOKENS.items() if owner == user)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="module")
+def stub() -> Iterator[OpenAIStub]:
+    """The model endpoint: an instant OpenAI-compatible stub on loopback."""
+    with OpenAIStub() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, stub: OpenAIStub) -> Iterator[LangGraphServer]:
+    """`persona-agent serve` with token auth over a fresh data directory; stopped by pid afterwards."""
+    root = tmp_path_factory.mktemp("serve")
+    env = {
+        **os.environ,
+        "OPENAI_BASE_URL": stub.base_url,
+        "OPENAI_API_KEY": "stub-key",
+        "PERSONA_AGENT_DATA_DIR": str(root / "data"),
+        "PERSONA_AGENT_TOKENS": ",".join(f"{token}={user}" for token, user in TOKENS.items()),
+        "PERSONA_AGENT_CANDIDATES": "3",
+        "PERSONA_AGENT_FIRST_SYNTHESIS_AT": "4",
+        "PERSONA_AGENT_SYNTHESIS_MODE": "deferred",
+    }
+    with LangGraphServer(Path(root) / "state", env=env) as running:
+        yield running
+    assert running.process is not None and running.process.poll() is not None  # stopped
+
+
+def _client(server: LangGraphServer, headers: dict[str, str] | None = None) -> LangGraphClient:
+    return get_client(url=server.url, headers=headers or {})
+
+
+async def _ask(client: LangGraphClient, thread_id: str, question: str, **extra: Any) -> dict[str, Any]:
+    result = await client.runs.wait(
+        thread_id, "chat", input={"messages": [{"role": "user", "content": question}], **extra}
+    )
+    assert isinstance(result, dict)
+    return result
+
+
+async def test_chat_turns_feedback_and_memory_through_the_server(
+    server: LangGraphServer, stub: OpenAIStub
+) -> None:
+    alice = _client(server, _bearer("alice"))
+    thread = await alice.threads.create()
+    assert thread["metadata"]["owner"] == "alice"
+
+    first = await _ask(alice, thread["thread_id"], "How do I boil pasta?")
+    assert first["messages"][-1]["type"] == "ai"
+    assert "How do I boil pasta?" in first["messages"][-1]["content"]
+    assert len(first["candidates"]) == 3
+    assert first["ranking"][0]["content"] == first["messages"][-1]["content"]
+
+    # A user_id in the run's context or configurable is replaced by the token's identity.
+    spoofed = await alice.runs.wait(
+        thread["thread_id"],
+        "chat",
+        input={
+            "messages": [{"role": "user", "content": "How do I fix a flat tyre?"}],
+            "feedback": {"choice": 1},
+        },
+        context={"user_id": "bob"},
+    )
+    assert isinstance(spoofed, dict)
+    assert spoofed["pair_count"] == 2  # the pick among 3 candidates made 2 pairs, stored for alice
+    third = await alice.runs.wait(
+        thread["thread_id"],
+        "chat",
+        input={
+            "messages": [{"role": "user", "content": "Which plant likes a dark room?"}],
+            "feedback": {"choice": 2},
+        },
+        config={"configurable": {"user_id": "bob"}},
+    )
+    assert isinstance(third, dict)
+    assert third["pair_count"] == 4
+    # The fourth pair made a persona due; deferred synthesis ran after the reply, in the same run.
+    assert third["synthesis"]["status"] == "accepted", third["synthesis"]
+    assert stub.counts["text"] >= 9
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        pairs = (await http.get("/memory/pairs", headers=_bearer("alice"))).json()
+        assert pairs["total"] == 4
+        assert {pair["user_id"] for pair in pairs["pairs"]} == {"alice"}
+        assert {pair["source"] for pair in pairs["pairs"]} == {"explicit"}
+        assert all(pair["default_judge_correct"] is not None for pair in pairs["pairs"])
+        persona = (await http.get("/memory/persona", headers=_bearer("alice"))).json()
+        assert persona["current_version"] == 1 and persona["current"]["text"]
+        demos = (
+            await http.get("/memory/demos", params={"q": "boiling pasta"}, headers=_bearer("alice"))
+        ).json()
+        assert demos["demos"] and demos["demos"][0]["pair"]["user_id"] == "alice"
+        # Bob, named in the spoofed run, got nothing.
+        bob_pairs = (await http.get("/memory/pairs", headers=_bearer("bob"))).json()
+        assert bob_pairs["total"] == 0
+        exported = await http.get("/memory/export", headers=_bearer("alice"))
+        assert exported.status_code == 200 and exported.text.count('"kind": "persona"') == 1
+
+    # The next turn is judged with the persona.
+    fourth = await _ask(alice, thread["thread_id"], "How long do I cook rice?")
+    assert fourth["persona"]["version"] == 1
+    assert fourth["judge"] == "persona"
+
+    # The synthesis graph is served too, for the caller only.
+    synthesis = await alice.runs.wait(None, "synthesis", input={})
+    assert isinstance(synthesis, dict) and synthesis["outcome"]["status"] in {
+        "accepted",
+        "rejected",
+        "skipped",
+    }
+
+
+async def test_missing_or_wrong_tokens_are_refused(server: LangGraphServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        for headers in (
+            {},
+            {"Authorization": "Bearer not-a-token-at-all"},
+            {"Authorization": "Bearer dev-alice"},  # dev tokens only work in dev mode
+            {"x-auth-scheme": "langsmith"},  # Studio's scheme must not bypass auth
+        ):
+            assert (await http.post("/threads", json={}, headers=headers)).status_code == 401, headers
+            assert (await http.post("/threads/search", json={}, headers=headers)).status_code == 401
+            assert (await http.get("/memory/persona", headers=headers)).status_code == 401
+            assert (await http.delete("/memory", headers=headers)).status_code == 401
+        assert (await http.get("/inspector")).status_code == 200  # the page itself needs no token
+        assert (await http.get("/ok")).status_code == 200
+
+
+async def test_one_user_cannot_read_or_use_another_users_thread_or_memory(server: LangGraphServer) -> None:
+    erin = _client(server, _bearer("erin"))
+    bob = _client(server, _bearer("bob"))
+    thread = await erin.threads.create(metadata={"owner": "bob"})  # an owner in the body is overwritten
+    assert thread["metadata"]["owner"] == "erin"
+    thread_id = thread["thread_id"]
+    await _ask(erin, thread_id, "What should I cook tonight?")
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        for method, path, body in (
+            ("GET", f"/threads/{thread_id}", None),
+            ("GET", f"/threads/{thread_id}/state", None),
+            ("GET", f"/threads/{thread_id}/history", None),
+            ("GET", f"/threads/{thread_id}/runs", None),
+            (
+                "POST",
+                f"/threads/{thread_id}/runs/wait",
+                {"assistant_id": "chat", "input": {"feedback": {"choice": 0}}},
+            ),
+            ("PATCH", f"/threads/{thread_id}", {"metadata": {"owner": "bob"}}),
+            ("DELETE", f"/threads/{thread_id}", None),
+        ):
+            response = await http.request(method, path, json=body, headers=_bearer("bob"))
+            assert response.status_code in (403, 404), (
+                method,
+                path,
+                response.status_code,
+                response.text[:200],
+            )
+        found = (await http.post("/threads/search", json={"limit": 100}, headers=_bearer("bob"))).json()
+        assert thread_id not in {t["thread_id"] for t in found}
+        # Bob's store namespace is his own even when he names erin's.
+        put = await http.put(
+            "/store/items",
+            json={"namespace": ["erin"], "key": "k", "value": {"x": 1}},
+            headers=_bearer("bob"),
+        )
+        assert put.status_code == 204
+        mine = await http.get(
+            "/store/items", params={"namespace": "erin", "key": "k"}, headers=_bearer("erin")
+        )
+        assert mine.status_code == 200 and mine.json() is None  # nothing in erin's own namespace
+        his = await http.get("/store/items", params={"namespace": "erin", "key": "k"}, headers=_bearer("bob"))
+        assert his.json()["namespace"] == ["bob", "erin"] and his.json()["value"] == {"x": 1}
+        # Forgetting bob leaves erin's memory alone.
+        before = (await http.get("/memory/persona", headers=_bearer("erin"))).json()
+        assert (await http.delete("/memory", headers=_bearer("bob"))).status_code == 200
+        after = (await http.get("/memory/persona", headers=_bearer("erin"))).json()
+        assert after == before
+        # Crons and assistant edits are not part of this server's surface.
+        assert (
+            await http.post("/assistants", json={"graph_id": "chat"}, headers=_bearer("bob"))
+        ).status_code == 403
+
+    # Erin still owns and can continue her thread.
+    state = await erin.threads.get_state(thread_id)
+    assert state["values"]["messages"][-1]["type"] == "ai"
+    assert thread_id not in {t["thread_id"] for t in await bob.threads.search(limit=100)}
