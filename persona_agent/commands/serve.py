@@ -32,7 +32,9 @@ def server_environment(base: dict[str, str], *, dev: bool) -> dict[str, str]:
     return env
 
 
-def langgraph_command(*, host: str, port: int, config: Path, allow_blocking: bool = False) -> list[str]:
+def langgraph_command(
+    *, host: str, port: int, config: Path, jobs: int = 10, allow_blocking: bool = False
+) -> list[str]:
     """Return the `langgraph dev` command line for this project."""
     executable = shutil.which("langgraph", path=str(Path(sys.executable).parent)) or shutil.which("langgraph")
     if executable is None:
@@ -48,6 +50,9 @@ def langgraph_command(*, host: str, port: int, config: Path, allow_blocking: boo
         str(port),
         "--config",
         str(config),
+        # langgraph dev runs one run at a time unless told otherwise.
+        "--n-jobs-per-worker",
+        str(jobs),
     ]
     if allow_blocking:
         command.append("--allow-blocking")
@@ -58,6 +63,7 @@ def serve(
     port: int = typer.Option(2024, min=1, max=65535, help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; keep loopback unless tokens are set."),
     dev: bool = typer.Option(False, "--dev", help="Dev auth: 'Bearer dev-<user>' signs in as <user>."),
+    jobs: int = typer.Option(10, min=1, max=256, help="Runs the server executes at once."),
     allow_blocking: bool = typer.Option(False, help="Let langgraph dev tolerate blocking calls."),
     state_dir: Annotated[
         Path, typer.Option(help="Where langgraph dev keeps its threads and runs (a .langgraph_api folder).")
@@ -83,7 +89,7 @@ def serve(
         + (" (dev auth: use 'Bearer dev-<user>')" if tokens.dev else ""),
         err=True,
     )
-    command = langgraph_command(host=host, port=port, config=config, allow_blocking=allow_blocking)
+    command = langgraph_command(host=host, port=port, config=config, jobs=jobs, allow_blocking=allow_blocking)
     # langgraph dev imports "server:..." from its working directory and PYTHONPATH, and writes
     # its thread store (.langgraph_api) into the working directory.
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
