@@ -164,7 +164,20 @@ async def test_one_user_cannot_read_or_use_another_users_thread_or_memory(server
     thread = await erin.threads.create(metadata={"owner": "bob"})  # an owner in the body is overwritten
     assert thread["metadata"]["owner"] == "erin"
     thread_id = thread["thread_id"]
-    await _ask(erin, thread_id, "What should I cook tonight?")
+    # A streamed turn with a per-run option in the context (the server adds the user id to it).
+    events = [
+        part
+        async for part in erin.runs.stream(
+            thread_id,
+            "chat",
+            input={"messages": [{"role": "user", "content": "What should I cook tonight?"}]},
+            context={"candidates": 2},
+            stream_mode="updates",
+        )
+    ]
+    updates = [part.data for part in events if part.event == "updates"]
+    assert [next(iter(update)) for update in updates][-2:] == ["draft_replies", "judge_replies"]
+    assert len(updates[-1]["judge_replies"]["ranking"]) == 2
 
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
         for method, path, body in (
