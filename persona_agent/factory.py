@@ -120,8 +120,9 @@ def chat_options(settings: Settings) -> ChatOptions:
         concurrency=settings.concurrency,
         structured_method=settings.structured_output_method,
         max_context_turns=settings.max_context_turns,
-        # one draft or judging attempt makes several calls, each bounded by the request timeout
-        reply_timeout_s=settings.request_timeout_s * 4,
+        # An attempt makes several calls, each bounded by the request timeout. The embedded model
+        # computes in a thread that a timeout cannot stop, and its output is bounded by max_tokens.
+        reply_timeout_s=settings.request_timeout_s * 4 if settings.uses_endpoint else None,
     )
 
 
