@@ -444,3 +444,30 @@ async def test_a_run_without_user_id_is_refused() -> None:
     graph, _ = make_graph(make_memory())
     with pytest.raises(InvalidPreference, match="user_id"):
         await graph.ainvoke({"messages": [HumanMessage("hi")]}, run_config("t"), context={})
+
+
+# --- other judges -----------------------------------------------------------------------------
+async def test_the_offline_and_hybrid_judges_pick_replies_per_user() -> None:
+    from agent.features import FeatureExtractor
+    from agent.reward_model import RewardModel
+    from graphs.judges import HybridJudges, LLMJudges, OfflineJudges
+    from memory.embeddings import MiniLMEmbeddings
+
+    memory = make_memory()
+    model = CountingChatModel(responder=chat_responder())
+    offline = OfflineJudges(memory, RewardModel.load(), FeatureExtractor(MiniLMEmbeddings()))
+    for judges, label, llm_judge_calls in (
+        (offline, "offline", 0),
+        (HybridJudges(LLMJudges(model), offline), "hybrid (default + offline)", 6),
+    ):
+        graph = build_graph(chat_model=model, judge_model=model, memory=memory, judges=judges, options=FAST)
+        before = len(model.calls_of("judge"))
+        final = await graph.ainvoke(
+            {"messages": [HumanMessage("How do I keep my plants alive?")]}, context={"user_id": "alice"}
+        )
+        assert final["judge"] == label and final["judge_fallback"] is None
+        assert len(model.calls_of("judge")) - before == llm_judge_calls
+        ranked = final["ranking"]
+        assert sorted(item["index"] for item in ranked) == [0, 1, 2]
+        assert final["messages"][-1].content == ranked[0]["content"]
+        assert [item["score"] for item in ranked] == sorted((item["score"] for item in ranked), reverse=True)
