@@ -66,3 +66,17 @@ def test_chat_resumes_the_thread_and_reports_a_new_persona(
 def test_chat_refuses_a_bad_user_id(parts: tuple[CountingChatModel, PreferenceStore]) -> None:
     result = CliRunner().invoke(app, ["chat", "--user", "a/b"], input="/quit\n")
     assert result.exit_code != 0 and "may only hold" in result.output
+
+
+def test_the_judge_setting_picks_the_judge_factory(parts: tuple[CountingChatModel, PreferenceStore]) -> None:
+    from graphs.judges import HybridJudges, LLMJudges, OfflineJudges
+    from persona_agent.settings import load_settings
+
+    model, memory = parts
+    kinds = {"llm": LLMJudges, "offline": OfflineJudges, "hybrid": HybridJudges}
+    for name, kind in kinds.items():
+        judges = factory.build_judges(load_settings(judge=name), store=memory, judge_model=model)
+        assert type(judges) is kind
+    options = factory.chat_options(load_settings(candidates=5, synthesis_mode="inline", first_synthesis_at=7))
+    assert (options.candidates, options.synthesis_mode, options.first_synthesis_at) == (5, "inline", 7)
+    assert options.reply_timeout_s is None  # the embedded model: no per-attempt timeout

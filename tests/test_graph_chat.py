@@ -471,3 +471,16 @@ async def test_the_offline_and_hybrid_judges_pick_replies_per_user() -> None:
         assert sorted(item["index"] for item in ranked) == [0, 1, 2]
         assert final["messages"][-1].content == ranked[0]["content"]
         assert [item["score"] for item in ranked] == sorted((item["score"] for item in ranked), reverse=True)
+
+
+async def test_stream_messages_carries_the_model_calls_of_drafting_and_judging() -> None:
+    graph, _ = make_graph(make_memory())
+    nodes = set()
+    async for _chunk, metadata in graph.astream(
+        {"messages": [HumanMessage("Hello?")]},
+        run_config("t1"),
+        context={"user_id": "alice"},
+        stream_mode="messages",
+    ):
+        nodes.add(metadata["langgraph_node"])
+    assert nodes == {"draft_replies", "judge_replies"}
