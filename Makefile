@@ -52,7 +52,7 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 serve: install ## Serve the graphs with the local LangGraph server
-	$(VENV)/bin/persona-agent serve
+	$(VENV)/bin/persona-agent serve --dev
 
 bench: install ## Run the fast benchmarks
 	$(VENV)/bin/persona-agent bench cost
