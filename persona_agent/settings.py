@@ -84,7 +84,12 @@ class Settings(BaseSettings):
     first_synthesis_at: int = Field(5, ge=2, description="Pairs needed before the first persona.")
     resynthesize_every: int = Field(3, ge=1, description="New pairs that trigger a re-synthesis.")
     synthesis_mode: SynthesisMode = "deferred"
-    judge: JudgeKind = Field("llm", description="Which judge picks replies: llm, offline or hybrid.")
+    judge: JudgeKind | None = Field(
+        None,
+        description="Which judge picks replies: llm, offline or hybrid. Unset: llm with an endpoint, "
+        "offline with the embedded model (which judges at about chance; the offline reward model "
+        "scores 75% on MT-Bench judges, see BENCHMARKS.md).",
+    )
     demo_k: int = Field(3, ge=0, le=16, description="Demos retrieved per chat turn.")
     retrieval_similarity_weight: float = Field(1.0, ge=0.0)
     retrieval_informativeness_weight: float = Field(0.3, ge=0.0)
@@ -114,8 +119,10 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _paths(self) -> Settings:
+    def _resolve(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
+        if self.judge is None:
+            self.judge = "llm" if self.uses_endpoint else "offline"
         return self
 
     # --- derived ----------------------------------------------------------------------

@@ -70,3 +70,14 @@ def test_bad_values_name_the_setting(
     monkeypatch.setenv(name, value)
     with pytest.raises(ConfigurationError, match=fragment):
         load_settings()
+
+
+def test_judge_defaults_to_offline_with_the_embedded_model_and_llm_with_an_endpoint(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_settings().judge == "offline"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    assert load_settings().judge == "llm"
+    monkeypatch.setenv("PERSONA_AGENT_JUDGE", "hybrid")
+    assert load_settings().judge == "hybrid"
