@@ -194,7 +194,10 @@ class PreferenceStore:
             collection.delete(ids=list(ids[start : start + self._batch]))
 
     def _register(self, scope: _UserScope) -> None:
-        # `add` is a no-op when the user exists, so it never resets the current-version pointer.
+        # A read costs far less than a write; `add` would be a no-op for a known user anyway
+        # (so it can never reset the current-version pointer), but still pays for a write.
+        if self._get(self._users, scope, keys=["user"], documents=False):
+            return
         self._users.add(
             ids=[scope.record_id("user")],
             embeddings=_placeholder_vectors(1),
