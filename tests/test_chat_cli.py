@@ -22,6 +22,8 @@ def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[CountingChat
     monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
     monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
     monkeypatch.setattr(factory, "build_store", lambda settings: memory)
+    # The scripted model stands in for an LLM judge (the embedded default would be the offline one).
+    monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
     return model, memory
 
 

@@ -78,6 +78,7 @@ async def test_the_examples_main_functions_build_from_settings(
     monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
     monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
     monkeypatch.setattr(factory, "build_store", lambda settings: memory)
+    monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")  # the scripted model is the judge here
     await best_of_n_example.main("alice", "Suggest a weekend project", 3)
     assert capsys.readouterr().out.splitlines() == [SAMPLES[1], "(best of 3, default judge)"]
 
