@@ -12,13 +12,17 @@ A fit runs three stages, each counted under its own usage stage:
    (none, the corrected misses, the most recent verified pairs) are scored on the val pairs with
    the persona judge; the best wins and, on a tie, the one with fewer demos. With no val pairs
    there is no search: the corrected misses are used, else the verified pairs, else none.
+   `random_sets` > 0 adds that many more candidates, each a seeded random draw of 1 to
+   `max_demos` demos from the corrected and verified ones (the random search over bootstrapped
+   demo sets of the original method; off by default because each set costs 2 * val calls).
 
 The gate: when a current persona is given, it is scored with its demos on the same val pairs, and
 the new one is ``accepted`` only if its val accuracy is at least as high. With no val pairs the
 new persona is accepted (it has read more choices) and both accuracies stay None.
 
 Cost: ``plan_calls`` = train + 1 + min(max_demos, train) + 2 * val * (candidates + 1 if a current
-persona is scored). Val accuracy counts both reply orders with two calls per pair (the judge caches
+persona is scored), with candidates = 3 + `random_sets` (an upper bound: duplicate sets are
+dropped). Val accuracy counts both reply orders with two calls per pair (the judge caches
 single-order answers). Before any call, val and then train are trimmed to the most recent pairs
 until the plan fits `max_calls`; if even 2 train pairs and 1 val pair do not fit, `BudgetExceeded`.
 Retries of malformed output are charged to the same budget.
@@ -143,9 +147,12 @@ class SynthesizeMe:
         max_demos: int = 3,
         attempts: int = 3,
         seed: int = 0,
+        random_sets: int = 0,
     ) -> None:
         if max_pairs < 2:
             raise ValueError("max_pairs must be at least 2")
+        if random_sets < 0:
+            raise ValueError("random_sets must not be negative")
         self.model = model
         self.judge_model = judge_model or model
         self.structured_method = structured_method
@@ -155,10 +162,11 @@ class SynthesizeMe:
         self.max_demos = max_demos
         self.attempts = attempts
         self.seed = seed
+        self.random_sets = random_sets
 
     def plan_calls(self, n_train: int, n_val: int, *, has_current: bool = False) -> int:
         """Return the model calls a fit of this size makes when no output needs a retry."""
-        scored_sets = len(CANDIDATE_SETS) + (1 if has_current else 0) if n_val else 0
+        scored_sets = len(CANDIDATE_SETS) + self.random_sets + (1 if has_current else 0) if n_val else 0
         return n_train + 1 + min(self.max_demos, n_train) + 2 * n_val * scored_sets
 
     def trim(
@@ -204,6 +212,9 @@ class SynthesizeMe:
         corrected = await run.correct_misses(persona_text, missed)
 
         options = _candidate_sets(corrected, [t.as_demo for t in verified], self.max_demos)
+        if val and self.random_sets:
+            pool = [*corrected, *(t.as_demo for t in verified)]
+            options.update(_random_sets(pool, options, self.random_sets, self.max_demos, self.seed))
         if val:
             scores = await asyncio.gather(
                 *(run.score(name, persona_text, demos, val) for name, demos in options.items())
@@ -277,6 +288,27 @@ def _candidate_sets(corrected: list[Demo], verified: list[Demo], max_demos: int)
             seen.add(_ids(demos))
             options[name] = demos
     return options
+
+
+def _random_sets(
+    demos: Sequence[Demo], options: dict[str, list[Demo]], count: int, max_demos: int, seed: int
+) -> dict[str, list[Demo]]:
+    """Draw up to `count` demo sets from `demos` (first copy of a pair wins), skipping sets in `options`."""
+    pool: list[Demo] = []
+    for demo in demos:
+        if demo.pair.id not in {kept.pair.id for kept in pool}:
+            pool.append(demo)
+    if not pool or max_demos < 1:
+        return {}
+    rng = random.Random(f"{seed}:demo-sets")
+    seen = {frozenset(_ids(existing)) for existing in options.values()}
+    drawn: dict[str, list[Demo]] = {}
+    for number in range(1, count + 1):
+        sample = rng.sample(pool, rng.randint(1, min(max_demos, len(pool))))
+        if frozenset(_ids(sample)) not in seen:
+            seen.add(frozenset(_ids(sample)))
+            drawn[f"random {number}"] = sample
+    return drawn
 
 
 class _FitRun:

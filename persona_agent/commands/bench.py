@@ -1,7 +1,263 @@
-"""`persona-agent bench`: Benchmarks: accuracy, cost, latency, memory."""
+"""`persona-agent bench`: accuracy, cost and latency benchmarks, as rich tables or JSON.
+
+- ``bench accuracy --data FILE``: PersonalRewardBench-style pairwise accuracy per user.
+- ``bench cost``: LLM calls and tokens per fit and per chat turn, on an instant counting fake.
+- ``bench latency``: the chat graph's per-turn overhead outside the model, by node.
+
+BENCHMARKS.md gives each suite's exact command, machine and figures.
+"""
 
 from __future__ import annotations
 
-import typer
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
-app = typer.Typer(help="Benchmarks: accuracy, cost, latency, memory.", no_args_is_help=True)
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="Benchmarks: accuracy, cost, latency.", no_args_is_help=True)
+
+DEFAULT_MT_BENCH = Path("../shared/data/mt_bench_human/pairs.jsonl")
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _judge_names(values: list[str] | None) -> tuple[str, ...]:
+    from persona_agent.benchmarks.accuracy import JUDGES
+
+    if not values:
+        return JUDGES
+    names = [name.strip() for value in values for name in value.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(JUDGES))
+    if unknown:
+        raise typer.BadParameter(f"unknown judges {unknown}; choose from {', '.join(JUDGES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def _emit(document: dict[str, Any]) -> None:
+    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+@app.command()
+def accuracy(
+    data: Annotated[Path, typer.Option("--data", exists=True, dir_okay=False, help="Pairs in JSONL.")],
+    judge: Annotated[
+        list[str] | None,
+        typer.Option("--judge", help="Judge name; repeat or give a comma list (default: all)."),
+    ] = None,
+    users: Annotated[int | None, typer.Option("--users", min=1, help="Only the first N users.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of splits, reply orders and the CI.")] = 0,
+    search: Annotated[
+        str, typer.Option("--search", help="default: the product's budgeted fit; full: the fuller search.")
+    ] = "default",
+    base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Chat model name at the endpoint.")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Key of the endpoint.")] = None,
+    judge_model: Annotated[str | None, typer.Option("--judge-model", help="Judge model name.")] = None,
+    cache_dir: Annotated[
+        Path, typer.Option("--cache-dir", help="Where LLM results and embeddings are cached.")
+    ] = Path(".bench-cache"),
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Cache nothing on disk.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Fit per user on train (+ val), judge the test pairs in both orders; macro accuracy with 95% CI."""
+    from persona_agent.benchmarks.accuracy import AccuracyRequest, run_accuracy
+    from persona_agent.settings import load_settings
+
+    if search not in ("default", "full"):
+        raise typer.BadParameter("--search must be default or full")
+    overrides = {
+        key: value
+        for key, value in {
+            "openai_base_url": base_url,
+            "model": model,
+            "openai_api_key": api_key,
+            "judge_model": judge_model,
+        }.items()
+        if value is not None
+    }
+    settings = load_settings(**overrides)
+    request = AccuracyRequest(
+        data=data,
+        judges=_judge_names(judge),
+        users=users,
+        seed=seed,
+        search=search,  # type: ignore[arg-type]
+        cache_dir=None if no_cache else cache_dir,
+    )
+    progress = Console(stderr=True)
+    document = run_accuracy(request, settings, on_progress=lambda line: progress.print(f"[dim]{line}[/dim]"))
+    if as_json:
+        _emit(document)
+        return
+    print_accuracy(document, Console())
+
+
+def print_accuracy(document: dict[str, Any], console: Console) -> None:
+    """Print the macro table, then the per-user table."""
+    title = f"Pairwise accuracy on {document['data']}, both orders, ties wrong (search: {document['search']})"
+    if document["model_note"]:
+        title += f"\n[yellow]{document['model_note']}[/yellow]"
+    table = Table(title=title)
+    for column in ("judge", "macro accuracy", "95% CI", "users", "test pairs", "skipped", "seconds"):
+        table.add_column(column, justify="left" if column == "judge" else "right")
+    for name, row in document["judges"].items():
+        ci = "n/a" if row["ci_low"] is None else f"{row['ci_low']:.1%} to {row['ci_high']:.1%}"
+        table.add_row(
+            name,
+            _pct(row["macro_accuracy"]),
+            ci,
+            str(row["n_users"]),
+            str(row["n_pairs"]),
+            str(len(row["skipped"])),
+            f"{row['seconds']:.1f}",
+        )
+    console.print(table)
+    per_user = Table(title="Per user")
+    per_user.add_column("user")
+    per_user.add_column("train/val/test", justify="right")
+    names = list(document["judges"])
+    for name in names:
+        per_user.add_column(name, justify="right")
+    per_user.add_column("fit calls", justify="right")
+    by_judge = {
+        name: {row["user_id"]: row["accuracy"] for row in judge["users"]}
+        for name, judge in document["judges"].items()
+    }
+    for row in document["users"]:
+        fit = row.get("fit")
+        per_user.add_row(
+            row["user_id"],
+            f"{row['n_train']}/{row['n_val']}/{row['n_test']}",
+            *(_pct(by_judge[name].get(row["user_id"])) for name in names),
+            str(fit["calls"]) if fit else "",
+        )
+    console.print(per_user)
+    llm = document["llm"]
+    if document["model"]:
+        console.print(
+            f"model: {document['model']}; fit calls {llm['fit_calls']}, test calls "
+            f"{sum(llm['test_calls'].values())}; cache {llm['cache'] or 'off'} "
+            f"({llm['cache_hits']} hits, {llm['cache_misses']} misses)"
+        )
+    if document["offline_prior"]:
+        console.print(f"offline prior: {document['offline_prior']}")
+    console.print(f"{len(document['skipped_users'])} users skipped; {document['seconds']:.1f}s")
+
+
+@app.command()
+def cost(
+    data: Annotated[
+        Path, typer.Option("--data", help="MT-Bench pairs; synthetic pairs when the file is absent.")
+    ] = DEFAULT_MT_BENCH,
+    p: Annotated[
+        float, typer.Option("--p", min=0.0, max=1.0, help="Chance the fake judge names the real choice.")
+    ] = 0.6,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fake's verdicts and the pair draw.")] = 0,
+    wall_embedded: Annotated[
+        bool, typer.Option("--wall-embedded", help="Also time one 10 + 5 fit with the embedded model.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Count LLM calls and tokens per fit (5/10/15/25 train pairs) and per chat turn (2/4/8 candidates)."""
+    import asyncio
+
+    from persona_agent.benchmarks.cost import load_cost_pairs, run_cost, time_embedded_fit
+    from persona_agent.settings import load_settings
+
+    settings = load_settings()
+    source = load_cost_pairs(data, seed=seed)
+    document = run_cost(
+        source,
+        p=p,
+        seed=seed,
+        max_calls=settings.max_calls_per_synthesis,
+        max_pairs=settings.max_pairs_per_synthesis,
+        demo_k=settings.demo_k,
+    )
+    if wall_embedded:
+        from persona_agent.factory import build_chat_model, build_judge_model
+
+        document["wall_embedded"] = {
+            "model": settings.model_label,
+            **asyncio.run(
+                time_embedded_fit(
+                    build_chat_model(settings),
+                    build_judge_model(settings),
+                    source.pairs,
+                    max_calls=settings.max_calls_per_synthesis,
+                    max_pairs=settings.max_pairs_per_synthesis,
+                    seed=seed,
+                )
+            ),
+        }
+    if as_json:
+        _emit(document)
+        return
+    print_cost(document, Console())
+
+
+def _range(low: int, high: int) -> str:
+    return f"{low:,}-{high:,}"
+
+
+def print_cost(document: dict[str, Any], console: Console) -> None:
+    """Print the fit table beside the reference, the turn table and the targets."""
+    table = Table(title=f"LLM cost per fit ({document['model']}; pairs: {document['pairs']})")
+    for column in (
+        "train + val",
+        "used",
+        "calls",
+        "reference calls",
+        "prompt tokens",
+        "reference prompt tokens",
+        "ratio (tokens)",
+        "completion tokens",
+        "by stage (calls)",
+    ):
+        table.add_column(column, justify="right")
+    for n_train, row in document["fit"].items():
+        reference = document["reference"].get(n_train)
+        ratio = ""
+        if reference:
+            low, high = reference["prompt_tokens"]
+            ratio = f"1/{low / row['prompt_tokens']:.0f} to 1/{high / row['prompt_tokens']:.0f}"
+        table.add_row(
+            f"{row['n_train']} + {row['n_val']}",
+            f"{row['n_train_used']} + {row['n_val_used']}",
+            str(row["calls"]),
+            _range(*reference["calls"]) if reference else "",
+            f"{row['prompt_tokens']:,}",
+            _range(*reference["prompt_tokens"]) if reference else "",
+            ratio,
+            f"{row['completion_tokens']:,}",
+            ", ".join(f"{stage} {usage['calls']}" for stage, usage in row["by_stage"].items()),
+        )
+    console.print(table)
+    if document.get("fit_full_search"):
+        full = document["fit_full_search"]["10"]
+        console.print(
+            f"full search (--search full), 10 + 5: {full['calls']} calls, {full['prompt_tokens']:,} prompt "
+            f"tokens, {full['candidate_sets']} candidate demo sets"
+        )
+    turns = Table(title="LLM cost per chat turn (PersonaJudge.rank, persona + demos)")
+    for column in ("candidates", "judge calls", "prompt tokens", "completion tokens"):
+        turns.add_column(column, justify="right")
+    for count, row in document["turn"].items():
+        turns.add_row(count, str(row["calls"]), f"{row['prompt_tokens']:,}", f"{row['completion_tokens']:,}")
+    console.print(turns)
+    targets = document["targets"]
+    console.print(
+        f"targets at 10 + 5: <= {targets['calls_at_10']} calls and <= {targets['prompt_tokens_at_10']:,} "
+        f"prompt tokens: {'met' if targets['met'] else 'NOT met'}"
+    )
+    if "wall_embedded" in document:
+        wall = document["wall_embedded"]
+        console.print(
+            f"one 10 + 5 fit with {wall['model']}: {wall['seconds']}s, {wall['calls']} calls, "
+            f"{wall['prompt_tokens']:,} prompt tokens"
+        )

@@ -1,0 +1,586 @@
+"""PersonalRewardBench-style accuracy: per user, fit on train (+ val), judge the test pairs.
+
+Every test pair is judged in both reply orders; an order scores when the verdict names the
+user's chosen reply, a tie scores nothing (`agent.evaluation`). A user's accuracy is the mean
+over their 2n orders; the headline is the macro mean over users with a 95% bootstrap interval.
+
+Splits: a file's own ``split`` labels (MT-Bench) or the seeded split of
+`persona_agent.commands.evaluate.split_user_pairs` (PRISM examples); users whose pairs are all
+``population`` are not evaluated, and users with fewer than 2 train pairs or no test pair are
+skipped. The judges (`JUDGES`):
+
+- ``default``: the LLM judge without persona.
+- ``synthesizeme``: persona + the demos SynthesizeMe selected on val (one fit per user, shared
+  by the next four judges).
+- ``retrieved``: persona + demos retrieved per test conversation from a `PreferenceStore` over an
+  in-memory Chroma holding the user's train pairs, annotated as the synthesis graph does
+  (``default_judge_correct``, ``has_verified_reasoning``, the verified reasoning).
+- ``persona``: persona only. ``demos``: the selected demos only.
+- ``offline``: the reward model, population prior adapted on the user's train pairs (no LLM).
+  The prior is fitted leave-user-out on every other user's ``population`` and ``train`` pairs
+  of the file, as ``scripts/eval_offline.py`` does; a file with fewer than `MIN_PRIOR_PAIRS`
+  such pairs (PRISM examples) uses the shipped population prior (fitted on MT-Bench).
+- ``hybrid``: the ``synthesizeme`` judge and the ``offline`` judge pooled in log-odds, the stack
+  fitted on the user's val pairs when there are enough (`agent.hybrid`).
+- ``longer``: the rule "prefer the longer reply".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.language_models import BaseChatModel
+
+from agent.errors import PersonaAgentError
+from agent.evaluation import AccuracyReport, Comparer, PairOutcome, judge_pair, summarize
+from agent.formats import split_of
+from agent.judge import DefaultJudge, PersonaJudge
+from agent.records import PreferencePair
+from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.usage import UsageTracker
+from persona_agent.commands.evaluate import split_user_pairs
+
+if TYPE_CHECKING:
+    from agent.features import FeatureExtractor
+    from agent.hybrid import HybridJudge
+    from agent.reward_model import OfflineJudge, RewardModel
+    from memory.store import PreferenceStore
+    from persona_agent.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+JUDGES = ("default", "synthesizeme", "retrieved", "persona", "demos", "offline", "hybrid", "longer")
+LLM_JUDGES = frozenset({"default", "synthesizeme", "retrieved", "persona", "demos", "hybrid"})
+FIT_JUDGES = frozenset({"synthesizeme", "retrieved", "persona", "demos", "hybrid"})
+MIN_PRIOR_PAIRS = 100
+Search = Literal["default", "full"]
+
+PairJudge = Callable[[PreferencePair], Awaitable[Comparer]]
+JudgeBuilder = Callable[["UserSplit"], Awaitable[PairJudge]]
+
+
+@dataclass(frozen=True)
+class UserSplit:
+    """One user's train, val and test pairs, and how they were split."""
+
+    user_id: str
+    train: list[PreferencePair]
+    val: list[PreferencePair]
+    test: list[PreferencePair]
+    how: str
+
+
+@dataclass
+class JudgeResult:
+    """Outcomes of one judge over the users it could judge, and the users it skipped."""
+
+    outcomes: list[PairOutcome] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def report(self, *, seed: int = 0) -> AccuracyReport | None:
+        """Summarize the outcomes (None when no user was judged)."""
+        return summarize(self.outcomes, seed=seed) if self.outcomes else None
+
+
+def user_splits(
+    pairs: Sequence[PreferencePair], *, users: int | None = None, seed: int = 0
+) -> tuple[list[UserSplit], dict[str, str]]:
+    """Split each user's pairs (file order of users); return the first `users` usable ones and the skipped."""
+    by_user: dict[str, list[PreferencePair]] = defaultdict(list)
+    for pair in pairs:
+        if split_of(pair) != "population":
+            by_user[pair.user_id].append(pair)
+    chosen: list[UserSplit] = []
+    skipped: dict[str, str] = {}
+    for user, own in by_user.items():
+        if users is not None and len(chosen) >= users:
+            break
+        train, val, test, how = split_user_pairs(own, seed=seed)
+        if len(train) < 2 or not test:
+            skipped[user] = f"too few pairs ({how})"
+            continue
+        chosen.append(UserSplit(user, train, val, test, how))
+    return chosen, skipped
+
+
+async def judge_user(pair_judge: PairJudge, test: Sequence[PreferencePair]) -> list[PairOutcome]:
+    """Judge each test pair in both orders with the judge built for it."""
+
+    async def one(pair: PreferencePair) -> PairOutcome:
+        return await judge_pair(await pair_judge(pair), pair)
+
+    # The judges' own concurrency limits gate the model calls.
+    return list(await asyncio.gather(*(one(pair) for pair in test)))
+
+
+def same_judge(judge: Comparer) -> PairJudge:
+    """Return a pair-judge that uses `judge` for every pair."""
+
+    async def for_pair(pair: PreferencePair) -> Comparer:
+        return judge
+
+    return for_pair
+
+
+async def run_judges(
+    splits: Sequence[UserSplit],
+    builders: Mapping[str, JudgeBuilder],
+    *,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, JudgeResult]:
+    """Judge every user's test pairs with every judge; a judge that fails for a user skips that user."""
+    results = {name: JudgeResult() for name in builders}
+    for number, split in enumerate(splits, start=1):
+        for name, build in builders.items():
+            started = time.perf_counter()
+            try:
+                outcomes = await judge_user(await build(split), split.test)
+            except PersonaAgentError as exc:
+                results[name].skipped[split.user_id] = f"{type(exc).__name__}: {exc}"
+                logger.warning("%s: %s skipped: %s", name, split.user_id, exc)
+                continue
+            finally:
+                results[name].seconds += time.perf_counter() - started
+            results[name].outcomes.extend(outcomes)
+            if on_progress:
+                score = sum(o.score for o in outcomes) / len(outcomes)
+                on_progress(f"user {number}/{len(splits)} {split.user_id}: {name} {score:.1%}")
+    return results
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """How the LLM judges and retrieval are run."""
+
+    structured_method: str = "json_schema"
+    concurrency: int = 1
+    demo_k: int = 3
+    similarity_weight: float = 1.0
+    informativeness_weight: float = 0.3
+    mmr_lambda: float = 0.7
+
+
+def synthesizer_for(
+    search: Search,
+    model: BaseChatModel,
+    judge_model: BaseChatModel,
+    *,
+    options: JudgeOptions,
+    max_calls: int,
+    max_pairs: int,
+    seed: int,
+) -> SynthesizeMe:
+    """Return the fitter: the product's budgeted search, or the fuller search (``full``).
+
+    ``full`` mimics the original method's search: every pair within 200 is read, up to 4 demos
+    per set, 8 more candidate demo sets drawn at random from all bootstrapped demos, no call cap.
+    """
+    if search == "full":
+        return SynthesizeMe(
+            model,
+            judge_model=judge_model,
+            structured_method=options.structured_method,
+            concurrency=options.concurrency,
+            max_calls=100_000,
+            max_pairs=200,
+            max_demos=4,
+            random_sets=8,
+            seed=seed,
+        )
+    return SynthesizeMe(
+        model,
+        judge_model=judge_model,
+        structured_method=options.structured_method,
+        concurrency=options.concurrency,
+        max_calls=max_calls,
+        max_pairs=max_pairs,
+        seed=seed,
+    )
+
+
+def retrieval_notes(result: SynthesisResult) -> dict[str, dict[str, Any]]:
+    """Annotate the fit's train pairs as the synthesis graph does (judge correctness, verified reasoning)."""
+    notes: dict[str, dict[str, Any]] = {
+        pair_id: {"default_judge_correct": correct, "has_verified_reasoning": correct}
+        for pair_id, correct in result.default_judge_correct.items()
+    }
+    for reasoning in result.reasoning:
+        if reasoning.verified and reasoning.pair_id in notes:
+            notes[reasoning.pair_id]["reasoning"] = reasoning.text
+    if result.accepted:
+        for demo in result.demos:
+            if demo.reasoning and demo.pair.id in notes:
+                notes[demo.pair.id].update(has_verified_reasoning=True, reasoning=demo.reasoning)
+    return notes
+
+
+class OfflineModels:
+    """The offline reward model's prior per user (leave-user-out when the file allows) and features."""
+
+    def __init__(self, pairs: Sequence[PreferencePair], extractor: FeatureExtractor) -> None:
+        self.pairs = list(pairs)
+        self.extractor = extractor
+        self.prior_source = ""
+        self._priors: dict[str, RewardModel] = {}
+        self._shared: RewardModel | None = None
+
+    def prepare(self, users: Sequence[str]) -> None:
+        """Fit the users' priors (or load the shipped one); embeds every reply of the file once."""
+        from agent.reward_model import RewardModel, leave_user_out_priors
+
+        self.extractor.pair_differences(self.pairs)
+        pool = [pair for pair in self.pairs if split_of(pair) in ("population", "train")]
+        if len(pool) >= MIN_PRIOR_PAIRS:
+            self._priors = leave_user_out_priors(self.pairs, self.extractor, users)
+            self.prior_source = f"leave-user-out, fitted on {len(pool)} population and train pairs"
+        else:
+            self._shared = RewardModel.load()
+            self.prior_source = "the shipped population prior (MT-Bench)"
+
+    def judge(self, split: UserSplit) -> OfflineJudge:
+        """Return the user's offline judge, adapted on their train pairs."""
+        from agent.reward_model import OfflineJudge
+
+        prior = self._priors.get(split.user_id) or self._shared
+        if prior is None:
+            raise RuntimeError(f"no prior prepared for {split.user_id}")
+        return OfflineJudge.for_user(prior, self.extractor, split.train)
+
+
+class BenchJudges:
+    """Build each judge per user; the SynthesizeMe fit and the offline model are shared per user."""
+
+    def __init__(
+        self,
+        *,
+        judge_model: BaseChatModel | None,
+        fitter: SynthesizeMe | None,
+        options: JudgeOptions,
+        offline: OfflineModels | None = None,
+        store: PreferenceStore | None = None,
+    ) -> None:
+        self.judge_model = judge_model
+        self.fitter = fitter
+        self.options = options
+        self.offline = offline
+        self.store = store
+        self.trackers: dict[str, UsageTracker] = defaultdict(UsageTracker)
+        self.fits: dict[str, SynthesisResult] = {}
+        self.fit_seconds: dict[str, float] = {}
+        self._persona_judges: dict[str, PersonaJudge] = {}
+        self._offline_judges: dict[str, OfflineJudge] = {}
+        self._stored_users: set[str] = set()
+
+    def builders(self, names: Sequence[str]) -> dict[str, JudgeBuilder]:
+        """Return the builders of the judges `names`, in that order."""
+        table: dict[str, JudgeBuilder] = {
+            "default": self._default,
+            "synthesizeme": self._synthesizeme,
+            "retrieved": self._retrieved,
+            "persona": self._persona,
+            "demos": self._demos,
+            "offline": self._offline,
+            "hybrid": self._hybrid,
+            "longer": self._longer,
+        }
+        unknown = [name for name in names if name not in table]
+        if unknown:
+            raise ValueError(f"unknown judges {unknown}; choose from {', '.join(JUDGES)}")
+        return {name: table[name] for name in names}
+
+    def _llm(self, name: str, persona: str | None, demos: Sequence[Any] = ()) -> PersonaJudge:
+        if self.judge_model is None:
+            raise RuntimeError(f"judge {name!r} needs a judge model")
+        return PersonaJudge(
+            self.judge_model,
+            persona,
+            demos,
+            structured_method=self.options.structured_method,
+            concurrency=self.options.concurrency,
+            stage="test",
+            callbacks=[self.trackers[name]],
+        )
+
+    async def fit(self, split: UserSplit) -> SynthesisResult:
+        """Fit (once) the user's persona and demos on train and val."""
+        if split.user_id not in self.fits:
+            if self.fitter is None:
+                raise RuntimeError("the SynthesizeMe judges need a fitter")
+            started = time.perf_counter()
+            self.fits[split.user_id] = await self.fitter.fit(split.train, split.val)
+            self.fit_seconds[split.user_id] = time.perf_counter() - started
+        return self.fits[split.user_id]
+
+    async def _default(self, split: UserSplit) -> PairJudge:
+        if self.judge_model is None:
+            raise RuntimeError("judge 'default' needs a judge model")
+        judge = DefaultJudge(
+            self.judge_model,
+            structured_method=self.options.structured_method,
+            concurrency=self.options.concurrency,
+            stage="test",
+            callbacks=[self.trackers["default"]],
+        )
+        return same_judge(judge)
+
+    async def _persona_judge(self, split: UserSplit) -> PersonaJudge:
+        if split.user_id not in self._persona_judges:
+            result = await self.fit(split)
+            self._persona_judges[split.user_id] = self._llm("synthesizeme", result.persona.text, result.demos)
+        return self._persona_judges[split.user_id]
+
+    async def _synthesizeme(self, split: UserSplit) -> PairJudge:
+        return same_judge(await self._persona_judge(split))
+
+    async def _persona(self, split: UserSplit) -> PairJudge:
+        result = await self.fit(split)
+        return same_judge(self._llm("persona", result.persona.text))
+
+    async def _demos(self, split: UserSplit) -> PairJudge:
+        result = await self.fit(split)
+        return same_judge(self._llm("demos", None, result.demos))
+
+    async def _retrieved(self, split: UserSplit) -> PairJudge:
+        result = await self.fit(split)
+        store = self.store
+        if store is None:
+            raise RuntimeError("judge 'retrieved' needs a memory store")
+        if split.user_id not in self._stored_users:
+            await asyncio.to_thread(store.add_pairs, split.user_id, split.train)
+            await asyncio.to_thread(store.annotate_pairs, split.user_id, retrieval_notes(result))
+            self._stored_users.add(split.user_id)
+        options = self.options
+
+        async def for_pair(pair: PreferencePair) -> Comparer:
+            demos = await asyncio.to_thread(
+                store.retrieve_demos,
+                split.user_id,
+                pair.context,
+                options.demo_k,
+                similarity_weight=options.similarity_weight,
+                informativeness_weight=options.informativeness_weight,
+                mmr_lambda=options.mmr_lambda,
+            )
+            return self._llm("retrieved", result.persona.text, demos)
+
+        return for_pair
+
+    def _offline_judge(self, split: UserSplit) -> OfflineJudge:
+        if self.offline is None:
+            raise RuntimeError("the offline judges need the offline models")
+        if split.user_id not in self._offline_judges:
+            self._offline_judges[split.user_id] = self.offline.judge(split)
+        return self._offline_judges[split.user_id]
+
+    async def _offline(self, split: UserSplit) -> PairJudge:
+        return same_judge(await asyncio.to_thread(self._offline_judge, split))
+
+    async def _hybrid(self, split: UserSplit) -> PairJudge:
+        from agent.hybrid import HybridJudge
+
+        offline = await asyncio.to_thread(self._offline_judge, split)
+        hybrid: HybridJudge = await HybridJudge.fit(await self._persona_judge(split), offline, split.val)
+        return same_judge(hybrid)
+
+    async def _longer(self, split: UserSplit) -> PairJudge:
+        from agent.reward_model import PreferLongerJudge
+
+        return same_judge(PreferLongerJudge())
+
+
+def new_store(embeddings: Any) -> PreferenceStore:
+    """Return a fresh store over an in-memory Chroma for the retrieved-demos judge."""
+    from memory.chroma import make_client
+    from memory.store import PreferenceStore
+
+    return PreferenceStore(make_client(ephemeral=True), embeddings, prefix=f"bench_{uuid.uuid4().hex[:12]}")
+
+
+def user_rows(splits: Sequence[UserSplit], judges: BenchJudges) -> list[dict[str, Any]]:
+    """Describe each evaluated user: split sizes and, when fitted, the fit's cost and outcome."""
+    rows = []
+    for split in splits:
+        row: dict[str, Any] = {
+            "user_id": split.user_id,
+            "split": split.how,
+            "n_train": len(split.train),
+            "n_val": len(split.val),
+            "n_test": len(split.test),
+        }
+        result = judges.fits.get(split.user_id)
+        if result is not None:
+            usage = result.usage.total
+            row["fit"] = {
+                "n_train_used": len(result.train_pair_ids),
+                "n_val_used": len(result.val_pair_ids),
+                "calls": usage.calls,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "seconds": round(judges.fit_seconds.get(split.user_id, 0.0), 2),
+                "val_accuracy": result.persona.val_accuracy,
+                "demos": len(result.demos),
+                "verified_reasoning": sum(r.verified for r in result.reasoning),
+                "candidate_sets": len(result.candidates),
+                "persona": result.persona.text,
+            }
+        rows.append(row)
+    return rows
+
+
+def judge_document(result: JudgeResult, *, seed: int) -> dict[str, Any]:
+    """Return one judge's figures: macro accuracy, CI, users, and one row per user."""
+    report = result.report(seed=seed)
+    return {
+        "macro_accuracy": report.macro_accuracy if report else None,
+        "ci_low": report.ci_low if report else None,
+        "ci_high": report.ci_high if report else None,
+        "n_users": report.n_users if report else 0,
+        "n_pairs": report.n_pairs if report else 0,
+        "seconds": round(result.seconds, 2),
+        "users": [
+            {"user_id": user.user_id, "n_test": user.n_pairs, "accuracy": user.accuracy}
+            for user in (report.users if report else ())
+        ],
+        "skipped": [{"user_id": user, "reason": why} for user, why in result.skipped.items()],
+    }
+
+
+PIPELINE_NOTE = "pipeline check, not method quality"
+
+
+@dataclass(frozen=True)
+class AccuracyRequest:
+    """What one accuracy run evaluates and how."""
+
+    data: Path
+    judges: tuple[str, ...] = JUDGES
+    users: int | None = None
+    seed: int = 0
+    search: Search = "default"
+    cache_dir: Path | None = Path(".bench-cache")
+
+
+def cache_namespace(settings: Settings, role: str) -> str:
+    """Name a model's results in the LLM cache: its role, model, endpoint and log-probability setting."""
+    if settings.uses_endpoint:
+        name = (settings.judge_model or settings.model) if role == "judge" else settings.model
+        model = f"{name} at {settings.openai_base_url or 'api.openai.com'}"
+    else:
+        model = settings.model_label
+    return f"{role} | {model} | logprobs={settings.logprobs}"
+
+
+def run_accuracy(
+    request: AccuracyRequest,
+    settings: Settings,
+    *,
+    chat_model: BaseChatModel | None = None,
+    judge_model: BaseChatModel | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run the accuracy benchmark and return its JSON document (models built from settings if not given)."""
+    from agent.formats import read_pairs
+    from persona_agent.benchmarks.llm_cache import SQLiteLLMCache, attach_cache
+
+    started = time.perf_counter()
+    pairs = read_pairs(request.data, skip_invalid=True, limits=settings.limits)
+    splits, skipped_users = user_splits(pairs, users=request.users, seed=request.seed)
+    names = tuple(request.judges)
+    uses_llm = any(name in LLM_JUDGES for name in names)
+    caches: list[SQLiteLLMCache] = []
+    if uses_llm:
+        from persona_agent.factory import build_chat_model, build_judge_model
+
+        chat_model = chat_model or build_chat_model(settings)
+        judge_model = judge_model or build_judge_model(settings)
+        for role, model in (("chat", chat_model), ("judge", judge_model)):
+            cache = None
+            if request.cache_dir is not None:
+                cache = SQLiteLLMCache(
+                    request.cache_dir / "llm.sqlite", namespace=cache_namespace(settings, role)
+                )
+                caches.append(cache)
+            attach_cache(model, cache)
+    options = JudgeOptions(
+        structured_method=settings.structured_output_method,
+        concurrency=settings.concurrency,
+        demo_k=settings.demo_k,
+        similarity_weight=settings.retrieval_similarity_weight,
+        informativeness_weight=settings.retrieval_informativeness_weight,
+        mmr_lambda=settings.retrieval_mmr_lambda,
+    )
+    fitter = (
+        synthesizer_for(
+            request.search,
+            chat_model,
+            judge_model,
+            options=options,
+            max_calls=settings.max_calls_per_synthesis,
+            max_pairs=settings.max_pairs_per_synthesis,
+            seed=request.seed,
+        )
+        if chat_model is not None and judge_model is not None and FIT_JUDGES & set(names)
+        else None
+    )
+    embeddings = None
+    if {"retrieved", "offline", "hybrid"} & set(names):
+        from persona_agent.factory import build_embeddings
+
+        embeddings = build_embeddings(settings)
+    offline = None
+    embedding_cache = None
+    if {"offline", "hybrid"} & set(names):
+        from agent.features import CachedEmbedder, FeatureExtractor
+
+        if request.cache_dir is not None:
+            digest = hashlib.sha256(str(request.data.resolve()).encode()).hexdigest()[:12]
+            embedding_cache = request.cache_dir / f"minilm_{request.data.parent.name}_{digest}.npz"
+        embedder = CachedEmbedder(embeddings, embedding_cache)
+        offline = OfflineModels(pairs, FeatureExtractor(embedder))
+        offline.prepare([split.user_id for split in splits])
+        if embedding_cache is not None:
+            embedder.save(embedding_cache)
+    judges = BenchJudges(
+        judge_model=judge_model,
+        fitter=fitter,
+        options=options,
+        offline=offline,
+        store=new_store(embeddings) if "retrieved" in names else None,
+    )
+    results = asyncio.run(run_judges(splits, judges.builders(names), on_progress=on_progress))
+    embedded = uses_llm and not settings.uses_endpoint
+    return {
+        "suite": "accuracy",
+        "data": str(request.data),
+        "model": settings.model_label if uses_llm else None,
+        "judge_model": (settings.judge_model or settings.model)
+        if uses_llm and settings.uses_endpoint
+        else None,
+        "model_note": f"embedded SmolLM2-135M: {PIPELINE_NOTE}" if embedded else None,
+        "search": request.search,
+        "seed": request.seed,
+        "offline_prior": offline.prior_source if offline else None,
+        "judges": {name: judge_document(result, seed=request.seed) for name, result in results.items()},
+        "users": user_rows(splits, judges),
+        "skipped_users": [{"user_id": user, "reason": why} for user, why in skipped_users.items()],
+        "llm": {
+            "test_calls": {
+                name: judges.trackers[name].report().total.calls for name in names if name in LLM_JUDGES
+            },
+            "fit_calls": sum(result.usage.total.calls for result in judges.fits.values()),
+            "cache": str(request.cache_dir / "llm.sqlite") if caches else None,
+            "cache_hits": sum(cache.hits for cache in caches),
+            "cache_misses": sum(cache.misses for cache in caches),
+        },
+        "seconds": round(time.perf_counter() - started, 2),
+    }
