@@ -93,6 +93,11 @@ class RewardModel:
 
     def utility(self, features: np.ndarray) -> np.ndarray:
         """Return the utility of each row of a reply feature matrix."""
+        if features.shape[-1] != self.dimensions:
+            raise ConfigurationError(
+                f"the reward model reads {self.dimensions} features but got {features.shape[-1]}: "
+                "was it fitted with another embedding model?"
+            )
         return ((features - self.mean) / self.scale) @ self.weights
 
     def contributions(self, difference: np.ndarray) -> np.ndarray:
