@@ -261,3 +261,56 @@ def print_cost(document: dict[str, Any], console: Console) -> None:
             f"one 10 + 5 fit with {wall['model']}: {wall['seconds']}s, {wall['calls']} calls, "
             f"{wall['prompt_tokens']:,} prompt tokens"
         )
+
+
+@app.command()
+def latency(
+    data: Annotated[
+        Path, typer.Option("--data", help="Pairs to store and ask about; synthetic when absent.")
+    ] = DEFAULT_MT_BENCH,
+    turns: Annotated[int, typer.Option("--turns", min=1, help="Measured chat turns.")] = 200,
+    stored_pairs: Annotated[int, typer.Option("--pairs", min=1, help="Stored pairs per user.")] = 100,
+    candidates: Annotated[int, typer.Option("--candidates", min=1, max=8, help="Candidates per turn.")] = 3,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time chat turns through the graph with instant fake models: p50/p95 per turn and per node."""
+    import asyncio
+
+    from persona_agent.benchmarks.latency import run_latency_async
+
+    document = asyncio.run(
+        run_latency_async(data=data, turns=turns, stored_pairs=stored_pairs, candidates=candidates, seed=seed)
+    )
+    if as_json:
+        _emit(document)
+        return
+    print_latency(document, Console())
+
+
+def print_latency(document: dict[str, Any], console: Console) -> None:
+    """Print the per-turn and per-node latency table."""
+    table = Table(
+        title=(
+            f"Chat turn overhead outside the model: {document['turns']} turns, {document['candidates']} "
+            f"candidates, {document['stored_pairs_per_user']} stored pairs per user ({document['model']})"
+        )
+    )
+    for column in ("part", "p50 ms", "p95 ms", "mean ms", "max ms"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    rows = [("whole turn", document["turn"]), *document["nodes"].items()]
+    for name, row in rows:
+        table.add_row(
+            name,
+            f"{row['p50_ms']:.1f}",
+            f"{row['p95_ms']:.1f}",
+            f"{row['mean_ms']:.1f}",
+            f"{row['max_ms']:.1f}",
+        )
+    console.print(table)
+    verdict = "met" if document["target_met"] else "NOT met"
+    console.print(
+        f"target p95 <= {document['target_p95_ms']:.0f} ms: {verdict}; judge "
+        f"{', '.join(document['judges'])}, "
+        f"{document['judge_calls_per_turn']} judge calls per turn; setup {document['setup_seconds']}s"
+    )
