@@ -299,6 +299,8 @@ def _import_text(body: bytes) -> str:
             raise InvalidPreference(
                 f"body: not a valid JSON array ({exc.msg} at line {exc.lineno})"
             ) from None
+        except RecursionError:  # a nesting bomb must be refused like any other bad body, not a 500
+            raise InvalidPreference("body: the JSON array is nested too deeply") from None
         if not records:
             raise InvalidPreference("body: the JSON array holds no records")
         return "\n".join(json.dumps(record, ensure_ascii=False) for record in records) + "\n"

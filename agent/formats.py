@@ -130,7 +130,9 @@ def pair_to_record(pair: PreferencePair, *, with_metadata: bool = True) -> dict[
 
 def parse_jsonl(text: str) -> Iterator[Any]:
     """Yield the JSON value of each non-blank line, failing with the line number."""
-    for number, line in enumerate(text.splitlines(), start=1):
+    # JSONL lines end at "\n" only: `splitlines` would also cut at U+2028, U+0085 and friends,
+    # which JSON leaves unescaped inside strings (and `write_pairs` writes them raw).
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         if len(line) > MAX_LINE_CHARS:
