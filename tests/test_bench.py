@@ -1,0 +1,283 @@
+"""The benchmarks: accuracy arithmetic, the SQLite LLM cache, the cost suite, and the CLI on real data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from typer.testing import CliRunner
+
+from agent.judge import PersonaJudge
+from agent.records import PreferencePair, Turn, Verdict
+from agent.synthesis import SynthesizeMe
+from persona_agent.benchmarks.accuracy import judge_document, run_judges, same_judge, user_splits
+from persona_agent.benchmarks.cost import REFERENCE, synthetic_pairs
+from persona_agent.benchmarks.fake_models import CountingChatModel, ScriptedPreferenceModel
+from persona_agent.benchmarks.llm_cache import SQLiteLLMCache, attach_cache
+from persona_agent.cli import app
+from tests.conftest import MT_BENCH
+from tests.fakes import default_responder
+from tests.memory_fixtures import WordHashEmbeddings
+
+
+def labelled(user: str, split: str, chosen: str, rejected: str, n: int) -> PreferencePair:
+    """A pair of `user` in `split` about question `n`."""
+    return PreferencePair(
+        user_id=user,
+        context=(Turn(role="user", content=f"question {n} of {user}"),),
+        chosen=chosen,
+        rejected=rejected,
+        metadata={"split": split},
+    )
+
+
+class KeywordJudge:
+    """Prefers the reply saying "good"; both say it: always First; neither: a tie."""
+
+    async def compare(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
+        """Judge by the keyword."""
+        a, b = "good" in first, "good" in second
+        if a and b:
+            return Verdict(preferred="first", prob_first=1.0)
+        if a != b:
+            return Verdict(preferred="first" if a else "second", prob_first=1.0 if a else 0.0)
+        return Verdict(preferred="tie", prob_first=0.5)
+
+
+async def test_accuracy_counts_both_orders_ties_wrong_and_macro_over_users() -> None:
+    pairs = [
+        *(labelled("alice", "train", f"a{n}", f"b{n}", n) for n in range(2)),
+        labelled("alice", "val", "v", "w", 9),
+        labelled("alice", "test", "good A", "bad", 10),  # right in both orders: 1
+        labelled("alice", "test", "fine", "plain", 11),  # tie in both orders: 0
+        *(labelled("bob", "train", f"c{n}", f"d{n}", n) for n in range(2)),
+        labelled("bob", "test", "good B", "good C", 12),  # always First: right once, 0.5
+        labelled("bob", "test", "x", "good D", 13),  # wrong in both orders: 0
+        labelled("carol", "train", "e", "f", 1),  # one train pair: skipped
+        labelled("carol", "test", "good", "g", 2),
+        labelled("dave", "population", "good", "h", 1),  # population only: not evaluated
+    ]
+    splits, skipped = user_splits(pairs)
+    assert [split.user_id for split in splits] == ["alice", "bob"]
+    assert set(skipped) == {"carol"}
+    assert [len(splits[0].train), len(splits[0].val), len(splits[0].test)] == [2, 1, 2]
+
+    async def build(split: object) -> object:
+        return same_judge(KeywordJudge())
+
+    results = await run_judges(splits, {"keyword": build})  # type: ignore[dict-item]
+    document = judge_document(results["keyword"], seed=0)
+    per_user = {row["user_id"]: row["accuracy"] for row in document["users"]}
+    assert per_user == {"alice": 0.5, "bob": 0.25}
+    assert document["macro_accuracy"] == pytest.approx(0.375)
+    assert (document["n_users"], document["n_pairs"]) == (2, 4)
+    # Resampling two users: the interval runs from the lower to the higher user accuracy.
+    assert (document["ci_low"], document["ci_high"]) == (0.25, 0.5)
+    assert splits[1].test[0].chosen == "good B"  # the test pairs came from the file's labels
+
+
+async def test_a_judge_that_fails_for_a_user_skips_only_that_user() -> None:
+    from agent.errors import NotEnoughPreferences
+
+    pairs = [
+        *(
+            labelled(user, split, f"{user}{n}", f"z{n}", n)
+            for user in ("amy", "ben")
+            for n, split in enumerate(["train", "train", "test"])
+        )
+    ]
+    splits, _ = user_splits(pairs)
+
+    async def build(split: object) -> object:
+        if split.user_id == "amy":
+            raise NotEnoughPreferences("no fit")
+        return same_judge(KeywordJudge())
+
+    results = await run_judges(splits, {"keyword": build})  # type: ignore[dict-item]
+    document = judge_document(results["keyword"], seed=0)
+    assert document["n_users"] == 1
+    assert document["skipped"] == [{"user_id": "amy", "reason": "NotEnoughPreferences: no fit"}]
+
+
+def _messages(text: str) -> list[BaseMessage]:
+    return [SystemMessage("You are terse."), HumanMessage(text)]
+
+
+def test_llm_cache_second_identical_call_is_a_hit_and_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "cache" / "llm.sqlite"
+    model = CountingChatModel(responder=lambda messages: AIMessage(f"echo {messages[-1].text}"))
+    cache = SQLiteLLMCache(path, namespace="chat")
+    attach_cache(model, cache)
+
+    first = model.invoke(_messages("hello"))
+    second = model.invoke(_messages("hello"))
+    assert first.text == second.text == "echo hello"
+    assert len(model.calls) == 1
+    assert (cache.hits, cache.misses) == (1, 1)
+    model.invoke(_messages("other"))
+    assert len(model.calls) == 2
+    cache.close()
+
+    reopened = SQLiteLLMCache(path, namespace="chat")
+    fresh = CountingChatModel(responder=lambda messages: AIMessage("never asked"))
+    attach_cache(fresh, reopened)
+    assert fresh.invoke(_messages("hello")).text == "echo hello"
+    assert fresh.calls == []
+    assert len(reopened) == 2
+
+    other_namespace = SQLiteLLMCache(path, namespace="judge")
+    attach_cache(fresh, other_namespace)
+    assert fresh.invoke(_messages("hello")).text == "never asked"
+    assert len(fresh.calls) == 1
+
+
+async def test_llm_cache_replays_structured_judge_answers(tmp_path: Path) -> None:
+    model = CountingChatModel(responder=default_responder())
+    attach_cache(model, SQLiteLLMCache(tmp_path / "llm.sqlite"))
+    context = (Turn(role="user", content="How do I boil an egg?"),)
+    verdicts = []
+    for _ in range(2):  # a new judge each time, so its in-memory cache cannot answer
+        judge = PersonaJudge(model, "Likes short replies.", structured_method="function_calling")
+        verdicts.append(await judge.judge_once(context, "Boil it 8 minutes.", "A long story about eggs."))
+    assert verdicts[0] == verdicts[1]
+    assert verdicts[0].preferred == "first"
+    assert len(model.calls) == 1
+
+
+def test_attach_cache_none_turns_caching_off() -> None:
+    model = CountingChatModel(responder=lambda messages: AIMessage("hi"))
+    attach_cache(model, None)
+    model.invoke(_messages("x"))
+    model.invoke(_messages("x"))
+    assert len(model.calls) == 2
+
+
+def test_scripted_fake_is_right_at_the_rate_asked() -> None:
+    pairs = synthetic_pairs(200, seed=3)
+    from agent.prompts import judge_messages
+
+    for p in (0.0, 0.7, 1.0):
+        model = ScriptedPreferenceModel(p_correct=p, seed=1).known_pairs(pairs)
+        right = 0
+        for pair in pairs:
+            answer = model.invoke(judge_messages(pair.context, pair.rejected, pair.chosen))
+            right += answer.tool_calls[0]["args"]["choice"] == "Second"
+        assert abs(right / len(pairs) - p) <= 0.08
+
+
+def _run_json(args: list[str]) -> dict[str, object]:
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_bench_cost_json_shape_and_budget_at_10_plus_5(tmp_path: Path) -> None:
+    document = _run_json(["bench", "cost", "--json", "--data", str(tmp_path / "absent.jsonl")])
+    assert document["pairs"] == "synthetic pairs (no data file)"
+    fit = document["fit"]
+    assert set(fit) == {"5", "10", "15", "25"}
+    for row in fit.values():
+        assert {"calls", "prompt_tokens", "completion_tokens", "by_stage"} <= set(row)
+        assert sum(stage["calls"] for stage in row["by_stage"].values()) == row["calls"]
+        assert sum(stage["prompt_tokens"] for stage in row["by_stage"].values()) == row["prompt_tokens"]
+        assert row["calls"] <= row["planned_calls"]
+    at_10 = fit["10"]
+    assert at_10["n_train_used"] == 10 and at_10["n_val_used"] == 5
+    assert at_10["calls"] <= 60
+    assert at_10["prompt_tokens"] <= REFERENCE[10]["prompt_tokens"][0] / 5
+    assert set(at_10["by_stage"]) == {"bootstrap", "induce", "demos", "select"}
+    assert at_10["by_stage"]["bootstrap"]["calls"] == 10
+    turn = document["turn"]
+    assert [turn[n]["calls"] for n in ("2", "4", "8")] == [2, 12, 14]
+    assert document["targets"]["met"] is True
+
+
+@pytest.mark.skipif(not MT_BENCH.is_file(), reason="MT-Bench data not present")
+def test_bench_cost_runs_on_the_judge_with_most_votes() -> None:
+    document = _run_json(["bench", "cost", "--json", "--data", str(MT_BENCH)])
+    assert "judge author_4" in document["pairs"]
+    assert document["fit"]["10"]["calls"] <= 60
+
+
+@pytest.mark.skipif(not MT_BENCH.is_file(), reason="MT-Bench data not present")
+def test_bench_accuracy_longer_and_offline_on_mt_bench(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs the no-LLM judges through the CLI; a word-hash embedder stands in for MiniLM to stay fast."""
+    import persona_agent.factory as factory
+    from agent.formats import read_pairs
+
+    monkeypatch.setattr(factory, "build_embeddings", lambda settings: WordHashEmbeddings(dimensions=48))
+
+    def no_llm(settings: object) -> None:
+        raise AssertionError("no language model may be built for these judges")
+
+    monkeypatch.setattr(factory, "build_chat_model", no_llm)
+    monkeypatch.setattr(factory, "build_judge_model", no_llm)
+    document = _run_json(
+        [
+            "bench",
+            "accuracy",
+            "--data",
+            str(MT_BENCH),
+            "--judge",
+            "longer,offline",
+            "--json",
+            "--users",
+            "3",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ]
+    )
+    judges = document["judges"]
+    assert set(judges) == {"longer", "offline"}
+    assert document["model_note"] is None
+    for row in judges.values():
+        assert row["n_users"] == 3
+        assert 0.0 <= row["ci_low"] <= row["macro_accuracy"] <= row["ci_high"] <= 1.0
+    # Prefer-the-longer counted independently from the file: both orders agree, ties score nothing.
+    users = [row["user_id"] for row in document["users"]]
+    expected = []
+    for user in users:
+        test = [
+            p
+            for p in read_pairs(MT_BENCH, skip_invalid=True)
+            if p.user_id == user and p.metadata.get("split") == "test"
+        ]
+        expected.append(sum(len(p.chosen) > len(p.rejected) for p in test) / len(test))
+    assert [row["accuracy"] for row in judges["longer"]["users"]] == pytest.approx(expected)
+    assert judges["longer"]["macro_accuracy"] == pytest.approx(sum(expected) / 3)
+    assert document["offline_prior"].startswith("leave-user-out")
+    assert list((tmp_path / "cache").glob("minilm_*.npz"))
+
+
+async def test_random_sets_add_candidates_within_the_planned_calls() -> None:
+    pairs = synthetic_pairs(15, seed=5)
+    plain_model = ScriptedPreferenceModel(p_correct=0.6, seed=2).known_pairs(pairs)
+    plain = await SynthesizeMe(plain_model, max_calls=1000, seed=2).fit(pairs[:10], pairs[10:])
+    model = ScriptedPreferenceModel(p_correct=0.6, seed=2).known_pairs(pairs)
+    searcher = SynthesizeMe(model, max_calls=1000, max_demos=4, random_sets=6, seed=2)
+    result = await searcher.fit(pairs[:10], pairs[10:])
+    assert len(result.candidates) > len(plain.candidates)
+    assert any(c.name.startswith("random") for c in result.candidates)
+    assert all(len(c.demo_pair_ids) <= 4 for c in result.candidates)
+    assert len({frozenset(c.demo_pair_ids) for c in result.candidates}) == len(result.candidates)
+    assert result.usage.total.calls <= searcher.plan_calls(10, 5)
+    assert result.usage.total.calls > plain.usage.total.calls
+    best = max(c.val_accuracy or 0.0 for c in result.candidates)
+    assert result.persona.val_accuracy == best
+
+
+@pytest.mark.slow
+async def test_bench_latency_times_every_node_of_a_persona_turn(tmp_path: Path) -> None:
+    from persona_agent.benchmarks.latency import run_latency_async
+
+    document = await run_latency_async(data=None, turns=4, stored_pairs=12, users=2, workdir=tmp_path)
+    assert document["judges"] == ["persona"]
+    assert set(document["nodes"]) == {"record_feedback", "load_persona", "draft_replies", "judge_replies"}
+    assert document["turn"]["count"] == 4
+    node_p50 = sum(node["p50_ms"] for node in document["nodes"].values())
+    assert document["turn"]["p50_ms"] > 0 and node_p50 > 0
