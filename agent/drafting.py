@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
+from agent.errors import ModelOutputError
 from agent.prompts import MAX_PERSONA_CHARS, section
 from agent.records import Turn
 
@@ -56,11 +57,14 @@ async def draft_candidates(
     async def one(index: int) -> str:
         style = STYLE_HINTS[index % len(STYLE_HINTS)]
         async with gate:
-            reply = await model.ainvoke(
-                drafting_messages(context, persona, style),
-                config={"run_name": f"draft_{index}"},
-                seed=seed + index,
-            )
+            try:
+                reply = await model.ainvoke(
+                    drafting_messages(context, persona, style),
+                    config={"run_name": f"draft_{index}"},
+                    seed=seed + index,
+                )
+            except IndexError as exc:  # langchain-core's answer to a response with no choices
+                raise ModelOutputError("drafting: the model returned no choices") from exc
         text = reply.content if isinstance(reply.content, str) else str(reply.content)
         return text.strip()
 

@@ -27,7 +27,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
 from pydantic import BaseModel, Field, ValidationError
 
 from agent.errors import ModelOutputError
@@ -128,8 +128,15 @@ class StructuredCaller(Generic[SchemaT]):
         structured: Runnable[Any, Any] = model.with_structured_output(
             schema, method=structured_method, include_raw=True
         )
+
+        async def ask(messages: list[BaseMessage], config: RunnableConfig) -> dict[str, Any]:
+            try:
+                return dict(await structured.ainvoke(messages, config))
+            except IndexError as exc:  # langchain-core's answer to a response with no choices
+                raise ModelOutputError(f"{stage}: the model returned no choices") from exc
+
         self._chain: Runnable[list[BaseMessage], dict[str, Any]] = (
-            RunnableLambda(self._charge) | structured | RunnableLambda(_require_parsed)
+            RunnableLambda(self._charge) | RunnableLambda(ask) | RunnableLambda(_require_parsed)
         ).with_retry(
             retry_if_exception_type=RETRYABLE_ERRORS,
             stop_after_attempt=attempts,

@@ -10,8 +10,13 @@
 
 Enum fields (a judge's ``"First"``/``"Second"``) are picked by a hash of the prompt, so answers are
 deterministic but not all the same. Faults can be injected for reliability tests: `error_rate`
-(HTTP 500), `malformed_rate` (structured answers that are not valid JSON) and `delay_s`.
-Every request is counted by kind in `counts`. Run ``python -m tests.openai_stub --port N`` to
+(HTTP 500), `malformed_rate` (structured answers that are not valid JSON) and `delay_s`; and
+`rate_limit_rate` (HTTP 429 with ``Retry-After: 0``), `timeout_rate` (the answer comes only after
+`hang_s`, past a short client timeout), `empty_choices_rate` (HTTP 200 with ``"choices": []``)
+and `bad_verdict_rate` (structured answers whose enum fields, such as the judge's choice, hold a
+value outside the enum, e.g. ``"Third"``). Each fault is drawn independently per request from
+the seeded generator, in that order after `error_rate`. Every request is counted by kind in
+`counts`; each injected fault under ``fault.<kind>``. Run ``python -m tests.openai_stub --port N`` to
 serve one by hand.
 """
 
@@ -91,6 +96,21 @@ def instance_of(
     return None
 
 
+def _outside_enums(value: Any, schema: dict[str, Any], root: dict[str, Any] | None = None) -> Any:
+    """Replace every enum-valued string in `value` by one the schema does not allow ("Third")."""
+    root = root if root is not None else schema
+    schema = _resolve(schema, root)
+    if "enum" in schema and all(isinstance(option, str) for option in schema["enum"]):
+        return next(word for word in ("Third", "Both", "Neither") if word not in schema["enum"])
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        return {
+            key: _outside_enums(item, properties[key], root) if key in properties else item
+            for key, item in value.items()
+        }
+    return value
+
+
 def _json_object(seed: int) -> dict[str, Any]:
     return {
         "reasoning": "stub reasoning: the first reply is more direct.",
@@ -110,10 +130,20 @@ class OpenAIStub:
         malformed_rate: float = 0.0,
         delay_s: float = 0.0,
         seed: int = 0,
+        rate_limit_rate: float = 0.0,
+        timeout_rate: float = 0.0,
+        hang_s: float = 2.0,
+        empty_choices_rate: float = 0.0,
+        bad_verdict_rate: float = 0.0,
     ) -> None:
         self.error_rate = error_rate
         self.malformed_rate = malformed_rate
         self.delay_s = delay_s
+        self.rate_limit_rate = rate_limit_rate
+        self.timeout_rate = timeout_rate
+        self.hang_s = hang_s
+        self.empty_choices_rate = empty_choices_rate
+        self.bad_verdict_rate = bad_verdict_rate
         self.counts: Counter[str] = Counter()
         self._random = random.Random(seed)
         self._lock = threading.Lock()
@@ -167,7 +197,16 @@ class OpenAIStub:
         if self._roll(self.error_rate):
             self._count("error")
             return 500, {"error": {"message": "injected failure", "type": "server_error", "code": None}}
+        if self._roll(self.rate_limit_rate):
+            self._count("fault.rate_limit")
+            return 429, {"error": {"message": "injected rate limit", "type": "rate_limit", "code": None}}
+        if self._roll(self.empty_choices_rate):
+            self._count("fault.empty_choices")
+            return 200, self._completion(request, prompt, [])
         malformed = self._roll(self.malformed_rate)
+        if malformed:
+            self._count("fault.malformed")
+        bad_verdict = not malformed and self._roll(self.bad_verdict_rate)
         response_format = request.get("response_format") or {}
         tools = request.get("tools") or []
         choices = []
@@ -177,6 +216,8 @@ class OpenAIStub:
                 kind = "tool"
                 tool = self._chosen_tool(tools, request.get("tool_choice"))
                 arguments = instance_of(tool.get("parameters") or {}, seed=seed + index)
+                if bad_verdict:
+                    arguments = _outside_enums(arguments, tool.get("parameters") or {})
                 message["tool_calls"] = [
                     {
                         "id": f"call_{uuid.uuid4().hex[:12]}",
@@ -192,11 +233,16 @@ class OpenAIStub:
                 kind = "json_schema"
                 schema = (response_format.get("json_schema") or {}).get("schema") or {}
                 content = instance_of(schema, seed=seed + index)
+                if bad_verdict:
+                    content = _outside_enums(content, schema)
                 message["content"] = "{not json" if malformed else json.dumps(content)
                 finish = "stop"
             elif response_format.get("type") == "json_object":
                 kind = "json_object"
-                message["content"] = "{not json" if malformed else json.dumps(_json_object(seed + index))
+                answer = _json_object(seed + index)
+                if bad_verdict:
+                    answer["choice"] = "Third"
+                message["content"] = "{not json" if malformed else json.dumps(answer)
                 finish = "stop"
             else:
                 kind = "text"
@@ -204,9 +250,15 @@ class OpenAIStub:
                 finish = "stop"
             self._count(kind)
             choices.append({"index": index, "message": message, "finish_reason": finish, "logprobs": None})
+        if bad_verdict and kind != "text":
+            self._count("fault.bad_verdict")
+        return 200, self._completion(request, prompt, choices)
+
+    @staticmethod
+    def _completion(request: dict[str, Any], prompt: str, choices: list[dict[str, Any]]) -> dict[str, Any]:
         prompt_tokens = max(1, len(prompt) // 4)
         completion_tokens = sum(max(1, len(json.dumps(choice["message"])) // 4) for choice in choices)
-        return 200, {
+        return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:16]}",
             "object": "chat.completion",
             "created": int(time.time()),
@@ -278,6 +330,8 @@ class OpenAIStub:
             def _send_json(self, status: int, body: dict[str, Any]) -> None:
                 data = json.dumps(body).encode()
                 self.send_response(status)
+                if status == 429:
+                    self.send_header("Retry-After", "0")
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -302,6 +356,11 @@ class OpenAIStub:
                     return
                 if stub.delay_s:
                     time.sleep(stub.delay_s)
+                if stub._roll(stub.timeout_rate):
+                    stub._count("fault.timeout")
+                    time.sleep(stub.hang_s)  # the client has given up by now: hang up without a reply
+                    self.close_connection = True
+                    return
                 status, completion = stub.answer(request)
                 if status != 200 or not request.get("stream"):
                     self._send_json(status, completion)
