@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Protocol, cast, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from agent.records import PreferencePair, Turn, Verdict
 
 
+@runtime_checkable
 class Comparer(Protocol):
     """Anything that can say which of two replies a user prefers."""
 
@@ -134,11 +135,12 @@ async def evaluate(
     (each user has their own persona).
     """
     gate = asyncio.Semaphore(concurrency)
+    judge_for = None if isinstance(judge, Comparer) else judge
 
     async def run(pair: PreferencePair) -> PairOutcome:
-        chosen = judge(pair) if callable(judge) and not hasattr(judge, "compare") else judge
+        chosen = judge_for(pair) if judge_for is not None else judge
         async with gate:
-            return await judge_pair(chosen, pair)  # type: ignore[arg-type]
+            return await judge_pair(cast(Comparer, chosen), pair)
 
     outcomes = await asyncio.gather(*(run(pair) for pair in pairs))
     return summarize(outcomes, seed=seed)

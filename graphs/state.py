@@ -144,7 +144,7 @@ def turns_of(messages: Sequence[BaseMessage]) -> tuple[Turn, ...]:
         role = _ROLES.get(message.type)
         text = message.text.strip() if role else ""
         if role and text:
-            turns.append(Turn(role=role, content=text))  # type: ignore[arg-type]
+            turns.append(Turn(role=role, content=text))
     return tuple(turns)
 
 

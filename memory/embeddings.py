@@ -58,7 +58,7 @@ class _MiniLM:
         self.position = w["embeddings.position_embeddings.weight"]
         self.token_type = w["embeddings.token_type_embeddings.weight"][0]
         self.emb_ln = (w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
-        self.layers = []
+        self.layers: list[dict[str, Any]] = []
         for i in range(_LAYERS):
             p = f"encoder.layer.{i}."
             qkv_w = np.concatenate(

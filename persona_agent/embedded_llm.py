@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -184,7 +184,7 @@ class ChatLlamaCpp(BaseChatModel):
             request["logprobs"] = True
             request["top_logprobs"] = kwargs.pop("top_logprobs", self.top_logprobs)
         with loaded.lock:
-            response = loaded.llama.create_chat_completion(**request)
+            response = cast(dict[str, Any], loaded.llama.create_chat_completion(**request))
         choice = response["choices"][0]
         usage = response.get("usage") or {}
         message = AIMessage(
@@ -226,7 +226,7 @@ class ChatLlamaCpp(BaseChatModel):
             run_manager.on_llm_new_token(str(message.content), chunk=chunk)
         yield chunk
 
-    def with_structured_output(  # type: ignore[override]
+    def with_structured_output(
         self,
         schema: dict[str, Any] | type,
         *,
@@ -236,7 +236,7 @@ class ChatLlamaCpp(BaseChatModel):
     ) -> Runnable[LanguageModelInput, Any]:
         """Constrain decoding to `schema` (every method maps to llama.cpp's JSON-schema grammar)."""
         is_model = isinstance(schema, type) and issubclass(schema, BaseModel)
-        json_schema = schema.model_json_schema() if is_model else schema  # type: ignore[union-attr]
+        json_schema = cast(type[BaseModel], schema).model_json_schema() if is_model else schema
         # Bounding every free-text string keeps the grammar-constrained JSON short enough to
         # finish inside the token budget, so it always closes and parses.
         bounded = _bound_strings(json_schema, self.structured_max_chars)
@@ -245,13 +245,11 @@ class ChatLlamaCpp(BaseChatModel):
             max_tokens=max(self.max_tokens, _token_budget(bounded)),
         )
         parser: Runnable[Any, Any] = (
-            PydanticOutputParser(pydantic_object=schema)  # type: ignore[arg-type]
-            if is_model
-            else JsonOutputParser()
+            PydanticOutputParser(pydantic_object=schema) if is_model else JsonOutputParser()
         )
         if not include_raw:
             return bound | parser
-        parse: Callable[[Any], Any] = itemgetter("raw") | parser
+        parse: Runnable[Any, Any] = itemgetter("raw") | parser
         with_parsed = RunnablePassthrough.assign(parsed=parse, parsing_error=lambda _: None)
         without = RunnablePassthrough.assign(parsed=lambda _: None)
         return RunnableMap(raw=bound) | with_parsed.with_fallbacks([without], exception_key="parsing_error")

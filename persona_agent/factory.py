@@ -32,7 +32,7 @@ def _endpoint_model(settings: Settings, name: str, *, temperature: float, logpro
         model=name,
         base_url=settings.openai_base_url,
         # Local servers accept any key; ChatOpenAI insists on one being set.
-        api_key=settings.openai_api_key or "not-needed",  # type: ignore[arg-type]
+        api_key=settings.openai_api_key or "not-needed",
         temperature=temperature,
         timeout=settings.request_timeout_s,
         max_retries=settings.max_retries,

@@ -52,6 +52,8 @@ def demo(
 
 
 async def _run_demo(user_id: str, fresh: bool) -> None:
+    from langchain_core.messages import HumanMessage
+    from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
 
     from agent.formats import read_pairs
@@ -116,10 +118,10 @@ async def _run_demo(user_id: str, fresh: bool) -> None:
     )
     for question in QUESTIONS:
         console.rule(f"[bold]{question}")
-        config = {"configurable": {"thread_id": str(uuid4())}}
+        config: RunnableConfig = {"configurable": {"thread_id": str(uuid4())}}
         with console.status("Drafting candidates and judging them..."):
             turn = await chat.ainvoke(
-                {"messages": [{"role": "user", "content": question}]},
+                {"messages": [HumanMessage(question)]},
                 config=config,
                 context=ChatContext(user_id=user_id),
             )
