@@ -22,8 +22,9 @@ import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.messages import HumanMessage
 
@@ -103,8 +104,10 @@ async def run_latency_async(
     candidates: int = 3,
     seed: int = 0,
     workdir: Path | None = None,
+    checkpointer: Literal["sqlite", "memory"] = "sqlite",
 ) -> dict[str, Any]:
     """Run `turns` chat turns through the graph and return the timing document."""
+    from langgraph.checkpoint.memory import InMemorySaver
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     from graphs.chat import ChatOptions, build_graph
@@ -125,7 +128,11 @@ async def run_latency_async(
         per_node: dict[str, list[float]] = defaultdict(list)
         totals: list[float] = []
         judge_labels: set[str] = set()
-        async with AsyncSqliteSaver.from_conn_string(str(Path(tmp) / "checkpoints.sqlite")) as saver:
+        async with AsyncExitStack() as stack:
+            saver: Any = InMemorySaver()
+            if checkpointer == "sqlite":
+                path = str(Path(tmp) / "checkpoints.sqlite")
+                saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(path))
             graph = build_graph(
                 chat_model=chat_model,
                 judge_model=judge_model,
@@ -168,6 +175,7 @@ async def run_latency_async(
         "users": users,
         "stored_pairs_per_user": stored_pairs,
         "candidates": candidates,
+        "checkpointer": checkpointer,
         "judge_calls_per_turn": candidates * (candidates - 1) if candidates <= 4 else 2 * (candidates - 1),
         "judges": sorted(judge_labels),
         "setup_seconds": round(setup_s, 1),
