@@ -35,9 +35,11 @@ SECTION_NAMES: tuple[str, ...] = (
     "reasoning",
 )
 
-# Tag openers that imitate one of our sections: "<persona>", "</ first_reply", "＜turn" (full-width).
+# Tag openers that imitate one of our sections: "<persona>", "</ first_reply", "＜turn" (full-width),
+# also with invisible format characters (zero-width space, joiners, BOM) hidden inside the tag.
+_GAP = r"[\s\u200b-\u200f\u2060-\u2064\ufeff]*"
 _TAG_LIKE = re.compile(
-    r"[<\uFF1C\uFE64](\s*/?\s*)(" + "|".join(SECTION_NAMES) + r")\b",
+    r"[<\uFF1C\uFE64](" + _GAP + "/?" + _GAP + r")(" + "|".join(SECTION_NAMES) + r")\b",
     re.IGNORECASE,
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -64,6 +65,27 @@ def check_text(value: str, *, max_chars: int) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError("is not valid unicode (it holds a lone surrogate)") from exc
+    return value
+
+
+# Directions to the judge have no place in a description of a user's taste. First/Second are
+# matched only capitalized, as the judge's answer format writes them ("answers first" is a taste).
+_JUDGE_DIRECTIONS = re.compile(
+    r"\bignore\b[^.\n]{0,40}\b(instructions?|persona|rules|prompt|above|previous)\b"
+    r"|\bdisregard\b"
+    r"|\b(answer|choose|pick|select|say|output|respond|reply|prefer)\s+(with\s+|only\s+)?[\"'“‘]?(?-i:First|Second)\b"
+    r"|\b(always|only)\s+(answer|choose|pick|select|say|output)\b",
+    re.IGNORECASE,
+)
+
+
+def check_persona_text(value: str) -> str:
+    """Reject persona text that gives the judge directions instead of describing the user."""
+    found = _JUDGE_DIRECTIONS.search(value)
+    if found:
+        raise ValueError(
+            f"gives the judge directions ({found.group(0)[:60]!r}); a persona describes the user's taste"
+        )
     return value
 
 
@@ -220,7 +242,10 @@ class Persona(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, value: str) -> str:
-        return check_text(value, max_chars=4_000)
+        from agent.prompts import escape_section_text  # prompts imports this module
+
+        # Text imitating the prompts' section tags is neutralized wherever a persona comes from.
+        return escape_section_text(check_text(value, max_chars=4_000))
 
     @field_validator("user_id")
     @classmethod

@@ -44,7 +44,7 @@ from agent.errors import BudgetExceeded, InvalidPreference, ModelOutputError, No
 from agent.evaluation import evaluate
 from agent.judge import DefaultJudge, PersonaJudge, StructuredCaller
 from agent.prompts import MAX_PERSONA_CHARS, InductionExample, clip, induction_messages, order_note
-from agent.records import Demo, Persona, PreferencePair, Reasoning, Verdict
+from agent.records import Demo, Persona, PreferencePair, Reasoning, Verdict, check_persona_text
 from agent.usage import CallBudget, UsageReport, UsageTracker
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class InducedPersona(BaseModel):
     def _not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        return value.strip()
+        return check_persona_text(value.strip())  # directions to the judge: retried, then refused
 
 
 class CandidateScore(BaseModel):
