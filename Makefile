@@ -54,10 +54,11 @@ typecheck: install
 serve: install ## Serve the graphs with the local LangGraph server
 	$(VENV)/bin/persona-agent serve --dev
 
-bench: install ## Run the fast benchmarks
+bench: install ## Run the fast benchmarks (see BENCHMARKS.md; embedded-model accuracy is a pipeline check)
 	$(VENV)/bin/persona-agent bench cost
 	$(VENV)/bin/persona-agent bench latency
-	$(VENV)/bin/persona-agent bench accuracy --data ../shared/data/mt_bench_human/pairs.jsonl --users 3
+	$(VENV)/bin/persona-agent bench accuracy --data ../shared/data/mt_bench_human/pairs.jsonl --judge longer,offline
+	$(VENV)/bin/persona-agent bench accuracy --data ../shared/data/prism_examples/pairs.jsonl --users 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api

@@ -545,6 +545,8 @@ def run_accuracy(
         if request.cache_dir is not None:
             digest = hashlib.sha256(str(request.data.resolve()).encode()).hexdigest()[:12]
             embedding_cache = request.cache_dir / f"minilm_{request.data.parent.name}_{digest}.npz"
+        if embeddings is None:
+            raise RuntimeError("the offline judges need an embedding model")
         embedder = CachedEmbedder(embeddings, embedding_cache)
         offline = OfflineModels(pairs, FeatureExtractor(embedder))
         offline.prepare([split.user_id for split in splits])
@@ -578,7 +580,7 @@ def run_accuracy(
                 name: judges.trackers[name].report().total.calls for name in names if name in LLM_JUDGES
             },
             "fit_calls": sum(result.usage.total.calls for result in judges.fits.values()),
-            "cache": str(request.cache_dir / "llm.sqlite") if caches else None,
+            "cache": str(caches[0].path) if caches else None,
             "cache_hits": sum(cache.hits for cache in caches),
             "cache_misses": sum(cache.misses for cache in caches),
         },

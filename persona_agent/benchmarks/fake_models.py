@@ -133,7 +133,7 @@ class CountingChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "counting-fake"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> CountingChatModel:  # type: ignore[override]
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> CountingChatModel:
         """Return self so `with_structured_output` works."""
         return self
 

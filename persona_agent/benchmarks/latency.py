@@ -24,9 +24,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.messages import HumanMessage
+from langchain_core.runnables import RunnableConfig
 
 from agent.records import Persona, PreferencePair
 from persona_agent.benchmarks.cost import synthetic_pairs
@@ -111,6 +112,7 @@ async def run_latency_async(
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     from graphs.chat import ChatOptions, build_graph
+    from graphs.state import ChatContext
     from memory.chroma import make_client
     from memory.embeddings import MiniLMEmbeddings
     from memory.store import PreferenceStore
@@ -144,13 +146,13 @@ async def run_latency_async(
                 user = names[turn % len(names)]
                 thread = f"{user}-{turn // (TURNS_PER_THREAD * len(names))}"
                 question = f"{questions[turn % len(questions)]} (turn {turn})"
-                config = {"configurable": {"thread_id": thread}}
+                config = RunnableConfig(configurable={"thread_id": thread})
                 timings: dict[str, float] = {}
                 begin = last = time.perf_counter()
                 async for update in graph.astream(
-                    {"messages": [HumanMessage(question)]},
-                    config,  # type: ignore[arg-type]
-                    context={"user_id": user},  # type: ignore[arg-type]
+                    cast(Any, {"messages": [HumanMessage(question)]}),
+                    config,
+                    context=ChatContext(user_id=user),
                     stream_mode="updates",
                 ):
                     now = time.perf_counter()
