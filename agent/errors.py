@@ -31,6 +31,13 @@ class NotFound(PersonaAgentError, LookupError):
     http_status = 404
 
 
+class Forbidden(PersonaAgentError, PermissionError):
+    """The record or thread belongs to another user."""
+
+    exit_code = 8
+    http_status = 403
+
+
 class NotEnoughPreferences(PersonaAgentError):
     """Too few pairs to synthesize a persona or fit a model."""
 

@@ -65,7 +65,7 @@ from langgraph.types import Checkpointer, Command, RetryPolicy
 from pydantic import ValidationError
 
 from agent.drafting import draft_candidates
-from agent.errors import BudgetExceeded, InvalidPreference, ModelOutputError, PersonaAgentError
+from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.formats import describe_validation_error
 from agent.records import Limits, Persona, PreferencePair
 from agent.synthesis import SynthesizeMe
@@ -263,7 +263,12 @@ def build_graph(
     async def record_feedback(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Store the user's feedback on the previous turn as pairs; decide whether to synthesize."""
         user_id = user_of(runtime)
-        update: dict[str, Any] = {"pairs_added": []}
+        owner = state.get("owner")
+        if owner is not None and owner != user_id:
+            # A thread id is only a key: without this check a run for one user could read
+            # another user's conversation through its thread.
+            raise Forbidden("this thread belongs to another user")
+        update: dict[str, Any] = {"pairs_added": [], "owner": user_id}
         feedback = state.get("feedback")
         if feedback:
             pairs, picked = feedback_pairs(feedback, state, user_id, limits)

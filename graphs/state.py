@@ -111,6 +111,7 @@ class ChatState(TypedDict, total=False):
     """
 
     messages: Annotated[list[AnyMessage], add_messages]
+    owner: str
     feedback: Annotated[Feedback | None, EphemeralValue]
     candidates: list[str]
     turn_context: list[TurnDict]

@@ -1,8 +1,8 @@
 """Isolation: the read paths the existing tests leave out (see RELIABILITY.md for the full list).
 
 Covered here: the CLI's ``persona show`` and ``pairs import --user``, two users' terminal chat
-sessions, and the chat graph's thread state (a user's own thread, and another user's thread id
-used in-process, where a thread id is not an ownership check: the served graph's auth is).
+sessions, and the chat graph's thread state (a user's own thread, and another user's run on it,
+which the graph refuses: a thread remembers its owner).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from typer.testing import CliRunner
 
-from agent.errors import UnknownUser
+from agent.errors import Forbidden, UnknownUser
 from agent.records import Persona
 from graphs.chat import ChatOptions, build_graph
 from memory.chroma import make_client
@@ -131,11 +131,16 @@ async def test_graph_state_of_one_users_thread_never_holds_another_users_memory(
     assert own["persona"] is None and own["demos"] == [] and own["pair_count"] == 0
     assert not any("alice" in m.text for m in own["messages"])
 
-    # In-process a thread id is a key, not an ownership check (the served graph's auth owns
-    # threads): a run for bob on alice's thread reads that thread, but everything it reads from
-    # or writes to memory is bob's, and alice's memory stays exactly as it was.
-    borrowed = await turn("bob", "alice-thread", {"messages": [HumanMessage("bob again")]})
-    assert borrowed["persona"] is None and borrowed["demos"] == []
-    await turn("bob", "alice-thread", {"feedback": {"choice": 0}})
+    # A thread remembers its owner: a run for bob on alice's thread id is refused before any
+    # node reads the conversation or memory, so bob gets nothing of alice's back. LangGraph
+    # records a run's input before its first node, so the refused message stays appended to the
+    # thread's checkpoint; alice's own turns and her memory stay as they were.
+    before = (await graph.aget_state({"configurable": {"thread_id": "alice-thread"}})).values
+    for payload in ({"messages": [HumanMessage("bob again")]}, {"feedback": {"choice": 0}}):
+        with pytest.raises(Forbidden, match="another user"):
+            await turn("bob", "alice-thread", payload)
+    after = (await graph.aget_state({"configurable": {"thread_id": "alice-thread"}})).values
+    assert after["messages"][: len(before["messages"])] == before["messages"]
+    assert after["owner"] == "alice" and after["ranking"] == before["ranking"]
     assert _snapshot(store, "alice") == alice
-    assert {p.user_id for p in store.list_pairs("bob")} == {"bob"}
+    assert store.list_pairs("bob") == []  # the refused feedback stored nothing
