@@ -164,7 +164,7 @@ _INDUCE_TASK = (
     "values and dislikes in replies (stance, tone, depth, length, format, topics). "
     "Only state what the choices support; do not invent age, gender, location, occupation "
     "or other demographics. "
-    'Answer as JSON: {"persona": "<the statements>"}.'
+    'Answer as JSON with one key, "persona", whose value is those statements written out.'
 )
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -51,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 CANDIDATE_SETS = ("persona only", "corrected misses", "verified")
 UNVERIFIED_INDUCTION_PAIRS = 5
+# Small models sometimes echo a format hint ("<the statements>") instead of writing a persona.
+_PLACEHOLDER = re.compile(r"<[^<>]{0,60}>|\.\.\.|…")
 
 
 class InducedPersona(BaseModel):
@@ -66,6 +69,8 @@ class InducedPersona(BaseModel):
     def _not_empty(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
+        if _PLACEHOLDER.fullmatch(value.strip()):
+            raise ValueError("is a placeholder, not a description of the user")
         return check_persona_text(value.strip())  # directions to the judge: retried, then refused
 
 

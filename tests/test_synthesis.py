@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
+from pydantic import ValidationError
 
 from agent.errors import BudgetExceeded, NotEnoughPreferences
 from agent.formats import read_pairs, split_of
 from agent.records import Persona, PreferencePair, Turn
-from agent.synthesis import CandidateScore, SynthesizeMe, select_best
+from agent.synthesis import CandidateScore, InducedPersona, SynthesizeMe, select_best
 from tests.fakes import (
     CountingChatModel,
     MalformedChatModel,
@@ -289,3 +290,10 @@ async def test_cost_of_one_fit_on_real_pairs(
                 }
             ),
         )
+
+
+@pytest.mark.parametrize("echo", ["<the statements>", "<persona>", "...", "…"])
+def test_an_echoed_format_placeholder_is_not_accepted_as_a_persona(echo: str) -> None:
+    with pytest.raises(ValidationError, match="placeholder"):
+        InducedPersona(persona=echo)
+    assert InducedPersona(persona="Prefers short answers.\nDislikes hedging.").persona.startswith("Prefers")

@@ -94,10 +94,16 @@ async def _run_demo(user_id: str, fresh: bool) -> None:
         console=console,
     ) as progress:
         task = progress.add_task("fit", total=synthesizer.plan_calls(len(train), len(val)))
-        handler = _CallProgress(progress, task)
-        state = await synthesis.ainvoke(
-            {}, context=SynthesisContext(user_id=user_id), config={"callbacks": [handler]}
-        )
+        # Set on the models themselves: the fit passes its own callbacks (usage counting) to
+        # every call, which would replace callbacks given in the run's config.
+        models = {id(model): model for model in (chat_model, judge_model)}.values()
+        for model in models:
+            model.callbacks = [_CallProgress(progress, task)]
+        try:
+            state = await synthesis.ainvoke({}, context=SynthesisContext(user_id=user_id))
+        finally:
+            for model in models:
+                model.callbacks = None
     outcome = state["outcome"]
     persona = store.current_persona(user_id)
     if persona is None:
