@@ -103,6 +103,25 @@ class SynthesisResult(BaseModel):
     train_pair_ids: list[str] = Field(default_factory=list)
     val_pair_ids: list[str] = Field(default_factory=list)
 
+    def pair_annotations(self) -> dict[str, dict[str, Any]]:
+        """Return what the memory store records per train pair: judge correctness, verified reasoning.
+
+        A pair the default judge got right has verified reasoning; when the new persona is
+        accepted, a pair it corrected counts as verified too, with the persona judge's reasoning.
+        """
+        notes: dict[str, dict[str, Any]] = {
+            pair_id: {"default_judge_correct": correct, "has_verified_reasoning": correct}
+            for pair_id, correct in self.default_judge_correct.items()
+        }
+        for reasoning in self.reasoning:
+            if reasoning.verified and reasoning.pair_id in notes:
+                notes[reasoning.pair_id]["reasoning"] = reasoning.text
+        if self.accepted:
+            for demo in self.demos:
+                if demo.reasoning and demo.pair.id in notes:
+                    notes[demo.pair.id].update(has_verified_reasoning=True, reasoning=demo.reasoning)
+        return notes
+
 
 @dataclass(frozen=True)
 class _Trace:

@@ -150,17 +150,7 @@ def build_graph(
         """Record what the default judge made of each train pair, and any verified reasoning."""
         user_id = user_of(runtime)
         result = SynthesisResult.model_validate(state["result"])
-        notes: dict[str, dict[str, Any]] = {
-            pair_id: {"default_judge_correct": correct, "has_verified_reasoning": correct}
-            for pair_id, correct in result.default_judge_correct.items()
-        }
-        for reasoning in result.reasoning:
-            if reasoning.verified and reasoning.pair_id in notes:
-                notes[reasoning.pair_id]["reasoning"] = reasoning.text
-        if result.accepted:
-            for demo in result.demos:
-                if demo.reasoning and demo.pair.id in notes:
-                    notes[demo.pair.id].update(has_verified_reasoning=True, reasoning=demo.reasoning)
+        notes = result.pair_annotations()
         try:
             await asyncio.to_thread(memory.annotate_pairs, user_id, notes)
         except NotFound as exc:  # a pair deleted while the fit ran: the other notes still matter

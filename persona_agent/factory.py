@@ -127,7 +127,7 @@ def chat_options(settings: Settings) -> ChatOptions:
 
 
 def build_synthesizer(
-    settings: Settings, chat_model: BaseChatModel, judge_model: BaseChatModel
+    settings: Settings, chat_model: BaseChatModel, judge_model: BaseChatModel, *, seed: int = 0
 ) -> SynthesizeMe:
     """Return SynthesizeMe with the configured budget and pair cap."""
     from agent.synthesis import SynthesizeMe
@@ -139,6 +139,7 @@ def build_synthesizer(
         concurrency=settings.concurrency,
         max_calls=settings.max_calls_per_synthesis,
         max_pairs=settings.max_pairs_per_synthesis,
+        seed=seed,
     )
 
 

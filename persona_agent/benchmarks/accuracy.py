@@ -208,22 +208,6 @@ def synthesizer_for(
     )
 
 
-def retrieval_notes(result: SynthesisResult) -> dict[str, dict[str, Any]]:
-    """Annotate the fit's train pairs as the synthesis graph does (judge correctness, verified reasoning)."""
-    notes: dict[str, dict[str, Any]] = {
-        pair_id: {"default_judge_correct": correct, "has_verified_reasoning": correct}
-        for pair_id, correct in result.default_judge_correct.items()
-    }
-    for reasoning in result.reasoning:
-        if reasoning.verified and reasoning.pair_id in notes:
-            notes[reasoning.pair_id]["reasoning"] = reasoning.text
-    if result.accepted:
-        for demo in result.demos:
-            if demo.reasoning and demo.pair.id in notes:
-                notes[demo.pair.id].update(has_verified_reasoning=True, reasoning=demo.reasoning)
-    return notes
-
-
 class OfflineModels:
     """The offline reward model's prior per user (leave-user-out when the file allows) and features."""
 
@@ -357,7 +341,7 @@ class BenchJudges:
             raise RuntimeError("judge 'retrieved' needs a memory store")
         if split.user_id not in self._stored_users:
             await asyncio.to_thread(store.add_pairs, split.user_id, split.train)
-            await asyncio.to_thread(store.annotate_pairs, split.user_id, retrieval_notes(result))
+            await asyncio.to_thread(store.annotate_pairs, split.user_id, result.pair_annotations())
             self._stored_users.add(split.user_id)
         options = self.options
 
