@@ -158,3 +158,25 @@ def test_help_lists_the_commands(group: str) -> None:
     expected = {"pairs": ["add", "import", "list", "delete"], "persona": ["show", "history", "rollback"]}
     for command in expected.get(group, ["export", "import", "delete"]):
         assert command in result.stdout
+
+
+def test_persona_show_puts_the_offline_reward_models_view_beside_the_llm_persona() -> None:
+    topics = ["eggs", "ferns", "taxes", "chess", "sourdough", "running", "git", "jazz", "tides", "bees"]
+    for topic in topics:
+        add(
+            "alice",
+            f"Tell me how to get started with {topic}.",
+            chosen=f"- Read one guide on {topic}\n- Try it for ten minutes\n- Ask one expert",
+            rejected=f"Getting started with {topic} is a journey. " * 12,
+        )
+    _save_personas("alice")
+    shown = run_json("persona", "show", "--user", "alice")
+    offline = shown["offline_persona"]
+    # What the model concludes from 10 pairs is the reward model's business (tests/test_reward_model.py
+    # plants and recovers preferences); here: it is fitted on this user's stored pairs and shown.
+    assert offline["text"].startswith(("Compared with most people, from 10 pairs", "No clear departure"))
+    assert all(statement["n_pairs"] == len(topics) for statement in offline["statements"])
+    text = runner.invoke(cli.app, ["persona", "show", "--user", "alice"]).stdout
+    assert "offline reward model (no LLM)" in text
+    assert " ".join(offline["text"].split()) in " ".join(text.split())
+    assert run_json("persona", "show", "--user", "alice", "--no-offline")["offline_persona"] is None

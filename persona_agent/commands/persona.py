@@ -10,6 +10,8 @@ from persona_agent.commands.pairs import JsonOption, UserOption, open_store, pri
 
 if TYPE_CHECKING:
     from agent.records import Persona
+    from agent.reward_model import PreferenceStatement
+    from memory.store import PreferenceStore
 
 app = typer.Typer(help="Show a user's persona, its history, and roll back.", no_args_is_help=True)
 
@@ -23,14 +25,31 @@ def _summary(persona: Persona, *, current: bool = False) -> str:
     )
 
 
+def offline_persona(store: PreferenceStore, user: str, max_pairs: int) -> list[PreferenceStatement]:
+    """Fit the offline reward model on the user's newest pairs; return how they depart from most people."""
+    from agent.features import FeatureExtractor
+    from agent.reward_model import RewardModel, describe_preferences, fit_user
+
+    prior = RewardModel.load()
+    pairs = store.newest_pairs(user, max_pairs)
+    if not pairs:
+        return []
+    return describe_preferences(fit_user(prior, FeatureExtractor(store.embeddings), pairs), prior)
+
+
 @app.command("show")
 def show(
     user: UserOption,
     version: Annotated[int | None, typer.Option(help="Show this version instead of the current one.")] = None,
+    offline: Annotated[
+        bool, typer.Option(help="Also show what the offline reward model learned from the user's pairs.")
+    ] = True,
     json_output: JsonOption = False,
 ) -> None:
-    """Show the persona the judge uses for a user, with where it came from and its demos."""
+    """Show the persona the judge uses for a user, with where it came from, its demos and the offline view."""
     from agent.errors import UnknownUser
+    from agent.reward_model import render_persona
+    from persona_agent.settings import load_settings
 
     store = open_store()
     persona = store.get_persona(user, version) if version is not None else store.current_persona(user)
@@ -39,12 +58,19 @@ def show(
     current = store.current_persona(user)
     is_current = current is not None and current.version == persona.version
     demos = store.current_demos(user) if is_current else []
+    statements = offline_persona(store, user, load_settings().max_pairs_per_synthesis) if offline else None
     if json_output:
         print_json(
             {
                 "persona": persona.model_dump(mode="json"),
                 "current": is_current,
                 "demos": [demo.model_dump(mode="json") for demo in demos],
+                "offline_persona": None
+                if statements is None
+                else {
+                    "text": render_persona(statements),
+                    "statements": [statement.model_dump(mode="json") for statement in statements],
+                },
             }
         )
         return
@@ -60,6 +86,10 @@ def show(
         typer.echo(f"demos ({len(demos)}):")
         for demo in demos:
             typer.echo(f"  {demo.pair.id}  {' '.join(demo.pair.query.split())[:70]}")
+    if statements is not None:
+        typer.echo("")
+        typer.echo("offline reward model (no LLM), from the same pairs:")
+        typer.echo(render_persona(statements))
 
 
 @app.command("history")
