@@ -40,6 +40,10 @@ class Limits(BaseModel):
 
 
 DEFAULT_LIMITS = Limits()
+# Records read back from memory were validated when stored; limits lowered since must not reject them.
+STORED_LIMITS = Limits(
+    max_text_chars=10**9, max_context_turns=10**6, max_id_chars=10**4, max_metadata_items=10**4
+)
 
 
 def utc_now() -> datetime:

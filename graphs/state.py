@@ -18,15 +18,11 @@ from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
 
 from agent.errors import InvalidPreference
-from agent.records import Demo, Limits, Persona, PreferencePair, Ranking, Turn
+from agent.records import STORED_LIMITS, Demo, Persona, PreferencePair, Ranking, Turn
 
 SynthesisMode = Literal["inline", "deferred"]
 SynthesisStatus = Literal["accepted", "rejected", "failed", "skipped"]
 
-# Pairs read back from memory were validated when stored; limits lowered since must not reject them.
-_LOAD_LIMITS = Limits(
-    max_text_chars=10**9, max_context_turns=10**6, max_id_chars=10**4, max_metadata_items=10**4
-)
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
@@ -166,12 +162,12 @@ def pair_to_state(pair: PreferencePair) -> dict[str, Any]:
 
 def pair_from_state(data: Mapping[str, Any]) -> PreferencePair:
     """Validate a pair from the state (as stored, without re-applying lowered limits)."""
-    return PreferencePair.model_validate(data, context={"limits": _LOAD_LIMITS})
+    return PreferencePair.model_validate(data, context={"limits": STORED_LIMITS})
 
 
 def demo_from_state(data: Mapping[str, Any]) -> Demo:
     """Validate a demo from the state."""
-    return Demo.model_validate(data, context={"limits": _LOAD_LIMITS})
+    return Demo.model_validate(data, context={"limits": STORED_LIMITS})
 
 
 def persona_view(persona: Persona | None) -> PersonaView | None:

@@ -43,7 +43,16 @@ from pydantic import ValidationError
 
 from agent.errors import InvalidPreference, NotFound, UnknownUser
 from agent.formats import describe_validation_error, pair_from_record, pair_to_record, parse_jsonl
-from agent.records import DEFAULT_LIMITS, Demo, Limits, Persona, PreferencePair, Turn, check_user_id
+from agent.records import (
+    DEFAULT_LIMITS,
+    STORED_LIMITS,
+    Demo,
+    Limits,
+    Persona,
+    PreferencePair,
+    Turn,
+    check_user_id,
+)
 from memory.chroma import check_collection_name
 from memory.embedding_cache import CachedEmbeddings
 
@@ -54,10 +63,6 @@ if TYPE_CHECKING:
 RETRIEVAL_LAST_CHARS = 1_000
 RETRIEVAL_PREVIOUS_CHARS = 300
 ANNOTATION_KEYS = ("default_judge_correct", "has_verified_reasoning", "reasoning")
-# Records are validated on the way in; reading them back must not fail if limits were lowered since.
-_LOAD_LIMITS = Limits(
-    max_text_chars=10**9, max_context_turns=10**6, max_id_chars=10**4, max_metadata_items=10**4
-)
 
 
 def _placeholder_vectors(count: int) -> np.ndarray:
@@ -270,7 +275,7 @@ class PreferenceStore:
 
     @staticmethod
     def _pair(row: _Row) -> PreferencePair:
-        return PreferencePair.model_validate_json(row.document, context={"limits": _LOAD_LIMITS})
+        return PreferencePair.model_validate_json(row.document, context={"limits": STORED_LIMITS})
 
     @staticmethod
     def _newest_first(rows: list[_Row]) -> list[_Row]:
@@ -569,7 +574,7 @@ class PreferenceStore:
             demos.append(
                 Demo(
                     pair=PreferencePair.model_validate_json(
-                        documents[row.id], context={"limits": _LOAD_LIMITS}
+                        documents[row.id], context={"limits": STORED_LIMITS}
                     ),
                     reasoning=row.metadata.get("reasoning") if verified[index] else None,
                     similarity=float(similarity[index]),
