@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from agent.features import FeatureExtractor
     from agent.hybrid import HybridJudge
     from agent.reward_model import OfflineJudge, RewardModel
+    from graphs.chat import ChatOptions
     from memory.store import PreferenceStore
     from persona_agent.settings import Settings
 
@@ -158,24 +159,12 @@ async def run_judges(
     return results
 
 
-@dataclass(frozen=True)
-class JudgeOptions:
-    """How the LLM judges and retrieval are run."""
-
-    structured_method: str = "json_schema"
-    concurrency: int = 1
-    demo_k: int = 3
-    similarity_weight: float = 1.0
-    informativeness_weight: float = 0.3
-    mmr_lambda: float = 0.7
-
-
 def synthesizer_for(
     search: Search,
     model: BaseChatModel,
     judge_model: BaseChatModel,
     *,
-    options: JudgeOptions,
+    options: ChatOptions,
     max_calls: int,
     max_pairs: int,
     seed: int,
@@ -249,7 +238,7 @@ class BenchJudges:
         *,
         judge_model: BaseChatModel | None,
         fitter: SynthesizeMe | None,
-        options: JudgeOptions,
+        options: ChatOptions,
         offline: OfflineModels | None = None,
         store: PreferenceStore | None = None,
     ) -> None:
@@ -475,6 +464,7 @@ def run_accuracy(
     """Run the accuracy benchmark and return its JSON document (models built from settings if not given)."""
     from agent.formats import read_pairs
     from persona_agent.benchmarks.llm_cache import SQLiteLLMCache, attach_cache
+    from persona_agent.factory import chat_options
 
     started = time.perf_counter()
     pairs = read_pairs(request.data, skip_invalid=True, limits=settings.limits)
@@ -495,14 +485,8 @@ def run_accuracy(
                 )
                 caches.append(cache)
             attach_cache(model, cache)
-    options = JudgeOptions(
-        structured_method=settings.structured_output_method,
-        concurrency=settings.concurrency,
-        demo_k=settings.demo_k,
-        similarity_weight=settings.retrieval_similarity_weight,
-        informativeness_weight=settings.retrieval_informativeness_weight,
-        mmr_lambda=settings.retrieval_mmr_lambda,
-    )
+    # The chat graph's own options: judges and retrieval run as they do in a chat turn.
+    options = chat_options(settings)
     fitter = (
         synthesizer_for(
             request.search,

@@ -205,11 +205,12 @@ async def run_cost_async(
             persona_fit = result
     full: dict[str, Any] = {}
     if len(pairs) >= 15:
-        from persona_agent.benchmarks.accuracy import JudgeOptions, synthesizer_for
+        from graphs.chat import ChatOptions
+        from persona_agent.benchmarks.accuracy import synthesizer_for
 
         model = fake_model(pairs, p=p, seed=seed)
         fitter = synthesizer_for(
-            "full", model, model, options=JudgeOptions(), max_calls=max_calls, max_pairs=max_pairs, seed=seed
+            "full", model, model, options=ChatOptions(), max_calls=max_calls, max_pairs=max_pairs, seed=seed
         )
         _, full["10"] = await measure_fit(fitter, pairs[:10], pairs[10:15])
     persona = persona_fit.persona.text if persona_fit else fake_model(pairs, p=p, seed=seed).persona_text
