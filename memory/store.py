@@ -10,13 +10,17 @@ Retrieval key. A pair is embedded by ``retrieval_text(context)``: the last user 
 rejected replies answer the last user message, so that is what a new conversation must resemble
 for a stored choice to be relevant; the preceding turn disambiguates short follow-ups ("make it
 shorter") without letting a long history dilute the mean-pooled vector. The last message comes
-first because MiniLM truncates at 256 tokens. The replies are not embedded: a new turn has no
-replies yet when demos are retrieved for it.
+first because the key is cut to ``RETRIEVAL_KEY_TOKENS`` (128) word pieces: all-MiniLM-L6-v2
+was trained on inputs of that length, and the query is embedded on every turn at ~0.15 ms a word
+piece, so the cap bounds retrieval latency (a 256-piece code question cost ~40 ms). Build the
+store's embedder with ``MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS)``. The replies are not
+embedded: a new turn has no replies yet when demos are retrieved for it.
 
-Retrieval reads the user's own vectors (one filtered `get`) and ranks them exactly in numpy: a
-user holds hundreds of pairs, and Chroma's HNSW search under a one-user filter took about five
-times longer at 100k stored pairs on this machine. The HNSW index stays available for
-cross-user search.
+Retrieval ranks the user's own vectors exactly in numpy: a user holds hundreds of pairs, and
+Chroma's HNSW search under a one-user filter took about five times longer at 100k stored pairs
+on this machine. The vectors come from `memory.vector_cache` while the user's pairs revision
+(a token on their user record, renewed by every change to their pairs) is unchanged, else from
+one filtered `get`. The HNSW index stays available for cross-user search.
 
 Persona versions are append-only. Without transactions, a version number is claimed by adding
 the record ``{user}/v{n}`` with a random token; Chroma ignores an add whose id exists, so reading
@@ -55,6 +59,7 @@ from agent.records import (
 )
 from memory.chroma import check_collection_name
 from memory.embedding_cache import CachedEmbeddings
+from memory.vector_cache import UserVectors, VectorCache, unit_rows
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -62,6 +67,7 @@ if TYPE_CHECKING:
 
 RETRIEVAL_LAST_CHARS = 1_000
 RETRIEVAL_PREVIOUS_CHARS = 300
+RETRIEVAL_KEY_TOKENS = 128
 ANNOTATION_KEYS = ("default_judge_correct", "has_verified_reasoning", "reasoning")
 
 
@@ -129,6 +135,7 @@ class PreferenceStore:
         limits: Limits = DEFAULT_LIMITS,
         prefix: str = "persona_agent",
         cache_size: int = 8192,
+        cached_vectors: int = 200_000,
         stale_write_s: float = 300.0,
     ) -> None:
         self._client = client
@@ -144,6 +151,11 @@ class PreferenceStore:
         self._demos = self._collection(f"{prefix}_demos")
         self._users = self._collection(f"{prefix}_users")
         self._batch = max(1, min(int(client.get_max_batch_size()), 1000))
+        self._vectors = VectorCache(cached_vectors)
+        # In-process Chroma (a local store) has no other writer process: this process's own writes
+        # can move the vector cache forward. Over HTTP another process may write in between, so
+        # an own write only drops the user's copy.
+        self._write_through = "fastapi" not in str(client.get_settings().chroma_api_impl).lower()
 
     @property
     def embeddings(self) -> CachedEmbeddings:
@@ -210,16 +222,33 @@ class PreferenceStore:
         for start in range(0, len(ids), self._batch):
             collection.delete(ids=list(ids[start : start + self._batch]))
 
-    def _register(self, scope: _UserScope) -> None:
+    def _register(self, scope: _UserScope) -> str | None:
+        """Make sure the user has a record; return their pairs revision (None for a new user)."""
         # A read costs far less than a write; `add` would be a no-op for a known user anyway
         # (so it can never reset the current-version pointer), but still pays for a write.
-        if self._get(self._users, scope, keys=["user"], documents=False):
-            return
+        rows = self._get(self._users, scope, keys=["user"], documents=False)
+        if rows:
+            return cast(str | None, rows[0].metadata.get("pairs_revision"))
         self._users.add(
             ids=[scope.record_id("user")],
             embeddings=_placeholder_vectors(1),
             metadatas=[{"user_id": scope.user_id, "current_version": 0}],
         )
+        return None
+
+    def _pairs_revision(self, scope: _UserScope) -> str | None:
+        rows = self._get(self._users, scope, keys=["user"], documents=False)
+        return cast(str | None, rows[0].metadata.get("pairs_revision")) if rows else None
+
+    def _renew_pairs_revision(self, scope: _UserScope) -> str:
+        """Mark the user's pairs as changed (after the change, so readers never cache too early)."""
+        revision = uuid.uuid4().hex
+        self._users.upsert(  # upsert merges metadata: the current-version pointer stays
+            ids=[scope.record_id("user")],
+            embeddings=_placeholder_vectors(1),
+            metadatas=[{"user_id": scope.user_id, "pairs_revision": revision}],
+        )
+        return revision
 
     # --- pairs ------------------------------------------------------------------------------
     def _validated(self, scope: _UserScope, pairs: Iterable[PreferencePair]) -> list[PreferencePair]:
@@ -251,27 +280,48 @@ class PreferenceStore:
             for row in self._get(self._pairs, scope, keys=[p.id for p in batch], documents=False)
         }
         new = [pair for pair in batch if pair.id not in existing]
-        self._register(scope)
-        for start in range(0, len(new), self._batch):
-            chunk = new[start : start + self._batch]
-            vectors = self._embeddings.embed([retrieval_text(pair.context) for pair in chunk])
-            self._pairs.add(
-                ids=[scope.record_id(pair.id) for pair in chunk],
-                embeddings=vectors,
-                documents=[pair.model_dump_json() for pair in chunk],
-                metadatas=[
-                    {
-                        "user_id": scope.user_id,
-                        "pair_id": pair.id,
-                        "created_at": pair.created_at.isoformat(),
-                        "created_us": _micros(pair.created_at),
-                        "source": pair.source,
-                        "has_verified_reasoning": False,
-                    }
-                    for pair in chunk
-                ],
-            )
+        if not new:
+            return []
+        before = self._register(scope)
+        added: list[np.ndarray] = []
+        try:
+            for start in range(0, len(new), self._batch):
+                chunk = new[start : start + self._batch]
+                vectors = self._embeddings.embed([retrieval_text(pair.context) for pair in chunk])
+                self._add_pair_records(scope, chunk, vectors)
+                added.append(vectors)
+        except BaseException:
+            self._vectors.drop(scope.user_id)
+            self._renew_pairs_revision(scope)  # chunks written before the failure must be seen
+            raise
+        after = self._renew_pairs_revision(scope)
+        if self._write_through:
+            flags = np.zeros(len(new), dtype=bool)
+            rows = UserVectors(tuple(pair.id for pair in new), unit_rows(np.vstack(added)), flags, flags)
+            self._vectors.advance(scope.user_id, before, after, rows)
+        else:
+            self._vectors.drop(scope.user_id)
         return [pair.id for pair in new]
+
+    def _add_pair_records(
+        self, scope: _UserScope, chunk: Sequence[PreferencePair], vectors: np.ndarray
+    ) -> None:
+        self._pairs.add(
+            ids=[scope.record_id(pair.id) for pair in chunk],
+            embeddings=vectors,
+            documents=[pair.model_dump_json() for pair in chunk],
+            metadatas=[
+                {
+                    "user_id": scope.user_id,
+                    "pair_id": pair.id,
+                    "created_at": pair.created_at.isoformat(),
+                    "created_us": _micros(pair.created_at),
+                    "source": pair.source,
+                    "has_verified_reasoning": False,
+                }
+                for pair in chunk
+            ],
+        )
 
     @staticmethod
     def _pair(row: _Row) -> PreferencePair:
@@ -353,11 +403,15 @@ class PreferenceStore:
         if missing:
             raise NotFound(f"user {user_id!r} has no pairs {missing[:5]}")
         ids = [scope.record_id(pair_id) for pair_id in updates]
-        for start in range(0, len(ids), self._batch):
-            self._pairs.update(
-                ids=ids[start : start + self._batch],
-                metadatas=cast(Any, list(updates.values())[start : start + self._batch]),
-            )
+        try:
+            for start in range(0, len(ids), self._batch):
+                self._pairs.update(
+                    ids=ids[start : start + self._batch],
+                    metadatas=cast(Any, list(updates.values())[start : start + self._batch]),
+                )
+        finally:
+            self._vectors.drop(scope.user_id)
+            self._renew_pairs_revision(scope)
 
     def annotations(self, user_id: str) -> dict[str, dict[str, Any]]:
         """Return every annotation stored for the user's pairs, by pair id."""
@@ -374,7 +428,11 @@ class PreferenceStore:
         scope = self._scope(user_id)
         if not self._get(self._pairs, scope, keys=[pair_id], documents=False):
             raise NotFound(f"user {user_id!r} has no pair {pair_id!r}")
-        self._pairs.delete(ids=[scope.record_id(pair_id)])
+        try:
+            self._pairs.delete(ids=[scope.record_id(pair_id)])
+        finally:
+            self._vectors.drop(scope.user_id)
+            self._renew_pairs_revision(scope)
 
     # --- personas ---------------------------------------------------------------------------
     def _drop_stale_writes(self, scope: _UserScope) -> None:
@@ -526,22 +584,17 @@ class PreferenceStore:
                 raise InvalidPreference("query: must not be empty")
         else:
             text = retrieval_text(tuple(query))
-        query_vector = self._embeddings.embed([text])[0]
-        # Exact search over this user's own vectors: a user has hundreds of pairs, not millions,
-        # and Chroma's HNSW search under a one-user filter was ~5x slower at 100k stored pairs.
-        rows = self._get(self._pairs, scope, documents=False, embeddings=True)
-        if not rows:
+        query_vector = unit_rows(self._embeddings.embed([text]))[0]
+        stored = self._user_vectors(scope)
+        if not len(stored):
             return []
-        vectors = np.asarray([row.embedding for row in rows], dtype=np.float32)
-        vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-        query_vector = query_vector / max(float(np.linalg.norm(query_vector)), 1e-12)
+        vectors = stored.vectors
         similarity = vectors @ query_vector
-        wrong = np.array([row.metadata.get("default_judge_correct") is False for row in rows])
-        verified = np.array([bool(row.metadata.get("has_verified_reasoning")) for row in rows])
+        wrong, verified = stored.judge_wrong, stored.verified
         informativeness = 0.5 * wrong + 0.5 * verified
         relevance = similarity_weight * similarity + informativeness_weight * informativeness
         pool = np.argsort(-relevance, kind="stable")[: max(5 * k, 25)]
-        candidates = [rows[i] for i in pool]
+        candidates = [stored.pair_ids[i] for i in pool]
         similarity, wrong, verified = similarity[pool], wrong[pool], verified[pool]
         informativeness, relevance = informativeness[pool], relevance[pool]
         overlap = vectors[pool] @ vectors[pool].T
@@ -554,14 +607,14 @@ class PreferenceStore:
             best = int(np.argmax(gain))
             picked.append(best)
             redundancy = np.maximum(redundancy, overlap[best])
-        documents = {
-            row.id: row.document
-            for row in self._get(self._pairs, scope, keys=[candidates[i].metadata["pair_id"] for i in picked])
+        found = {
+            row.metadata["pair_id"]: row
+            for row in self._get(self._pairs, scope, keys=[candidates[i] for i in picked])
         }
         demos = []
         for rank, index in enumerate(picked):
-            row = candidates[index]
-            if row.id not in documents:  # deleted between the two reads
+            row = found.get(candidates[index])
+            if row is None:  # deleted between the two reads
                 continue
             reasons = [f"similarity {similarity[index]:.2f} to this conversation"]
             if wrong[index]:
@@ -573,9 +626,7 @@ class PreferenceStore:
                 reasons.append(f"closest earlier demo {closest:.2f} similar")
             demos.append(
                 Demo(
-                    pair=PreferencePair.model_validate_json(
-                        documents[row.id], context={"limits": STORED_LIMITS}
-                    ),
+                    pair=self._pair(row),
                     reasoning=row.metadata.get("reasoning") if verified[index] else None,
                     similarity=float(similarity[index]),
                     informativeness=float(informativeness[index]),
@@ -584,6 +635,22 @@ class PreferenceStore:
                 )
             )
         return demos
+
+    def _user_vectors(self, scope: _UserScope) -> UserVectors:
+        """Return the user's pair vectors and flags: the cached copy if still current, else from Chroma."""
+        revision = self._pairs_revision(scope)
+        cached = self._vectors.get(scope.user_id, revision)
+        if cached is not None:
+            return cached
+        rows = self._get(self._pairs, scope, documents=False, embeddings=True)
+        stored = UserVectors(
+            tuple(row.metadata["pair_id"] for row in rows),
+            unit_rows(np.asarray([row.embedding for row in rows], dtype=np.float32)),
+            np.array([row.metadata.get("default_judge_correct") is False for row in rows], dtype=bool),
+            np.array([bool(row.metadata.get("has_verified_reasoning")) for row in rows], dtype=bool),
+        )
+        self._vectors.put(scope.user_id, revision, stored)
+        return stored
 
     # --- users ------------------------------------------------------------------------------
     def list_users(self) -> list[str]:
@@ -594,6 +661,7 @@ class PreferenceStore:
     def delete_user(self, user_id: str) -> dict[str, int]:
         """Delete everything stored about a user; return how many records of each kind went."""
         scope = self._scope(user_id)
+        self._vectors.drop(scope.user_id)
         counts = {}
         for name, collection in self.collections.items():
             ids = [row.id for row in self._get(collection, scope, documents=False)]

@@ -7,7 +7,7 @@ the benchmarks call it, and library code receives the objects it builds.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.types import Checkpointer
@@ -73,11 +73,16 @@ def build_judge_model(settings: Settings) -> BaseChatModel:
     )
 
 
-def build_embeddings(settings: Settings) -> MiniLMEmbeddings:
-    """Return the embedding model used by memory retrieval and the offline judge."""
-    from memory.embeddings import MiniLMEmbeddings
+def build_embeddings(settings: Settings, *, purpose: Literal["retrieval", "replies"]) -> MiniLMEmbeddings:
+    """Return the embedding model for memory retrieval keys or for the offline judge's replies.
 
-    return MiniLMEmbeddings()
+    Both share one loaded model; retrieval keys are cut to the store's key length, replies are
+    embedded up to the model's full 256 word pieces, as the population prior was fit.
+    """
+    from memory.embeddings import MAX_TOKENS, MiniLMEmbeddings
+    from memory.store import RETRIEVAL_KEY_TOKENS
+
+    return MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS if purpose == "retrieval" else MAX_TOKENS)
 
 
 def build_store(settings: Settings) -> PreferenceStore:
@@ -89,7 +94,7 @@ def build_store(settings: Settings) -> PreferenceStore:
         client = make_client(server=settings.chroma_server)
     else:
         client = make_client(path=settings.chroma_dir)
-    return PreferenceStore(client, build_embeddings(settings), limits=settings.limits)
+    return PreferenceStore(client, build_embeddings(settings, purpose="retrieval"), limits=settings.limits)
 
 
 def build_checkpointer(settings: Settings) -> AbstractAsyncContextManager[AsyncSqliteSaver]:
@@ -158,7 +163,7 @@ def build_judges(settings: Settings, *, store: PreferenceStore, judge_model: Bas
     offline = OfflineJudges(
         store,
         RewardModel.load(),
-        FeatureExtractor(store.embeddings),
+        FeatureExtractor(build_embeddings(settings, purpose="replies")),
         max_pairs=settings.max_pairs_per_synthesis,
     )
     return offline if settings.judge == "offline" else HybridJudges(llm, offline)

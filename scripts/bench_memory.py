@@ -38,7 +38,7 @@ from agent.records import PreferencePair, Turn  # noqa: E402
 from memory.chroma import make_client  # noqa: E402
 from memory.chroma_server import ChromaServer  # noqa: E402
 from memory.embeddings import MiniLMEmbeddings  # noqa: E402
-from memory.store import PreferenceStore  # noqa: E402
+from memory.store import RETRIEVAL_KEY_TOKENS, PreferenceStore  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mt_bench_human" / "pairs.jsonl"
 WORDS = (
@@ -153,7 +153,7 @@ def run_mode(mode: str, args: argparse.Namespace, corpus: Corpus, workdir: Path)
         client = make_client(server=server.address)
     else:
         client = make_client(path=workdir / "local-db")
-    store = PreferenceStore(client, MiniLMEmbeddings(), prefix=f"bench_{mode}")
+    store = PreferenceStore(client, MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS), prefix=f"bench_{mode}")
     rng = random.Random(args.seed)
     rows: list[dict[str, Any]] = []
     serial = 0

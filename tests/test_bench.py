@@ -210,7 +210,9 @@ def test_bench_accuracy_longer_and_offline_on_mt_bench(
     import persona_agent.factory as factory
     from agent.formats import read_pairs
 
-    monkeypatch.setattr(factory, "build_embeddings", lambda settings: WordHashEmbeddings(dimensions=48))
+    monkeypatch.setattr(
+        factory, "build_embeddings", lambda settings, purpose: WordHashEmbeddings(dimensions=48)
+    )
 
     def no_llm(settings: object) -> None:
         raise AssertionError("no language model may be built for these judges")

@@ -1,4 +1,4 @@
-"""The numpy MiniLM equals the reference sentence-transformers model on fixed texts."""
+"""The ONNX MiniLM equals the reference sentence-transformers model on fixed texts."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from memory.embeddings import DIMENSIONS, MiniLMEmbeddings
 
@@ -39,3 +40,19 @@ def test_langchain_and_chroma_interfaces_agree() -> None:
     np.testing.assert_allclose(chroma, doc, atol=1e-6)
     assert embeddings.default_space() == "cosine"
     assert MiniLMEmbeddings.build_from_config(embeddings.get_config()).model_dir == embeddings.model_dir
+
+
+def test_max_tokens_cuts_long_texts_like_the_tokenizer_does() -> None:
+    capped = MiniLMEmbeddings(max_tokens=128)
+    # "cat" is one word piece: 128 pieces are [CLS], 126 cats and [SEP].
+    np.testing.assert_allclose(capped.embed(["cat " * 300]), capped.embed(["cat " * 126]), atol=1e-6)
+    assert not np.allclose(capped.embed(["cat " * 300]), MiniLMEmbeddings().embed(["cat " * 300]), atol=1e-3)
+    short = "bullet points please"
+    np.testing.assert_allclose(capped.embed([short]), MiniLMEmbeddings().embed([short]), atol=1e-6)
+
+
+def test_max_tokens_is_validated_and_kept_in_the_chroma_config() -> None:
+    with pytest.raises(ValueError, match="max_tokens"):
+        MiniLMEmbeddings(max_tokens=1000)
+    rebuilt = MiniLMEmbeddings.build_from_config(MiniLMEmbeddings(max_tokens=64).get_config())
+    assert rebuilt.max_tokens == 64

@@ -315,6 +315,39 @@ def test_retrieval_with_real_minilm(make_store: StoreFactory) -> None:
     assert store.retrieve_demos("alice", "jogging plan for 42 km", k=1)[0].pair.id == pairs["run"].id
 
 
+def test_retrieval_sees_every_change_made_through_another_store(make_store: StoreFactory) -> None:
+    """Each store keeps an in-process copy of a user's vectors; a write elsewhere must invalidate it."""
+    here, elsewhere = make_store(), make_store()
+    rain = make_pair("alice", "best hiking boots for rain")
+    here.add_pairs("alice", [rain])
+    assert [d.pair.id for d in here.retrieve_demos("alice", "boots for snow", k=3)] == [rain.id]
+    snow = make_pair("alice", "best hiking boots for snow")
+    elsewhere.add_pairs("alice", [snow])
+    assert here.retrieve_demos("alice", "boots for snow", k=3)[0].pair.id == snow.id
+    elsewhere.annotate_pairs("alice", {rain.id: {"default_judge_correct": False}})
+    top = here.retrieve_demos("alice", "boots for snow", k=1, informativeness_weight=5.0)[0]
+    assert top.pair.id == rain.id and top.informativeness == 0.5
+    elsewhere.delete_pair("alice", rain.id)
+    assert [d.pair.id for d in here.retrieve_demos("alice", "boots for rain", k=3)] == [snow.id]
+    elsewhere.delete_user("alice")
+    assert here.retrieve_demos("alice", "boots for rain", k=3) == []
+    assert here.retrieve_demos("bob", "boots for rain", k=3) == []
+
+
+def test_own_writes_keep_retrieval_current(store: PreferenceStore) -> None:
+    first = make_pair("alice", "python sorting lists")
+    store.add_pairs("alice", [first])
+    assert len(store.retrieve_demos("alice", "sorting", k=5)) == 1
+    more = [make_pair("alice", f"python sorting question {i}") for i in range(3)]
+    store.add_pairs("alice", more)
+    assert {d.pair.id for d in store.retrieve_demos("alice", "sorting", k=5)} == {first.id} | {
+        p.id for p in more
+    }
+    store.delete_pair("alice", first.id)
+    assert first.id not in {d.pair.id for d in store.retrieve_demos("alice", "sorting", k=5)}
+    assert store.retrieve_demos("bob", "sorting", k=5) == []
+
+
 # --- users, deletion, export -------------------------------------------------------------------
 def _fill(store: PreferenceStore, user_id: str) -> list[str]:
     pairs = [make_pair(user_id, f"{user_id} question {i}", minutes=i) for i in range(4)]

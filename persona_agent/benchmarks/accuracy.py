@@ -500,11 +500,8 @@ def run_accuracy(
         if chat_model is not None and judge_model is not None and FIT_JUDGES & set(names)
         else None
     )
-    embeddings = None
-    if {"retrieved", "offline", "hybrid"} & set(names):
-        from persona_agent.factory import build_embeddings
+    from persona_agent.factory import build_embeddings
 
-        embeddings = build_embeddings(settings)
     offline = None
     embedding_cache = None
     if {"offline", "hybrid"} & set(names):
@@ -513,9 +510,7 @@ def run_accuracy(
         if request.cache_dir is not None:
             digest = hashlib.sha256(str(request.data.resolve()).encode()).hexdigest()[:12]
             embedding_cache = request.cache_dir / f"minilm_{request.data.parent.name}_{digest}.npz"
-        if embeddings is None:
-            raise RuntimeError("the offline judges need an embedding model")
-        embedder = CachedEmbedder(embeddings, embedding_cache)
+        embedder = CachedEmbedder(build_embeddings(settings, purpose="replies"), embedding_cache)
         offline = OfflineModels(pairs, FeatureExtractor(embedder))
         offline.prepare([split.user_id for split in splits])
         if embedding_cache is not None:
@@ -525,7 +520,7 @@ def run_accuracy(
         fitter=fitter,
         options=options,
         offline=offline,
-        store=new_store(embeddings) if "retrieved" in names else None,
+        store=new_store(build_embeddings(settings, purpose="retrieval")) if "retrieved" in names else None,
     )
     results = asyncio.run(run_judges(splits, judges.builders(names), on_progress=on_progress))
     embedded = uses_llm and not settings.uses_endpoint
