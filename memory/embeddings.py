@@ -47,17 +47,28 @@ def bundled_model_dir() -> Path:
 
 
 class _GraphBuilder:
-    """Collect ONNX nodes and weights; each `op` returns the name of its single output."""
+    """Write ONNX nodes and weights straight into one model; `op` returns its output's name.
+
+    Weights go into the model's own initializer list one at a time (not through
+    `onnx.helper.make_graph`, which copies them all again), so building holds the 90 MB of weights
+    about twice at most.
+    """
 
     def __init__(self) -> None:
-        self.nodes: list[Any] = []
-        self.weights: list[Any] = []
+        from onnx import ModelProto
+
+        self.model = ModelProto()
         self._count = 0
 
     def const(self, name: str, value: Any) -> str:
-        from onnx import numpy_helper
+        from onnx import helper
 
-        self.weights.append(numpy_helper.from_array(np.asarray(value), name))
+        array = np.asarray(value, order="C")  # (ascontiguousarray would make scalars 1-D)
+        tensor = self.model.graph.initializer.add()
+        tensor.name = name
+        tensor.data_type = helper.np_dtype_to_tensor_dtype(array.dtype)
+        tensor.dims.extend(array.shape)
+        tensor.raw_data = array.tobytes()
         return name
 
     def op(self, op_type: str, *inputs: str, output: str | None = None, **attributes: Any) -> str:
@@ -65,7 +76,7 @@ class _GraphBuilder:
 
         self._count += 1
         name = output or f"t{self._count}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [name], **attributes))
+        self.model.graph.node.append(helper.make_node(op_type, list(inputs), [name], **attributes))
         return name
 
 
@@ -138,17 +149,16 @@ def build_onnx_model(weights: dict[str, np.ndarray]) -> bytes:
     norm = g.op("Max", norm, g.const("tiny_norm", np.array(1e-12, np.float32)))
     g.op("Div", pooled, norm, output="vectors")
 
-    graph = helper.make_graph(
-        g.nodes,
-        "all-MiniLM-L6-v2",
-        [
-            helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "length"])
-            for name in ["ids", "mask"]
-        ],
-        [helper.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", DIMENSIONS])],
-        g.weights,
+    model = g.model
+    model.graph.name = "all-MiniLM-L6-v2"
+    model.graph.input.extend(
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "length"])
+        for name in ["ids", "mask"]
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.graph.output.append(
+        helper.make_tensor_value_info("vectors", TensorProto.FLOAT, ["batch", DIMENSIONS])
+    )
+    model.opset_import.append(helper.make_opsetid("", 18))
     model.ir_version = 8  # readable by every onnxruntime this project supports
     return bytes(model.SerializeToString())
 

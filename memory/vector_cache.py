@@ -61,7 +61,7 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
 
 
 class VectorCache:
-    """Revision-tagged `UserVectors` by key, least recently used out past `max_vectors`."""
+    """Revision-tagged `UserVectors` by key, least recently used out past `max_vectors` (0: hold none)."""
 
     def __init__(self, max_vectors: int = 200_000) -> None:
         self.max_vectors = max_vectors
@@ -82,7 +82,7 @@ class VectorCache:
 
     def put(self, key: Hashable, revision: str | None, rows: UserVectors) -> None:
         """Hold `rows` as `key`'s pairs at `revision` (nothing is held without a revision)."""
-        if revision is None:
+        if revision is None or self.max_vectors <= 0:
             return
         with self._lock:
             self._replace(key, (revision, rows))
