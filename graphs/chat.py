@@ -254,12 +254,6 @@ def build_graph(
     limits = memory.limits
     max_turns = min(options.max_context_turns, limits.max_context_turns)
 
-    def counts(user_id: str) -> tuple[int, int, bool]:
-        persona = memory.current_persona(user_id)
-        since = len(memory.pairs_since_persona(user_id))
-        total = memory.count_pairs(user_id) if persona else since
-        return total, since, persona is not None
-
     async def record_feedback(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Store the user's feedback on the previous turn as pairs; decide whether to synthesize."""
         user_id = user_of(runtime)
@@ -277,11 +271,12 @@ def build_graph(
                 ranking = state.get("ranking") or []
                 shown = ranking[0]["content"] if ranking else None
                 update["messages"] = _replace_reply(state.get("messages") or [], shown, picked)
-        total, since, has_persona = await asyncio.to_thread(counts, user_id)
+        counts = await asyncio.to_thread(memory.pair_counts, user_id)
+        total = counts.total
         due = synthesis_due(
             total=total,
-            since_persona=since,
-            has_persona=has_persona,
+            since_persona=counts.since_persona,
+            has_persona=counts.persona_version is not None,
             retry_after=state.get("synthesis_retry_after"),
             options=options,
         )

@@ -124,6 +124,15 @@ class _Row:
     embedding: Any = None
 
 
+@dataclass(frozen=True)
+class PairCounts:
+    """How many pairs a user has: in all, and made after their current persona (all, without one)."""
+
+    total: int
+    since_persona: int
+    persona_version: int | None
+
+
 class PreferenceStore:
     """Per-user memory of preference pairs, persona versions and demos, in Chroma."""
 
@@ -297,7 +306,10 @@ class PreferenceStore:
         after = self._renew_pairs_revision(scope)
         if self._write_through:
             flags = np.zeros(len(new), dtype=bool)
-            rows = UserVectors(tuple(pair.id for pair in new), unit_rows(np.vstack(added)), flags, flags)
+            created = np.array([_micros(pair.created_at) for pair in new], dtype=np.int64)
+            rows = UserVectors(
+                tuple(pair.id for pair in new), unit_rows(np.vstack(added)), flags, flags, created
+            )
             self._vectors.advance(scope.user_id, before, after, rows)
         else:
             self._vectors.drop(scope.user_id)
@@ -371,6 +383,17 @@ class PreferenceStore:
         since = None if persona is None else {"$gt": _micros(persona.created_at)}
         rows = self._newest_first(self._get(self._pairs, scope, created_us=since))
         return [self._pair(row) for row in rows]
+
+    def pair_counts(self, user_id: str) -> PairCounts:
+        """Count the user's pairs, in all and since the current persona (the chat turn's check)."""
+        scope = self._scope(user_id)
+        persona = self.current_persona(user_id)
+        stored = self._user_vectors(scope)
+        since = (
+            len(stored) if persona is None else int((stored.created_us > _micros(persona.created_at)).sum())
+        )
+        version = None if persona is None else persona.version
+        return PairCounts(total=len(stored), since_persona=since, persona_version=version)
 
     def annotate_pairs(self, user_id: str, annotations: Mapping[str, Mapping[str, Any]]) -> None:
         """Record what the default judge made of pairs: `default_judge_correct`, `has_verified_reasoning`.
@@ -648,6 +671,7 @@ class PreferenceStore:
             unit_rows(np.asarray([row.embedding for row in rows], dtype=np.float32)),
             np.array([row.metadata.get("default_judge_correct") is False for row in rows], dtype=bool),
             np.array([bool(row.metadata.get("has_verified_reasoning")) for row in rows], dtype=bool),
+            np.array([row.metadata["created_us"] for row in rows], dtype=np.int64),
         )
         self._vectors.put(scope.user_id, revision, stored)
         return stored

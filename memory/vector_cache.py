@@ -1,13 +1,13 @@
-"""An in-process copy of each user's pair vectors, so demo retrieval need not re-read Chroma.
+"""An in-process copy of each user's pair vectors, so demo retrieval and counts need not re-read Chroma.
 
 Reading one user's vectors back from Chroma is the slow part of a retrieval: a filtered `get`
 took 15-25 ms at 100k stored pairs on this machine whatever the user's own size, because the
-metadata filter itself costs that much. The store therefore keeps, per user, the vectors and the
-two informativeness flags of their pairs, tagged with the user's *pairs revision*: a random token
-the store writes to the user's record after every change to their pairs. A retrieval reads that
-record by id (about 1 ms) and uses the copy only when the revision matches, so a write by any
-process (a CLI next to a server, another server process on a `chroma run` server) is seen at the
-next retrieval.
+metadata filter itself costs that much. The store therefore keeps, per user, the vectors, the
+two informativeness flags and the creation times of their pairs, tagged with the user's *pairs
+revision*: a random token the store writes to the user's record after every change to their
+pairs. A read takes that record by id (about 1 ms) and uses the copy only when the revision
+matches, so a write by any process (a CLI next to a server, another server process on a `chroma
+run` server) is seen at the next read.
 
 Writes made by this process move the copy forward instead of dropping it (`advance`), but only
 from the revision the writer read before writing: a copy that missed a change in between is
@@ -32,6 +32,7 @@ class UserVectors:
     vectors: np.ndarray  # (n, d) float32, unit rows
     judge_wrong: np.ndarray  # (n,) bool: the default judge got the pair wrong
     verified: np.ndarray  # (n,) bool: the pair has verified reasoning
+    created_us: np.ndarray  # (n,) int64: when the pair was made, microseconds since the epoch
 
     def __len__(self) -> int:
         return len(self.pair_ids)
@@ -49,6 +50,7 @@ class UserVectors:
             np.vstack([self.vectors, other.vectors[keep]]),
             np.concatenate([self.judge_wrong, other.judge_wrong[keep]]),
             np.concatenate([self.verified, other.verified[keep]]),
+            np.concatenate([self.created_us, other.created_us[keep]]),
         )
 
 

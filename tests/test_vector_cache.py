@@ -10,7 +10,7 @@ from memory.vector_cache import UserVectors, VectorCache, unit_rows
 def rows(*pair_ids: str) -> UserVectors:
     vectors = unit_rows(np.arange(1, 3 * len(pair_ids) + 1, dtype=np.float32).reshape(len(pair_ids), 3))
     flags = np.zeros(len(pair_ids), dtype=bool)
-    return UserVectors(tuple(pair_ids), vectors, flags, flags)
+    return UserVectors(tuple(pair_ids), vectors, flags, flags, np.arange(len(pair_ids), dtype=np.int64))
 
 
 def test_a_copy_is_used_only_at_its_revision() -> None:
