@@ -3,7 +3,8 @@
 One run handles one input (``{"messages": [user message]}`` and/or ``{"feedback": ...}``) for the
 user named in the run context (`ChatContext.user_id`)::
 
-    START -> record_feedback -> [synthesize_persona]* -> load_persona -> draft_replies
+    START -> record_feedback -> [synthesize_persona]* -> load_persona
+          -> (draft_replies and retrieve_demos, side by side)
           -> judge_replies -> [synthesize_persona]** -> END
 
 1. `record_feedback` turns feedback on the previous turn into stored pairs (source "explicit"):
@@ -13,10 +14,11 @@ user named in the run context (`ChatContext.user_id`)::
    ``first_synthesis_at`` pairs (5); with one, once ``resynthesize_every`` pairs (3) arrived
    after it. After a failed, rejected or skipped synthesis the next attempt waits for another
    ``resynthesize_every`` pairs (counted per thread), so a failing model is not retried each turn.
-2. `load_persona` reads the current persona and, when there is one, retrieves ``demo_k`` demos
-   for the new user message.
+2. `load_persona` reads the current persona.
 3. `draft_replies` drafts ``candidates`` replies, each with its own style hint and seed,
-   conditioned on the persona when there is one.
+   conditioned on the persona when there is one. At the same time `retrieve_demos` picks, when
+   there is a persona, ``demo_k`` of the user's stored pairs as demos for the new message: only
+   the judge needs them, so the query embedding and the store reads run while the model drafts.
 4. `judge_replies` ranks them with the turn's judge (the default LLM judge before a persona
    exists, the persona judge after, or the offline / hybrid judge when configured) and answers
    with the winner as an `AIMessage`. Candidates, ranking with reasons, judge, persona version
@@ -40,12 +42,13 @@ fails the first candidate is the answer (``state["judge_fallback"]`` says why). 
 whose output stays malformed is a tie inside the judge, counted in ``judge_fallback`` too.
 
 Streaming: ``astream(..., stream_mode="updates")`` yields one ``{node: update}`` per finished node
-(``record_feedback``, ``load_persona``, ``draft_replies``, ``judge_replies``,
-``synthesize_persona``; an error handler's update appears under ``__error_handler__<node>``);
-add ``subgraphs=True`` to see the synthesis graph's own nodes. ``stream_mode="messages"``
-yields the token chunks of every model call inside the nodes (each candidate's draft, the judge's
-JSON verdicts, the synthesis calls) with metadata naming the node; the chosen reply itself is
-not a model call, so read it from the ``judge_replies`` update (or ``"values"``).
+(``record_feedback``, ``load_persona``, ``draft_replies`` and ``retrieve_demos`` in either order,
+``judge_replies``, ``synthesize_persona``; an error handler's update appears under
+``__error_handler__<node>``); add ``subgraphs=True`` to see the synthesis graph's own nodes.
+``stream_mode="messages"`` yields the token chunks of every model call inside the nodes (each
+candidate's draft, the judge's JSON verdicts, the synthesis calls) with metadata naming the
+node; the chosen reply itself is not a model call, so read it from the ``judge_replies`` update
+(or ``"values"``).
 """
 
 from __future__ import annotations
@@ -311,28 +314,28 @@ def build_graph(
         return "load_persona" if _awaits_reply(state) else END
 
     async def load_persona(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-        """Read the current persona and retrieve demos relevant to the new message."""
+        """Read the current persona; fix the conversation this turn answers."""
         user_id = user_of(runtime)
         context = turns_of(state.get("messages") or [])[-max_turns:]
         if not context or context[-1].role != "user":
             raise InvalidPreference("messages: the last message must be a non-empty user message")
         persona = await asyncio.to_thread(memory.current_persona, user_id)
+        return {"persona": persona_view(persona), "turn_context": turn_dicts(context)}
+
+    async def retrieve_demos(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Retrieve the stored pairs most worth showing the persona judge for this conversation."""
         demos = []
-        if persona is not None and options.demo_k:
+        if state.get("persona") is not None and options.demo_k:
             demos = await asyncio.to_thread(
                 memory.retrieve_demos,
-                user_id,
-                context,
+                user_of(runtime),
+                turns_from(state.get("turn_context") or []),
                 options.demo_k,
                 similarity_weight=options.similarity_weight,
                 informativeness_weight=options.informativeness_weight,
                 mmr_lambda=options.mmr_lambda,
             )
-        return {
-            "persona": persona_view(persona),
-            "demos": [demo.model_dump(mode="json") for demo in demos],
-            "turn_context": turn_dicts(context),
-        }
+        return {"demos": [demo.model_dump(mode="json") for demo in demos]}
 
     async def draft_replies(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Draft several different candidate replies, persona-conditioned when there is a persona."""
@@ -412,6 +415,7 @@ def build_graph(
     builder.add_node(record_feedback)
     builder.add_node(synthesize_persona)
     builder.add_node(load_persona)
+    builder.add_node(retrieve_demos)
     builder.add_node(
         draft_replies,
         retry_policy=retry,
@@ -432,7 +436,8 @@ def build_graph(
     )
     builder.add_conditional_edges("synthesize_persona", route_after_synthesis, ["load_persona", END])
     builder.add_edge("load_persona", "draft_replies")
-    builder.add_edge("draft_replies", "judge_replies")
+    builder.add_edge("load_persona", "retrieve_demos")
+    builder.add_edge(["draft_replies", "retrieve_demos"], "judge_replies")
     builder.add_conditional_edges("judge_replies", _after_reply, ["synthesize_persona", END])
     return builder.compile(checkpointer=checkpointer, name=name)
 

@@ -267,13 +267,9 @@ async def test_stream_updates_show_each_node_and_deferred_synthesis_comes_after_
         stream_mode="updates",
     ):
         nodes += list(update)
-    assert nodes == [
-        "record_feedback",
-        "load_persona",
-        "draft_replies",
-        "judge_replies",
-        "synthesize_persona",
-    ]
+    assert nodes[:2] == ["record_feedback", "load_persona"]
+    assert set(nodes[2:4]) == {"draft_replies", "retrieve_demos"}  # side by side, either order
+    assert nodes[4:] == ["judge_replies", "synthesize_persona"]
     # with subgraphs=True the synthesis graph's own nodes show, under the synthesize_persona namespace
     memory = make_memory()
     graph, _ = make_graph(memory)
