@@ -18,7 +18,7 @@ import logging
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import combinations
 from typing import Any, Generic, Literal, Protocol, TypeVar
@@ -27,7 +27,13 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
+from langchain_core.runnables import (
+    Runnable,
+    RunnableBinding,
+    RunnableConfig,
+    RunnableLambda,
+    RunnableSequence,
+)
 from pydantic import BaseModel, Field, ValidationError
 
 from agent.errors import ModelOutputError
@@ -98,6 +104,52 @@ class _LoopLocalSemaphore:
         return self._semaphore
 
 
+Asker = Callable[[list[BaseMessage], RunnableConfig], Awaitable[dict[str, Any]]]
+
+
+def _model_and_parser(structured: Runnable[Any, Any]) -> tuple[Runnable[Any, Any], Runnable[Any, Any]] | None:
+    """Split a ``with_structured_output`` runnable into its model step and its parsing steps.
+
+    langchain-core, langchain-openai and the embedded model all build it as ``model | parser``
+    (the model bound to the schema); None when a model builds it some other way.
+    """
+    if not isinstance(structured, RunnableSequence):
+        return None
+    first = structured.first
+    if not isinstance(first.bound if isinstance(first, RunnableBinding) else first, BaseChatModel):
+        return None
+    rest = structured.steps[1:]
+    return first, rest[0] if len(rest) == 1 else RunnableSequence(*rest)
+
+
+def _structured_asker(model: BaseChatModel, schema: type[BaseModel], method: str) -> Asker:
+    """Return a call giving ``{"raw", "parsed"}`` that raises (retryably) on unusable output.
+
+    It runs the two steps of the model's ``with_structured_output`` itself and keeps the raw
+    message: ``include_raw=True`` would wrap them in a map, an assign and a fallback (several
+    runs and thread-pool hops a call) only to hand back the parsing error this raises anyway.
+    """
+    split = _model_and_parser(model.with_structured_output(schema, method=method))
+    if split is None:
+        structured: Runnable[Any, Any] = model.with_structured_output(schema, method=method, include_raw=True)
+
+        async def ask_with_raw(messages: list[BaseMessage], config: RunnableConfig) -> dict[str, Any]:
+            return _require_parsed(await structured.ainvoke(messages, config))
+
+        return ask_with_raw
+    bound, parser = split
+
+    async def ask(messages: list[BaseMessage], config: RunnableConfig) -> dict[str, Any]:
+        raw = await bound.ainvoke(messages, config)
+        try:
+            parsed = await parser.ainvoke(raw, config)
+        except Exception as exc:  # as include_raw=True reports it: any parsing failure
+            return _require_parsed({"raw": raw, "parsed": None, "parsing_error": exc})
+        return _require_parsed({"raw": raw, "parsed": parsed, "parsing_error": None})
+
+    return ask
+
+
 class StructuredCaller(Generic[SchemaT]):
     """One structured model call with declared retries, concurrency, budget and usage stage.
 
@@ -122,31 +174,25 @@ class StructuredCaller(Generic[SchemaT]):
         self.stage = stage
         self.attempts = attempts
         self._callbacks = list(callbacks)
-        self._budget = budget
         self._shared_limiter = limiter
         self._own_limiter = _LoopLocalSemaphore(concurrency)
-        structured: Runnable[Any, Any] = model.with_structured_output(
-            schema, method=structured_method, include_raw=True
-        )
+        ask = _structured_asker(model, schema, structured_method)
 
-        async def ask(messages: list[BaseMessage], config: RunnableConfig) -> dict[str, Any]:
+        async def attempt(messages: list[BaseMessage], config: RunnableConfig) -> dict[str, Any]:
+            # One async step per attempt: sync steps would each cost a run of their own and a hop
+            # to the thread pool, which is most of a call's overhead when the model is fast.
+            if budget is not None:
+                budget.charge()
             try:
-                return dict(await structured.ainvoke(messages, config))
+                return await ask(messages, config)
             except IndexError as exc:  # langchain-core's answer to a response with no choices
                 raise ModelOutputError(f"{stage}: the model returned no choices") from exc
 
-        self._chain: Runnable[list[BaseMessage], dict[str, Any]] = (
-            RunnableLambda(self._charge) | RunnableLambda(ask) | RunnableLambda(_require_parsed)
-        ).with_retry(
+        self._chain: Runnable[list[BaseMessage], dict[str, Any]] = RunnableLambda(attempt).with_retry(
             retry_if_exception_type=RETRYABLE_ERRORS,
             stop_after_attempt=attempts,
             wait_exponential_jitter=False,
         )
-
-    def _charge(self, messages: list[BaseMessage]) -> list[BaseMessage]:
-        if self._budget is not None:
-            self._budget.charge()
-        return messages
 
     async def __call__(self, messages: list[BaseMessage]) -> tuple[SchemaT, AIMessage]:
         """Return the parsed answer and the raw model message."""

@@ -19,8 +19,8 @@ embedded: a new turn has no replies yet when demos are retrieved for it.
 Retrieval ranks the user's own vectors exactly in numpy: a user holds hundreds of pairs, and
 Chroma's HNSW search under a one-user filter took about five times longer at 100k stored pairs
 on this machine. The vectors come from `memory.vector_cache` while the user's pairs revision
-(a token on their user record, renewed by every change to their pairs) is unchanged, else from
-one filtered `get`. The HNSW index stays available for cross-user search.
+(renewed by every change to their pairs) is unchanged, else from one filtered `get`. The HNSW
+index stays available for cross-user search.
 
 Persona versions are append-only. Without transactions, a version number is claimed by adding
 the record ``{user}/v{n}`` with a random token; Chroma ignores an add whose id exists, so reading
@@ -59,7 +59,7 @@ from agent.records import (
 )
 from memory.chroma import check_collection_name
 from memory.embedding_cache import CachedEmbeddings
-from memory.vector_cache import UserVectors, VectorCache, unit_rows
+from memory.vector_cache import LOCAL_REVISIONS, UserVectors, VectorCache, unit_rows
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
@@ -161,10 +161,10 @@ class PreferenceStore:
         self._users = self._collection(f"{prefix}_users")
         self._batch = max(1, min(int(client.get_max_batch_size()), 1000))
         self._vectors = VectorCache(cached_vectors)
-        # In-process Chroma (a local store) has no other writer process: this process's own writes
-        # can move the vector cache forward. Over HTTP another process may write in between, so
-        # an own write only drops the user's copy.
-        self._write_through = "fastapi" not in str(client.get_settings().chroma_api_impl).lower()
+        # In-process Chroma (a local store) has no other writer process: revisions stay in this
+        # process and its own writes move the vector copy forward. Over HTTP other processes
+        # write too: revisions live in Chroma and an own write drops the user's copy.
+        self._local = "fastapi" not in str(client.get_settings().chroma_api_impl).lower()
 
     @property
     def embeddings(self) -> CachedEmbeddings:
@@ -232,25 +232,33 @@ class PreferenceStore:
             collection.delete(ids=list(ids[start : start + self._batch]))
 
     def _register(self, scope: _UserScope) -> str | None:
-        """Make sure the user has a record; return their pairs revision (None for a new user)."""
+        """Make sure the user has a record; return their pairs revision (None if unknown)."""
         # A read costs far less than a write; `add` would be a no-op for a known user anyway
         # (so it can never reset the current-version pointer), but still pays for a write.
         rows = self._get(self._users, scope, keys=["user"], documents=False)
-        if rows:
-            return cast(str | None, rows[0].metadata.get("pairs_revision"))
-        self._users.add(
-            ids=[scope.record_id("user")],
-            embeddings=_placeholder_vectors(1),
-            metadatas=[{"user_id": scope.user_id, "current_version": 0}],
-        )
-        return None
+        if not rows:
+            self._users.add(
+                ids=[scope.record_id("user")],
+                embeddings=_placeholder_vectors(1),
+                metadatas=[{"user_id": scope.user_id, "current_version": 0}],
+            )
+        if self._local:
+            return LOCAL_REVISIONS.current(self._revision_key(scope))
+        return cast(str | None, rows[0].metadata.get("pairs_revision")) if rows else None
+
+    def _revision_key(self, scope: _UserScope) -> tuple[str, str]:
+        return (str(self._pairs.id), scope.user_id)
 
     def _pairs_revision(self, scope: _UserScope) -> str | None:
+        if self._local:
+            return LOCAL_REVISIONS.current(self._revision_key(scope))
         rows = self._get(self._users, scope, keys=["user"], documents=False)
         return cast(str | None, rows[0].metadata.get("pairs_revision")) if rows else None
 
     def _renew_pairs_revision(self, scope: _UserScope) -> str:
         """Mark the user's pairs as changed (after the change, so readers never cache too early)."""
+        if self._local:
+            return LOCAL_REVISIONS.renew(self._revision_key(scope))
         revision = uuid.uuid4().hex
         self._users.upsert(  # upsert merges metadata: the current-version pointer stays
             ids=[scope.record_id("user")],
@@ -304,7 +312,7 @@ class PreferenceStore:
             self._renew_pairs_revision(scope)  # chunks written before the failure must be seen
             raise
         after = self._renew_pairs_revision(scope)
-        if self._write_through:
+        if self._local:
             flags = np.zeros(len(new), dtype=bool)
             created = np.array([_micros(pair.created_at) for pair in new], dtype=np.int64)
             rows = UserVectors(
@@ -686,6 +694,8 @@ class PreferenceStore:
         """Delete everything stored about a user; return how many records of each kind went."""
         scope = self._scope(user_id)
         self._vectors.drop(scope.user_id)
+        if self._local:  # over HTTP the revision goes with the user's record
+            LOCAL_REVISIONS.renew(self._revision_key(scope))
         counts = {}
         for name, collection in self.collections.items():
             ids = [row.id for row in self._get(collection, scope, documents=False)]

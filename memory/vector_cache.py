@@ -4,10 +4,14 @@ Reading one user's vectors back from Chroma is the slow part of a retrieval: a f
 took 15-25 ms at 100k stored pairs on this machine whatever the user's own size, because the
 metadata filter itself costs that much. The store therefore keeps, per user, the vectors, the
 two informativeness flags and the creation times of their pairs, tagged with the user's *pairs
-revision*: a random token the store writes to the user's record after every change to their
-pairs. A read takes that record by id (about 1 ms) and uses the copy only when the revision
-matches, so a write by any process (a CLI next to a server, another server process on a `chroma
-run` server) is seen at the next read.
+revision*: a random token renewed after every change to their pairs, and the copy is used only
+while the revision matches. Where the revision lives depends on who can write:
+
+- a local store (Chroma in this process) belongs to one process, as Chroma's `PersistentClient`
+  does: revisions live in this process (`LocalRevisions`), shared by every store object over the
+  same collection, and cost nothing to renew;
+- on a `chroma run` server other processes write too: the store keeps the revision on the user's
+  record in Chroma (a read by id, about 1 ms; one more write per change).
 
 Writes made by this process move the copy forward instead of dropping it (`advance`), but only
 from the revision the writer read before writing: a copy that missed a change in between is
@@ -17,6 +21,7 @@ dropped instead. Entries are evicted least recently used, by number of vectors h
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -60,6 +65,28 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     if vectors.ndim != 2:
         vectors = vectors.reshape(len(vectors), -1) if len(vectors) else np.zeros((0, 0), np.float32)
     return vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+
+
+class LocalRevisions:
+    """Pairs revisions of in-process Chroma collections, shared by every store of this process."""
+
+    def __init__(self) -> None:
+        self._tokens: dict[Hashable, str] = {}
+        self._lock = threading.Lock()
+
+    def current(self, key: Hashable) -> str:
+        """Return the revision of `key`, starting one if none was recorded yet."""
+        with self._lock:
+            return self._tokens.setdefault(key, uuid.uuid4().hex)
+
+    def renew(self, key: Hashable) -> str:
+        """Record a change to `key`'s pairs; return the new revision."""
+        with self._lock:
+            self._tokens[key] = token = uuid.uuid4().hex
+            return token
+
+
+LOCAL_REVISIONS = LocalRevisions()
 
 
 class VectorCache:

@@ -4,16 +4,17 @@ retries with a fallback, the Runnable form, and prompt-injection escaping."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import Runnable, RunnableLambda
 
-from agent.errors import ModelOutputError
+from agent.errors import BudgetExceeded, ModelOutputError
 from agent.judge import DefaultJudge, PersonaJudge, choice_probability, combine_orders
 from agent.prompts import InductionExample, escape_section_text, induction_messages, judge_messages
 from agent.records import Demo, PreferencePair, Turn, Verdict
-from agent.usage import UsageTracker, stage_config
+from agent.usage import CallBudget, UsageTracker, stage_config
 from tests.fakes import (
     CountingChatModel,
     MalformedChatModel,
@@ -152,6 +153,34 @@ async def test_malformed_output_is_retried_then_succeeds() -> None:
     verdict = await DefaultJudge(model, attempts=3).judge_once(CONTEXT, SHORT, LONG)
     assert verdict.preferred == "first"
     assert len(model.calls) == 3
+
+
+async def test_every_attempt_is_charged_and_a_spent_budget_stops_the_retries() -> None:
+    budget = CallBudget(3)
+    model = MalformedChatModel(responder=default_responder(), bad_calls=1)
+    judge = DefaultJudge(model, attempts=3, budget=budget)
+    assert (await judge.judge_once(CONTEXT, SHORT, LONG)).preferred == "first"
+    assert budget.spent == 2  # the malformed answer and the retry
+
+    model.bad_calls = 1_000
+    with pytest.raises(BudgetExceeded):
+        await judge.judge_once(CONTEXT, LONG, SHORT)
+    assert (budget.spent, len(model.calls)) == (3, 3)
+
+
+class OtherShapeStructuredModel(MalformedChatModel):
+    """A model whose structured output is not built as ``model | parser``."""
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:
+        return super().with_structured_output(schema, **kwargs).with_config(run_name="provider_structured")
+
+
+@pytest.mark.parametrize("model_class", [MalformedChatModel, OtherShapeStructuredModel])
+async def test_retried_answer_keeps_its_token_probabilities(model_class: type[MalformedChatModel]) -> None:
+    model = model_class(responder=lambda _: verdict_message("First", prob_first=0.73), bad_calls=1)
+    verdict = await DefaultJudge(model, attempts=2).judge_once(CONTEXT, SHORT, LONG)
+    assert (verdict.source, len(model.calls)) == ("logprobs", 2)
+    assert verdict.prob_first == pytest.approx(0.73)
 
 
 @pytest.mark.parametrize("kind", ["invalid_choice", "no_tool_call"])
