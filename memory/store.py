@@ -6,10 +6,12 @@ each record's metadata carries its ``user_id`` and its Chroma id starts with ``"
 record ids and checks that what Chroma returned belongs to the user asked about.
 
 Retrieval key. A pair is embedded by ``retrieval_text(context)``: the last user message (up to
-1,000 characters), then the tail of the turn before it (up to 300 characters). The chosen and
-rejected replies answer the last user message, so that is what a new conversation must resemble
-for a stored choice to be relevant; the preceding turn disambiguates short follow-ups ("make it
-shorter") without letting a long history dilute the mean-pooled vector. The last message comes
+1,000 characters) and, when that message is a short follow-up (under 16 words, "make it
+shorter"), the tail of the turn before it (up to 300 characters). The chosen and rejected
+replies answer the last user message, so that is what a new conversation must resemble for a
+stored choice to be relevant; the preceding turn says what a short follow-up is about, and is
+left out otherwise so that it neither dilutes the mean-pooled vector nor costs embedding time
+on every turn. The last message comes
 first because the key is cut to ``RETRIEVAL_KEY_TOKENS`` (128) word pieces: all-MiniLM-L6-v2
 was trained on inputs of that length, and the query is embedded on every turn at ~0.15 ms a word
 piece, so the cap bounds retrieval latency (a 256-piece code question cost ~40 ms). Build the
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
 
 RETRIEVAL_LAST_CHARS = 1_000
 RETRIEVAL_PREVIOUS_CHARS = 300
+RETRIEVAL_FOLLOW_UP_WORDS = 16
 RETRIEVAL_KEY_TOKENS = 128
 ANNOTATION_KEYS = ("default_judge_correct", "has_verified_reasoning", "reasoning")
 
@@ -77,11 +80,12 @@ def _placeholder_vectors(count: int) -> np.ndarray:
 
 
 def retrieval_text(context: Sequence[Turn]) -> str:
-    """Return the text a conversation is embedded by: its last user message, then the turn before."""
+    """Return the text a conversation is embedded by: its last user message, then for a short
+    follow-up the tail of the turn before."""
     if not context:
         raise InvalidPreference("context: must hold at least one turn")
     last = context[-1].content.strip()[:RETRIEVAL_LAST_CHARS]
-    if len(context) == 1:
+    if len(context) == 1 or len(last.split()) >= RETRIEVAL_FOLLOW_UP_WORDS:
         return last
     previous = context[-2].content.strip()[-RETRIEVAL_PREVIOUS_CHARS:]
     return f"{last}\n{previous}"

@@ -279,7 +279,13 @@ async def test_bench_latency_times_every_node_of_a_persona_turn(tmp_path: Path) 
 
     document = await run_latency_async(data=None, turns=4, stored_pairs=12, users=2, workdir=tmp_path)
     assert document["judges"] == ["persona"]
-    assert set(document["nodes"]) == {"record_feedback", "load_persona", "draft_replies", "judge_replies"}
+    assert set(document["nodes"]) == {
+        "record_feedback",
+        "load_persona",
+        "draft_replies",
+        "retrieve_demos",
+        "judge_replies",
+    }
     assert document["turn"]["count"] == 4
     node_p50 = sum(node["p50_ms"] for node in document["nodes"].values())
     assert document["turn"]["p50_ms"] > 0 and node_p50 > 0

@@ -230,6 +230,12 @@ def test_retrieval_text_puts_the_last_user_message_first() -> None:
     assert text.startswith("Make it shorter\n")
     assert text.endswith("capital of Italy.")
     assert len(text) <= len("Make it shorter\n") + 300
+    # A question that stands on its own is embedded alone.
+    question = (
+        "How do the ancient Roman aqueducts compare with modern water systems "
+        "in cost and in how long they last?"
+    )
+    assert retrieval_text((*context[:2], Turn(role="user", content=question))) == question
 
 
 def test_retrieve_ranks_by_similarity_and_never_crosses_users(store: PreferenceStore) -> None:

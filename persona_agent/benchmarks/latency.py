@@ -115,14 +115,16 @@ async def run_latency_async(
     from graphs.state import ChatContext
     from memory.chroma import make_client
     from memory.embeddings import MiniLMEmbeddings
-    from memory.store import PreferenceStore
+    from memory.store import RETRIEVAL_KEY_TOKENS, PreferenceStore
 
     pairs, source = latency_pairs(data, stored_pairs, seed=seed)
     replies = tuple(dict.fromkeys(text for pair in pairs[:200] for text in (pair.chosen, pair.rejected)))
     questions = list(dict.fromkeys(pair.query for pair in pairs))
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         started = time.perf_counter()
-        store = PreferenceStore(make_client(path=Path(tmp) / "chroma"), MiniLMEmbeddings())
+        store = PreferenceStore(
+            make_client(path=Path(tmp) / "chroma"), MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS)
+        )
         names = _store_users(store, pairs, users=users, per_user=stored_pairs, seed=seed)
         setup_s = time.perf_counter() - started
         chat_model = ScriptedPreferenceModel(seed=seed, draft_pool=replies, keep_messages=False)
