@@ -1,7 +1,8 @@
 """Concurrency: threads on the local store and processes on a `chroma run` server add pairs and chat.
 
 Workers (`tests.reliability.chat_load`) share users: every pair they meant to store must be there
-exactly once, nothing may land under another user, and each user's persona versions must be
+exactly once (in Chroma, in demo retrieval and in the pair counts), nothing may land under
+another user, and each user's persona versions must be
 1, 2, ..., n with every version won by exactly one synthesis, in increasing order per worker.
 """
 
@@ -49,6 +50,11 @@ def check_outcome(
         raw = store.collections["pairs"].get(where={"user_id": user}, include=["metadatas"])
         raw_ids = [metadata["pair_id"] for metadata in raw["metadatas"] or []]
         assert sorted(raw_ids) == sorted(ids)
+        # What retrieval and the re-synthesis check read (the store's in-process copy of each
+        # user's vectors, moved forward by the workers' writes) must agree with Chroma.
+        retrieved = store.retrieve_demos(user, "any question", k=len(meant)) if meant else []
+        assert {demo.pair.id for demo in retrieved} == meant
+        assert store.pair_counts(user).total == len(meant)
 
         history = [persona.version for persona in store.persona_history(user)]
         assert history == list(range(1, len(history) + 1)), f"{user}: versions {history}"
