@@ -14,7 +14,9 @@ user named in the run context (`ChatContext.user_id`)::
    ``first_synthesis_at`` pairs (5); with one, once ``resynthesize_every`` pairs (3) arrived
    after it. After a failed, rejected or skipped synthesis the next attempt waits for another
    ``resynthesize_every`` pairs (counted per thread), so a failing model is not retried each turn.
-2. `load_persona` reads the current persona.
+2. `load_persona` fixes the conversation this turn answers (its last ``max_context_turns``
+   turns) with the persona `record_feedback` read (or `synthesize_persona`, after an inline
+   synthesis).
 3. `draft_replies` drafts ``candidates`` replies, each with its own style hint and seed,
    conditioned on the persona when there is one. At the same time `retrieve_demos` picks, when
    there is a persona, ``demo_k`` of the user's stored pairs as demos for the new message: only
@@ -279,12 +281,14 @@ def build_graph(
         due = synthesis_due(
             total=total,
             since_persona=counts.since_persona,
-            has_persona=counts.persona_version is not None,
+            has_persona=counts.persona is not None,
             retry_after=state.get("synthesis_retry_after"),
             options=options,
         )
         mode = _context_value(runtime, "synthesis_mode") or options.synthesis_mode
-        update.update(pair_count=total, synthesis_due=mode if due else None)
+        update.update(
+            pair_count=total, synthesis_due=mode if due else None, persona=persona_view(counts.persona)
+        )
         return update
 
     def route_after_feedback(state: ChatState) -> str:
@@ -307,20 +311,25 @@ def build_graph(
             logger.warning("synthesis for %s failed; the current persona stays: %r", user_id, exc)
             result = synthesis.outcome("failed", f"{type(exc).__name__}: {exc}")
         retry_after = None if result["status"] == "accepted" else state.get("pair_count", 0)
-        return {"synthesis": result, "synthesis_due": None, "synthesis_retry_after": retry_after}
+        update = {"synthesis": result, "synthesis_due": None, "synthesis_retry_after": retry_after}
+        if _awaits_reply(state):  # inline: this turn's reply uses the persona as it is now
+            update["persona"] = persona_view(await asyncio.to_thread(memory.current_persona, user_id))
+        return update
 
     def route_after_synthesis(state: ChatState) -> str:
         """Answer the new message when the synthesis ran before the reply (inline)."""
         return "load_persona" if _awaits_reply(state) else END
 
-    async def load_persona(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-        """Read the current persona; fix the conversation this turn answers."""
-        user_id = user_of(runtime)
+    async def load_persona(state: ChatState) -> dict[str, Any]:
+        """Fix the conversation this turn answers.
+
+        The persona in the state is current: `record_feedback` read it at the start of this run,
+        and `synthesize_persona` reads it again after an inline synthesis.
+        """
         context = turns_of(state.get("messages") or [])[-max_turns:]
         if not context or context[-1].role != "user":
             raise InvalidPreference("messages: the last message must be a non-empty user message")
-        persona = await asyncio.to_thread(memory.current_persona, user_id)
-        return {"persona": persona_view(persona), "turn_context": turn_dicts(context)}
+        return {"turn_context": turn_dicts(context)}
 
     async def retrieve_demos(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Retrieve the stored pairs most worth showing the persona judge for this conversation."""

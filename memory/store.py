@@ -130,11 +130,11 @@ class _Row:
 
 @dataclass(frozen=True)
 class PairCounts:
-    """How many pairs a user has: in all, and made after their current persona (all, without one)."""
+    """How many pairs a user has: in all, and made after their current `persona` (all, without one)."""
 
     total: int
     since_persona: int
-    persona_version: int | None
+    persona: Persona | None
 
 
 class PreferenceStore:
@@ -404,8 +404,7 @@ class PreferenceStore:
         since = (
             len(stored) if persona is None else int((stored.created_us > _micros(persona.created_at)).sum())
         )
-        version = None if persona is None else persona.version
-        return PairCounts(total=len(stored), since_persona=since, persona_version=version)
+        return PairCounts(total=len(stored), since_persona=since, persona=persona)
 
     def annotate_pairs(self, user_id: str, annotations: Mapping[str, Mapping[str, Any]]) -> None:
         """Record what the default judge made of pairs: `default_judge_correct`, `has_verified_reasoning`.

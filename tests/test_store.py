@@ -495,11 +495,11 @@ def test_pair_counts_follow_writes_and_the_current_persona(make_store: StoreFact
     assert here.pair_counts("alice").total == 0
     here.add_pairs("alice", [make_pair("alice", f"question {i}", minutes=i) for i in range(3)])
     counts = here.pair_counts("alice")
-    assert (counts.total, counts.since_persona, counts.persona_version) == (3, 3, None)
+    assert (counts.total, counts.since_persona, counts.persona) == (3, 3, None)
     saved = here.save_persona(persona("alice", "likes lists", minutes=1))
     here.add_pairs("alice", [make_pair("alice", "question 9", minutes=9)])
     elsewhere.add_pairs("alice", [make_pair("alice", "question 8", minutes=8)])
     counts = here.pair_counts("alice")
-    assert (counts.total, counts.since_persona, counts.persona_version) == (5, 3, saved.version)
+    assert (counts.total, counts.since_persona, counts.persona) == (5, 3, saved)
     assert counts.since_persona == len(here.pairs_since_persona("alice"))
     assert here.pair_counts("bob").total == 0
