@@ -11,12 +11,12 @@ shorter"), the tail of the turn before it (up to 300 characters). The chosen and
 replies answer the last user message, so that is what a new conversation must resemble for a
 stored choice to be relevant; the preceding turn says what a short follow-up is about, and is
 left out otherwise so that it neither dilutes the mean-pooled vector nor costs embedding time
-on every turn. The last message comes
-first because the key is cut to ``RETRIEVAL_KEY_TOKENS`` (128) word pieces: all-MiniLM-L6-v2
-was trained on inputs of that length, and the query is embedded on every turn at ~0.15 ms a word
-piece, so the cap bounds retrieval latency (a 256-piece code question cost ~40 ms). Build the
-store's embedder with ``MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS)``. The replies are not
-embedded: a new turn has no replies yet when demos are retrieved for it.
+on every turn. The last message comes first because the key is cut to ``RETRIEVAL_KEY_TOKENS``
+(128) word pieces: all-MiniLM-L6-v2 was trained on inputs of that length, and the query is
+embedded on every turn at ~0.15 ms a word piece, so the cap bounds retrieval latency (a
+256-piece code question cost ~40 ms). Build the store's embedder with
+``MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS)``. The replies are not embedded: a new turn
+has no replies yet when demos are retrieved for it.
 
 Retrieval ranks the user's own vectors exactly in numpy: a user holds hundreds of pairs, and
 Chroma's HNSW search under a one-user filter took about five times longer at 100k stored pairs
