@@ -228,7 +228,10 @@ def test_inspector_shows_persona_history_pairs_and_retrieval(
 
             # Another user's token opens an empty memory, not Carol's.
             page.call("Page.navigate", url=f"{server.url}/inspector#token=other-user-token")
-            page.wait_for("document.getElementById('whoami').textContent.includes('dave')")
+            page.wait_for(
+                "document.body.dataset.loaded === 'true'"
+                " && document.getElementById('whoami').textContent.includes('dave')"
+            )
             assert page.evaluate("document.querySelectorAll('#pairs-body tr[data-pair-id]').length") == 0
             assert page.evaluate("document.getElementById('persona-empty').hidden") is False
 

@@ -217,6 +217,11 @@ async function open(token) {
   state.token = token.trim();
   state.offset = 0;
   showError("");
+  // Nothing of the memory shown before stays on screen while another token's memory loads.
+  document.body.dataset.loaded = "false";
+  $("content").hidden = true;
+  $("demo-results").replaceChildren();
+  $("diff").replaceChildren();
   if (!state.token) return showError("Paste a token first.");
   try {
     await loadPersona();
