@@ -5,7 +5,10 @@ turn has ``--candidates`` replies, so it yields ``candidates - 1`` pairs sharing
 best reply against each other one), as the agent stores them; every turn's context is made
 distinct, so the embedding cache helps only within a turn, not across turns. Turns are spread
 at random over ``--users`` users and stored one turn per `add_pairs` call (the online path) or
-up to ``--turns-per-call`` turns of one user at once (an import of a user's history).
+up to ``--turns-per-call`` turns of one user at once (an import of a user's history). With
+``--contexts-seen`` each turn's retrieval key is embedded before the clock starts, as in the chat
+graph, where feedback pairs share the context that the turn they answer already embedded to
+retrieve its demos (the store's embedding cache then serves them): the rate is the store's own.
 
 The store grows through ``--sizes`` (cumulative); at each size the script measures
 ``retrieve_demos`` latency over ``--queries`` queries for random users, with a new query text
@@ -42,7 +45,7 @@ from agent.records import PreferencePair, Turn  # noqa: E402
 from memory.chroma import make_client  # noqa: E402
 from memory.chroma_server import ChromaServer  # noqa: E402
 from memory.embeddings import MiniLMEmbeddings  # noqa: E402
-from memory.store import RETRIEVAL_KEY_TOKENS, PreferenceStore  # noqa: E402
+from memory.store import RETRIEVAL_KEY_TOKENS, PreferenceStore, retrieval_text  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mt_bench_human" / "pairs.jsonl"
 WORDS = (
@@ -200,8 +203,10 @@ def run_mode(mode: str, args: argparse.Namespace, corpus: Corpus, workdir: Path)
                 turns.append(make_turn(corpus, rng, args.users, args.candidates, serial))
                 planned += len(turns[-1])
                 serial += 1
-            misses_before = store.embeddings.misses
             quick = args.quick_fill is not None and size > args.quick_fill
+            if args.contexts_seen and not quick:
+                store.embeddings.embed([retrieval_text(turn[0].context) for turn in turns])
+            misses_before = store.embeddings.misses
             seconds, added = ingest(filler if quick else store, turns, 100 if quick else args.turns_per_call)
             stored += added
             users.update(turn[0].user_id for turn in turns)
@@ -239,6 +244,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3, help="demos per retrieval")
     parser.add_argument("--candidates", type=int, default=3, help="replies per turn (pairs per turn + 1)")
     parser.add_argument("--turns-per-call", type=int, default=1, help="turns stored per add_pairs call")
+    parser.add_argument(
+        "--contexts-seen",
+        action="store_true",
+        help="embed each turn's context before timing its ingest (the chat feedback path)",
+    )
     parser.add_argument("--modes", type=lambda s: s.split(","), default=["local", "server"])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument(

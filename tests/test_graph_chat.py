@@ -480,3 +480,23 @@ async def test_stream_messages_carries_the_model_calls_of_drafting_and_judging()
     ):
         nodes.add(metadata["langgraph_node"])
     assert nodes == {"draft_replies", "judge_replies"}
+
+
+async def test_feedback_pairs_reuse_the_embedding_of_the_turn_they_answer() -> None:
+    """The turn embedded its context to retrieve demos; storing the feedback on it embeds nothing new."""
+    memory = make_memory()
+    graph, _ = make_graph(memory)
+    for number in range(1, 6):
+        await give(graph, "alice", explicit(f"question {number} about gardens", number))
+    state = await say(graph, "alice", "How should I water tomatoes in July?")
+    assert state["persona"] is not None and state["demos"]  # this turn retrieved demos
+    hits, misses = memory.embeddings.hits, memory.embeddings.misses
+    await graph.ainvoke(
+        {"feedback": {"choice": 1}, "messages": [HumanMessage("And in August?")]},
+        run_config("t1"),
+        context={"user_id": "alice"},
+    )
+    stored = len((await graph.aget_state(run_config("t1"))).values["pairs_added"])
+    assert stored == len(state["candidates"]) - 1
+    assert memory.embeddings.hits - hits == stored  # the feedback pairs' contexts
+    assert memory.embeddings.misses - misses == 1  # only the new question
