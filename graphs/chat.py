@@ -286,9 +286,9 @@ def build_graph(
             options=options,
         )
         mode = _context_value(runtime, "synthesis_mode") or options.synthesis_mode
-        update.update(
-            pair_count=total, synthesis_due=mode if due else None, persona=persona_view(counts.persona)
-        )
+        update.update(pair_count=total, synthesis_due=mode if due else None)
+        if _awaits_reply(state):  # the persona this turn's reply uses, unless synthesized inline
+            update["persona"] = persona_view(counts.persona)
         return update
 
     def route_after_feedback(state: ChatState) -> str:

@@ -500,3 +500,15 @@ async def test_feedback_pairs_reuse_the_embedding_of_the_turn_they_answer() -> N
     assert stored == len(state["candidates"]) - 1
     assert memory.embeddings.hits - hits == stored  # the feedback pairs' contexts
     assert memory.embeddings.misses - misses == 1  # only the new question
+
+
+async def test_state_persona_stays_the_one_the_last_reply_used_through_feedback_only_runs() -> None:
+    memory = make_memory()
+    graph, _ = make_graph(memory)
+    assert (await say(graph, "alice", "Hello?"))["persona"] is None
+    for number in range(1, 7):  # the fifth synthesizes a persona; the sixth is feedback only again
+        state = await give(graph, "alice", explicit(f"question {number} about gardens", number))
+    assert memory.current_persona("alice") is not None
+    assert state["persona"] is None  # the reply to "Hello?" was judged without one
+    state = await say(graph, "alice", "And now?")
+    assert state["persona"] is not None and state["persona"]["version"] == 1
