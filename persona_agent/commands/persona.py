@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from agent.records import Persona
     from agent.reward_model import PreferenceStatement
     from memory.store import PreferenceStore
+    from persona_agent.settings import Settings
 
 app = typer.Typer(help="Show a user's persona, its history, and roll back.", no_args_is_help=True)
 
@@ -25,16 +26,19 @@ def _summary(persona: Persona, *, current: bool = False) -> str:
     )
 
 
-def offline_persona(store: PreferenceStore, user: str, max_pairs: int) -> list[PreferenceStatement]:
+def offline_persona(store: PreferenceStore, user: str, settings: Settings) -> list[PreferenceStatement]:
     """Fit the offline reward model on the user's newest pairs; return how they depart from most people."""
     from agent.features import FeatureExtractor
     from agent.reward_model import RewardModel, describe_preferences, fit_user
+    from persona_agent.factory import build_embeddings
 
     prior = RewardModel.load()
-    pairs = store.newest_pairs(user, max_pairs)
+    pairs = store.newest_pairs(user, settings.max_pairs_per_synthesis)
     if not pairs:
         return []
-    return describe_preferences(fit_user(prior, FeatureExtractor(store.embeddings), pairs), prior)
+    # Replies are embedded as the prior was fitted (the store's embedder cuts retrieval keys short).
+    extractor = FeatureExtractor(build_embeddings(settings, purpose="replies"))
+    return describe_preferences(fit_user(prior, extractor, pairs), prior)
 
 
 @app.command("show")
@@ -58,7 +62,7 @@ def show(
     current = store.current_persona(user)
     is_current = current is not None and current.version == persona.version
     demos = store.current_demos(user) if is_current else []
-    statements = offline_persona(store, user, load_settings().max_pairs_per_synthesis) if offline else None
+    statements = offline_persona(store, user, load_settings()) if offline else None
     if json_output:
         print_json(
             {
