@@ -6,13 +6,15 @@ the benchmarks call it, and library code receives the objects it builds.
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.types import Checkpointer
 
-from persona_agent.settings import Settings
+from persona_agent.settings import CheckpointSync, Settings
 
 if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -97,16 +99,26 @@ def build_store(settings: Settings) -> PreferenceStore:
     return PreferenceStore(client, build_embeddings(settings, purpose="retrieval"), limits=settings.limits)
 
 
+@asynccontextmanager
+async def open_checkpointer(path: Path, *, sync: CheckpointSync = "normal") -> AsyncIterator[AsyncSqliteSaver]:
+    """Open an `AsyncSqliteSaver` on `path` in WAL mode with the given `synchronous` mode."""
+    import aiosqlite
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    async with aiosqlite.connect(str(path)) as conn:
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute(f"PRAGMA synchronous={sync.upper()}")
+        yield AsyncSqliteSaver(conn)
+
+
 def build_checkpointer(settings: Settings) -> AbstractAsyncContextManager[AsyncSqliteSaver]:
     """Open the SQLite checkpointer of chat threads under the data directory; use as ``async with``.
 
     The saver needs a running event loop and an open connection, so it is a context manager
     that closes the connection on exit. Threads survive restarts over the same data directory.
     """
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
-    settings.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
-    return AsyncSqliteSaver.from_conn_string(str(settings.checkpoint_path))
+    return open_checkpointer(settings.checkpoint_path, sync=settings.checkpoint_sync)
 
 
 def chat_options(settings: Settings) -> ChatOptions:

@@ -61,6 +61,7 @@ def test_environment_beats_dotenv_which_beats_defaults(
         ("PERSONA_AGENT_CHROMA_SERVER", "no-port", "host:port"),
         ("PERSONA_AGENT_STRUCTURED_OUTPUT_METHOD", "xml", "structured_output_method"),
         ("PERSONA_AGENT_JUDGE", "oracle", "judge"),
+        ("PERSONA_AGENT_CHECKPOINT_SYNC", "off", "checkpoint_sync"),
     ],
 )
 def test_bad_values_name_the_setting(
@@ -81,3 +82,30 @@ def test_judge_defaults_to_offline_with_the_embedded_model_and_llm_with_an_endpo
     assert load_settings().judge == "llm"
     monkeypatch.setenv("PERSONA_AGENT_JUDGE", "hybrid")
     assert load_settings().judge == "hybrid"
+
+
+@pytest.mark.parametrize(("sync", "pragma"), [("normal", 1), ("full", 2)])
+async def test_checkpointer_opens_in_wal_mode_with_the_configured_sync_and_keeps_threads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sync: str, pragma: int
+) -> None:
+    from langchain_core.runnables import RunnableConfig
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from persona_agent.factory import build_checkpointer
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PERSONA_AGENT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_SYNC", sync)
+    settings = load_settings()
+    config = RunnableConfig(configurable={"thread_id": "t1", "checkpoint_ns": ""})
+    async with build_checkpointer(settings) as saver:
+        await saver.setup()
+        async with saver.conn.execute("PRAGMA synchronous") as cursor:
+            assert (await cursor.fetchone()) == (pragma,)
+        async with saver.conn.execute("PRAGMA journal_mode") as cursor:
+            assert (await cursor.fetchone()) == ("wal",)
+        stored = await saver.aput(config, empty_checkpoint(), {"step": 1}, {})
+    async with build_checkpointer(settings) as saver:  # a restart finds the thread
+        found = await saver.aget_tuple(config)
+    assert found is not None
+    assert found.config["configurable"]["checkpoint_id"] == stored["configurable"]["checkpoint_id"]

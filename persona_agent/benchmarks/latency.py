@@ -2,10 +2,11 @@
 
 The graph runs with real parts except the language models: a `PersistentClient` Chroma store in
 a temporary directory with `stored_pairs` pairs per user (embedded with the real MiniLM model),
-an `AsyncSqliteSaver` checkpointer, every user with a persona (so each turn retrieves demos and
-the persona judge ranks the candidates), and instant fake chat and judge models. What remains is
-the graph's own cost: reading the persona, embedding the new message and retrieving demos,
-rendering prompts and parsing structured answers, ranking, and checkpointing.
+the product's SQLite checkpointer (`factory.open_checkpointer`, synchronous=NORMAL), every user
+with a persona (so each turn retrieves demos and the persona judge ranks the candidates), and
+instant fake chat and judge models. What remains is the graph's own cost: reading the persona,
+embedding the new message and retrieving demos, rendering prompts and parsing structured
+answers, ranking, and checkpointing.
 
 Every turn's user message is new text (a question with the turn number), so each turn pays one
 real query embedding. Node times come from ``astream(stream_mode="updates")``: a node's time runs
@@ -109,13 +110,13 @@ async def run_latency_async(
 ) -> dict[str, Any]:
     """Run `turns` chat turns through the graph and return the timing document."""
     from langgraph.checkpoint.memory import InMemorySaver
-    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     from graphs.chat import ChatOptions, build_graph
     from graphs.state import ChatContext
     from memory.chroma import make_client
     from memory.embeddings import MiniLMEmbeddings
     from memory.store import RETRIEVAL_KEY_TOKENS, PreferenceStore
+    from persona_agent.factory import open_checkpointer
 
     pairs, source = latency_pairs(data, stored_pairs, seed=seed)
     replies = tuple(dict.fromkeys(text for pair in pairs[:200] for text in (pair.chosen, pair.rejected)))
@@ -135,8 +136,7 @@ async def run_latency_async(
         async with AsyncExitStack() as stack:
             saver: Any = InMemorySaver()
             if checkpointer == "sqlite":
-                path = str(Path(tmp) / "checkpoints.sqlite")
-                saver = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(path))
+                saver = await stack.enter_async_context(open_checkpointer(Path(tmp) / "checkpoints.sqlite"))
             graph = build_graph(
                 chat_model=chat_model,
                 judge_model=judge_model,
