@@ -14,8 +14,8 @@ left out otherwise so that it neither dilutes the mean-pooled vector nor costs e
 on every turn. The last message comes first because the key is cut to ``RETRIEVAL_KEY_TOKENS``
 (128) word pieces: all-MiniLM-L6-v2 was trained on inputs of that length, and the query is
 embedded on every turn at ~0.15 ms a word piece, so the cap bounds retrieval latency (a
-256-piece code question cost ~40 ms). Build the store's embedder with
-``MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS)``. The replies are not embedded: a new turn
+256-piece code question cost ~40 ms). `retrieval_embeddings()` builds the store's embedder
+with that cap. The replies are not embedded: a new turn
 has no replies yet when demos are retrieved for it.
 
 Retrieval ranks the user's own vectors exactly in numpy: a user holds hundreds of pairs, and
@@ -67,6 +67,8 @@ if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.api.models.Collection import Collection
 
+    from memory.embeddings import MiniLMEmbeddings
+
 RETRIEVAL_LAST_CHARS = 1_000
 RETRIEVAL_PREVIOUS_CHARS = 300
 RETRIEVAL_FOLLOW_UP_WORDS = 16
@@ -89,6 +91,13 @@ def retrieval_text(context: Sequence[Turn]) -> str:
         return last
     previous = context[-2].content.strip()[-RETRIEVAL_PREVIOUS_CHARS:]
     return f"{last}\n{previous}"
+
+
+def retrieval_embeddings() -> MiniLMEmbeddings:
+    """Return the store's embedding model: MiniLM with keys cut to `RETRIEVAL_KEY_TOKENS`."""
+    from memory.embeddings import MiniLMEmbeddings
+
+    return MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS)
 
 
 def _micros(moment: datetime) -> int:

@@ -82,9 +82,9 @@ def build_embeddings(settings: Settings, *, purpose: Literal["retrieval", "repli
     embedded up to the model's full 256 word pieces, as the population prior was fit.
     """
     from memory.embeddings import MAX_TOKENS, MiniLMEmbeddings
-    from memory.store import RETRIEVAL_KEY_TOKENS
+    from memory.store import retrieval_embeddings
 
-    return MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS if purpose == "retrieval" else MAX_TOKENS)
+    return retrieval_embeddings() if purpose == "retrieval" else MiniLMEmbeddings(max_tokens=MAX_TOKENS)
 
 
 def build_store(settings: Settings) -> PreferenceStore:
@@ -100,7 +100,9 @@ def build_store(settings: Settings) -> PreferenceStore:
 
 
 @asynccontextmanager
-async def open_checkpointer(path: Path, *, sync: CheckpointSync = "normal") -> AsyncIterator[AsyncSqliteSaver]:
+async def open_checkpointer(
+    path: Path, *, sync: CheckpointSync = "normal"
+) -> AsyncIterator[AsyncSqliteSaver]:
     """Open an `AsyncSqliteSaver` on `path` in WAL mode with the given `synchronous` mode."""
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver

@@ -44,8 +44,7 @@ from agent.formats import read_pairs  # noqa: E402
 from agent.records import PreferencePair, Turn  # noqa: E402
 from memory.chroma import make_client  # noqa: E402
 from memory.chroma_server import ChromaServer  # noqa: E402
-from memory.embeddings import MiniLMEmbeddings  # noqa: E402
-from memory.store import RETRIEVAL_KEY_TOKENS, PreferenceStore, retrieval_text  # noqa: E402
+from memory.store import PreferenceStore, retrieval_embeddings, retrieval_text  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mt_bench_human" / "pairs.jsonl"
 WORDS = (
@@ -187,7 +186,7 @@ def run_mode(mode: str, args: argparse.Namespace, corpus: Corpus, workdir: Path)
         client = make_client(server=server.address)
     else:
         client = make_client(path=workdir / "local-db")
-    store = PreferenceStore(client, MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS), prefix=f"bench_{mode}")
+    store = PreferenceStore(client, retrieval_embeddings(), prefix=f"bench_{mode}")
     uncached = PreferenceStore(client, store.embeddings, prefix=f"bench_{mode}", cached_vectors=0)
     filler = PreferenceStore(client, HashedVectors(), prefix=f"bench_{mode}")
     rng = random.Random(args.seed)

@@ -114,8 +114,7 @@ async def run_latency_async(
     from graphs.chat import ChatOptions, build_graph
     from graphs.state import ChatContext
     from memory.chroma import make_client
-    from memory.embeddings import MiniLMEmbeddings
-    from memory.store import RETRIEVAL_KEY_TOKENS, PreferenceStore
+    from memory.store import PreferenceStore, retrieval_embeddings
     from persona_agent.factory import open_checkpointer
 
     pairs, source = latency_pairs(data, stored_pairs, seed=seed)
@@ -123,9 +122,7 @@ async def run_latency_async(
     questions = list(dict.fromkeys(pair.query for pair in pairs))
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         started = time.perf_counter()
-        store = PreferenceStore(
-            make_client(path=Path(tmp) / "chroma"), MiniLMEmbeddings(max_tokens=RETRIEVAL_KEY_TOKENS)
-        )
+        store = PreferenceStore(make_client(path=Path(tmp) / "chroma"), retrieval_embeddings())
         names = _store_users(store, pairs, users=users, per_user=stored_pairs, seed=seed)
         setup_s = time.perf_counter() - started
         chat_model = ScriptedPreferenceModel(seed=seed, draft_pool=replies, keep_messages=False)
