@@ -262,11 +262,17 @@ class PreferenceStore:
     def _revision_key(self, scope: _UserScope) -> tuple[str, str]:
         return (str(self._pairs.id), scope.user_id)
 
-    def _pairs_revision(self, scope: _UserScope) -> str | None:
+    def _user_record(self, scope: _UserScope) -> Mapping[str, Any]:
+        """Return the metadata of the user's record (current version, pairs revision), or {}."""
+        rows = self._get(self._users, scope, keys=["user"], documents=False)
+        return rows[0].metadata if rows else {}
+
+    def _pairs_revision(self, scope: _UserScope, record: Mapping[str, Any] | None = None) -> str | None:
+        """Return the user's pairs revision; on a server from `record` when the caller read it."""
         if self._local:
             return LOCAL_REVISIONS.current(self._revision_key(scope))
-        rows = self._get(self._users, scope, keys=["user"], documents=False)
-        return cast(str | None, rows[0].metadata.get("pairs_revision")) if rows else None
+        record = self._user_record(scope) if record is None else record
+        return cast(str | None, record.get("pairs_revision"))
 
     def _renew_pairs_revision(self, scope: _UserScope) -> str:
         """Mark the user's pairs as changed (after the change, so readers never cache too early)."""
@@ -408,8 +414,9 @@ class PreferenceStore:
     def pair_counts(self, user_id: str) -> PairCounts:
         """Count the user's pairs, in all and since the current persona (the chat turn's check)."""
         scope = self._scope(user_id)
-        persona = self.current_persona(user_id)
-        stored = self._user_vectors(scope)
+        record = self._user_record(scope)  # one read for the persona pointer and the revision
+        persona = self._current_persona(scope, record)
+        stored = self._user_vectors(scope, record)
         since = (
             len(stored) if persona is None else int((stored.created_us > _micros(persona.created_at)).sum())
         )
@@ -551,8 +558,7 @@ class PreferenceStore:
         )
 
     def _current_version(self, scope: _UserScope) -> int:
-        rows = self._get(self._users, scope, keys=["user"], documents=False)
-        return int(rows[0].metadata.get("current_version", 0)) if rows else 0
+        return int(self._user_record(scope).get("current_version", 0))
 
     @staticmethod
     def _persona(row: _Row) -> Persona:
@@ -565,7 +571,10 @@ class PreferenceStore:
     def current_persona(self, user_id: str) -> Persona | None:
         """Return the user's current persona, or None when none was saved."""
         scope = self._scope(user_id)
-        version = self._current_version(scope)
+        return self._current_persona(scope, self._user_record(scope))
+
+    def _current_persona(self, scope: _UserScope, record: Mapping[str, Any]) -> Persona | None:
+        version = int(record.get("current_version", 0))
         row = self._persona_row(scope, version) if version else None
         return self._persona(row) if row else None
 
@@ -679,9 +688,12 @@ class PreferenceStore:
             )
         return demos
 
-    def _user_vectors(self, scope: _UserScope) -> UserVectors:
-        """Return the user's pair vectors and flags: the cached copy if still current, else from Chroma."""
-        revision = self._pairs_revision(scope)
+    def _user_vectors(self, scope: _UserScope, record: Mapping[str, Any] | None = None) -> UserVectors:
+        """Return the user's pair vectors and flags: the cached copy if still current, else from Chroma.
+
+        `record` is the user's record when the caller has just read it (saves a read on a server).
+        """
+        revision = self._pairs_revision(scope, record)
         cached = self._vectors.get(scope.user_id, revision)
         if cached is not None:
             return cached
