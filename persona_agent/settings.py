@@ -76,7 +76,7 @@ class Settings(BaseSettings):
         "normal",
         description="SQLite `synchronous` mode of the thread checkpoints (WAL journal): normal syncs at "
         "WAL checkpoints only, so a power cut may lose the last turns' checkpoints but never corrupts "
-        "the file; full syncs every write (~8 ms more per chat turn here).",
+        "the file; full syncs every write (1-4 ms more per chat turn here).",
     )
 
     # --- serving ----------------------------------------------------------------------------
