@@ -7,9 +7,8 @@ onnxruntime, which chromadb already depends on: a 384-dimensional, mean-pooled, 
 vector per text, equal to sentence-transformers' output within 1e-5 (the test suite checks
 this against vectors the reference library produced). We chose this route over torch +
 sentence-transformers because it adds no 750 MB dependency and starts in about a second. On
-the 2-core machine a 64-token text takes ~8.5 ms in batches (0.13 ms a token; ~10 ms before the
-batches shrank to 1024 tokens), 2.3x faster than the plain numpy forward pass this module used
-before (BENCHMARKS.md, section 5).
+the 2-core machine a 64-token text takes ~8.5 ms in batches (0.13 ms a token), well over twice
+as fast as a plain numpy forward pass (BENCHMARKS.md, section 5).
 
 `MiniLMEmbeddings` implements LangChain's `Embeddings` and Chroma's `EmbeddingFunction`
 protocol, so the same object serves the memory store and anything else.

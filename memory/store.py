@@ -15,8 +15,8 @@ on every turn. The last message comes first because the key is cut to ``RETRIEVA
 (128) word pieces: all-MiniLM-L6-v2 was trained on inputs of that length, and the query is
 embedded on every turn at ~0.15 ms a word piece, so the cap bounds retrieval latency (a
 256-piece code question cost ~40 ms). `retrieval_embeddings()` builds the store's embedder
-with that cap. The replies are not embedded: a new turn
-has no replies yet when demos are retrieved for it.
+with that cap. The replies are not embedded: a new turn has no replies yet when demos are
+retrieved for it.
 
 Retrieval ranks the user's own vectors exactly in numpy: a user holds hundreds of pairs, and
 Chroma's HNSW search under a one-user filter took about five times longer at 100k stored pairs

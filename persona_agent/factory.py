@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.language_models import BaseChatModel
 from langgraph.types import Checkpointer
 
+from agent.errors import ConfigurationError
 from persona_agent.settings import CheckpointSync, Settings
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ async def open_checkpointer(
     path: Path, *, sync: CheckpointSync = "normal"
 ) -> AsyncIterator[AsyncSqliteSaver]:
     """Open an `AsyncSqliteSaver` on `path` in WAL mode with the given `synchronous` mode."""
+    if sync not in ("normal", "full"):
+        raise ConfigurationError(f"checkpoint sync must be 'normal' or 'full', got {sync!r}")
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 

@@ -109,3 +109,12 @@ async def test_checkpointer_opens_in_wal_mode_with_the_configured_sync_and_keeps
         found = await saver.aget_tuple(config)
     assert found is not None
     assert found.config["configurable"]["checkpoint_id"] == stored["configurable"]["checkpoint_id"]
+
+
+async def test_checkpointer_refuses_an_unknown_sync_mode(tmp_path: Path) -> None:
+    from persona_agent.factory import open_checkpointer
+
+    with pytest.raises(ConfigurationError, match="'normal' or 'full'"):
+        async with open_checkpointer(tmp_path / "c.sqlite", sync="off"):  # type: ignore[arg-type]
+            pass
+    assert not (tmp_path / "c.sqlite").exists()
