@@ -248,16 +248,14 @@ class PreferenceStore:
         """Make sure the user has a record; return their pairs revision (None if unknown)."""
         # A read costs far less than a write; `add` would be a no-op for a known user anyway
         # (so it can never reset the current-version pointer), but still pays for a write.
-        rows = self._get(self._users, scope, keys=["user"], documents=False)
-        if not rows:
+        record = self._user_record(scope)
+        if not record:
             self._users.add(
                 ids=[scope.record_id("user")],
                 embeddings=_placeholder_vectors(1),
                 metadatas=[{"user_id": scope.user_id, "current_version": 0}],
             )
-        if self._local:
-            return LOCAL_REVISIONS.current(self._revision_key(scope))
-        return cast(str | None, rows[0].metadata.get("pairs_revision")) if rows else None
+        return self._pairs_revision(scope, record)
 
     def _revision_key(self, scope: _UserScope) -> tuple[str, str]:
         return (str(self._pairs.id), scope.user_id)

@@ -289,3 +289,15 @@ async def test_bench_latency_times_every_node_of_a_persona_turn(tmp_path: Path) 
     assert document["turn"]["count"] == 4
     node_p50 = sum(node["p50_ms"] for node in document["nodes"].values())
     assert document["turn"]["p50_ms"] > 0 and node_p50 > 0
+
+
+@pytest.mark.slow
+def test_bench_latency_cli_runs_with_the_chosen_checkpointer(tmp_path: Path) -> None:
+    absent = str(tmp_path / "absent.jsonl")
+    args = ["bench", "latency", "--json", "--data", absent, "--turns", "2", "--pairs", "6"]
+    document = _run_json([*args, "--checkpointer", "sqlite-full"])
+    assert document["checkpointer"] == "sqlite-full"
+    assert document["turn"]["count"] == 2
+    refused = CliRunner().invoke(app, [*args, "--checkpointer", "postgres"])
+    assert refused.exit_code != 0
+    assert "sqlite, sqlite-full or memory" in refused.output

@@ -37,6 +37,8 @@ from persona_agent.benchmarks.fake_models import DEFAULT_REASONING, ScriptedPref
 TARGET_P95_MS = 50.0
 WARMUP_TURNS = 5
 TURNS_PER_THREAD = 20
+# Thread checkpoints: the product's SQLite file (synchronous=NORMAL), the same with FULL, or none.
+CheckpointerKind = Literal["sqlite", "sqlite-full", "memory"]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -106,7 +108,7 @@ async def run_latency_async(
     candidates: int = 3,
     seed: int = 0,
     workdir: Path | None = None,
-    checkpointer: Literal["sqlite", "memory"] = "sqlite",
+    checkpointer: CheckpointerKind = "sqlite",
 ) -> dict[str, Any]:
     """Run `turns` chat turns through the graph and return the timing document."""
     from langgraph.checkpoint.memory import InMemorySaver
@@ -116,6 +118,7 @@ async def run_latency_async(
     from memory.chroma import make_client
     from memory.store import PreferenceStore, retrieval_embeddings
     from persona_agent.factory import open_checkpointer
+    from persona_agent.settings import CheckpointSync
 
     pairs, source = latency_pairs(data, stored_pairs, seed=seed)
     replies = tuple(dict.fromkeys(text for pair in pairs[:200] for text in (pair.chosen, pair.rejected)))
@@ -132,8 +135,10 @@ async def run_latency_async(
         judge_labels: set[str] = set()
         async with AsyncExitStack() as stack:
             saver: Any = InMemorySaver()
-            if checkpointer == "sqlite":
-                saver = await stack.enter_async_context(open_checkpointer(Path(tmp) / "checkpoints.sqlite"))
+            if checkpointer != "memory":
+                path = Path(tmp) / "checkpoints.sqlite"
+                sync: CheckpointSync = "full" if checkpointer == "sqlite-full" else "normal"
+                saver = await stack.enter_async_context(open_checkpointer(path, sync=sync))
             graph = build_graph(
                 chat_model=chat_model,
                 judge_model=judge_model,

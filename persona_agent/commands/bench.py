@@ -272,6 +272,14 @@ def latency(
     stored_pairs: Annotated[int, typer.Option("--pairs", min=1, help="Stored pairs per user.")] = 100,
     candidates: Annotated[int, typer.Option("--candidates", min=1, max=8, help="Candidates per turn.")] = 3,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    checkpointer: Annotated[
+        str,
+        typer.Option(
+            "--checkpointer",
+            help="sqlite (the product's: WAL, synchronous=NORMAL), sqlite-full (synchronous=FULL) "
+            "or memory (InMemorySaver).",
+        ),
+    ] = "sqlite",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time chat turns through the graph with instant fake models: p50/p95 per turn and per node."""
@@ -279,8 +287,17 @@ def latency(
 
     from persona_agent.benchmarks.latency import run_latency_async
 
+    if checkpointer not in ("sqlite", "sqlite-full", "memory"):
+        raise typer.BadParameter("--checkpointer must be sqlite, sqlite-full or memory")
     document = asyncio.run(
-        run_latency_async(data=data, turns=turns, stored_pairs=stored_pairs, candidates=candidates, seed=seed)
+        run_latency_async(
+            data=data,
+            turns=turns,
+            stored_pairs=stored_pairs,
+            candidates=candidates,
+            seed=seed,
+            checkpointer=checkpointer,  # type: ignore[arg-type]  # checked above
+        )
     )
     if as_json:
         _emit(document)
