@@ -284,6 +284,11 @@ class PreferenceStore:
         )
         return revision
 
+    def _pairs_changed(self, scope: _UserScope) -> None:
+        """Forget the user's vector copy and renew their pairs revision after any change to their pairs."""
+        self._vectors.drop(scope.user_id)
+        self._renew_pairs_revision(scope)
+
     # --- pairs ------------------------------------------------------------------------------
     def _validated(self, scope: _UserScope, pairs: Iterable[PreferencePair]) -> list[PreferencePair]:
         checked: dict[str, PreferencePair] = {}
@@ -325,8 +330,7 @@ class PreferenceStore:
                 self._add_pair_records(scope, chunk, vectors)
                 added.append(vectors)
         except BaseException:
-            self._vectors.drop(scope.user_id)
-            self._renew_pairs_revision(scope)  # chunks written before the failure must be seen
+            self._pairs_changed(scope)  # chunks written before the failure must be seen
             raise
         after = self._renew_pairs_revision(scope)
         if self._local:
@@ -458,8 +462,7 @@ class PreferenceStore:
                     metadatas=cast(Any, list(updates.values())[start : start + self._batch]),
                 )
         finally:
-            self._vectors.drop(scope.user_id)
-            self._renew_pairs_revision(scope)
+            self._pairs_changed(scope)
 
     def annotations(self, user_id: str) -> dict[str, dict[str, Any]]:
         """Return every annotation stored for the user's pairs, by pair id."""
@@ -479,8 +482,7 @@ class PreferenceStore:
         try:
             self._pairs.delete(ids=[scope.record_id(pair_id)])
         finally:
-            self._vectors.drop(scope.user_id)
-            self._renew_pairs_revision(scope)
+            self._pairs_changed(scope)
 
     # --- personas ---------------------------------------------------------------------------
     def _drop_stale_writes(self, scope: _UserScope) -> None:
