@@ -22,6 +22,7 @@ JudgeKind = Literal["llm", "offline", "hybrid"]
 SynthesisMode = Literal["inline", "deferred"]
 AuthMode = Literal["tokens", "dev"]
 CheckpointSync = Literal["normal", "full"]
+CheckpointDurability = Literal["exit", "async", "sync"]
 
 
 def _env(name: str) -> AliasChoices:
@@ -77,6 +78,13 @@ class Settings(BaseSettings):
         description="SQLite `synchronous` mode of the thread checkpoints (WAL journal): normal syncs at "
         "WAL checkpoints only, so a power cut may lose the last turns' checkpoints but never corrupts "
         "the file; full syncs every write (1-4 ms more per chat turn here).",
+    )
+    checkpoint_durability: CheckpointDurability = Field(
+        "exit",
+        description="When a chat turn's thread checkpoint is written (LangGraph `durability`): exit "
+        "writes once, when the turn ends (also on an error); async after every step, beside the next "
+        "one; sync after every step, before the next one. exit saves ~10 ms a turn here; a turn killed "
+        "mid-way then leaves its thread as it was before the turn, and the user sends it again.",
     )
 
     # --- serving ----------------------------------------------------------------------------

@@ -295,9 +295,12 @@ async def test_bench_latency_times_every_node_of_a_persona_turn(tmp_path: Path) 
 def test_bench_latency_cli_runs_with_the_chosen_checkpointer(tmp_path: Path) -> None:
     absent = str(tmp_path / "absent.jsonl")
     args = ["bench", "latency", "--json", "--data", absent, "--turns", "2", "--pairs", "6"]
-    document = _run_json([*args, "--checkpointer", "sqlite-full"])
-    assert document["checkpointer"] == "sqlite-full"
+    document = _run_json([*args, "--checkpointer", "sqlite-full", "--durability", "async"])
+    assert (document["checkpointer"], document["durability"]) == ("sqlite-full", "async")
     assert document["turn"]["count"] == 2
     refused = CliRunner().invoke(app, [*args, "--checkpointer", "postgres"])
     assert refused.exit_code != 0
     assert "sqlite, sqlite-full or memory" in refused.output
+    refused = CliRunner().invoke(app, [*args, "--durability", "never"])
+    assert refused.exit_code != 0
+    assert "exit, async or sync" in refused.output

@@ -82,3 +82,33 @@ def test_the_judge_setting_picks_the_judge_factory(parts: tuple[CountingChatMode
     options = factory.chat_options(load_settings(candidates=5, synthesis_mode="inline", first_synthesis_at=7))
     assert (options.candidates, options.synthesis_mode, options.first_synthesis_at) == (5, "inline", 7)
     assert options.reply_timeout_s is None  # the embedded model: no per-attempt timeout
+
+
+@pytest.mark.parametrize(("durability", "saved"), [("exit", 2), ("async", 12)])
+def test_chat_writes_thread_checkpoints_as_the_durability_setting_says(
+    parts: tuple[CountingChatModel, PreferenceStore],
+    monkeypatch: pytest.MonkeyPatch,
+    durability: str,
+    saved: int,
+) -> None:
+    import asyncio
+
+    from langchain_core.runnables import RunnableConfig
+
+    from persona_agent.settings import load_settings
+
+    monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_DURABILITY", durability)
+    script = "Tell me about ferns\nAnd about moss?\n/quit\n"
+    result = CliRunner().invoke(app, ["chat", "-u", "alice", "--thread", "t1"], input=script)
+    assert result.exit_code == 0, result.output
+
+    async def steps() -> list[int]:
+        config = RunnableConfig(configurable={"thread_id": "t1"})
+        async with factory.build_checkpointer(load_settings()) as saver:
+            return [int(checkpoint.metadata["step"]) async for checkpoint in saver.alist(config)]
+
+    written = asyncio.run(steps())
+    # Two turns: async keeps a checkpoint per step (six a turn: the input, the state it makes, then
+    # feedback, persona, draft + retrieve, judge), exit only each turn's last, the same step 10.
+    assert len(written) == saved
+    assert written[0] == 10

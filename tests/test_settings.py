@@ -62,6 +62,7 @@ def test_environment_beats_dotenv_which_beats_defaults(
         ("PERSONA_AGENT_STRUCTURED_OUTPUT_METHOD", "xml", "structured_output_method"),
         ("PERSONA_AGENT_JUDGE", "oracle", "judge"),
         ("PERSONA_AGENT_CHECKPOINT_SYNC", "off", "checkpoint_sync"),
+        ("PERSONA_AGENT_CHECKPOINT_DURABILITY", "never", "checkpoint_durability"),
     ],
 )
 def test_bad_values_name_the_setting(

@@ -2,7 +2,8 @@
 
 The graph runs with real parts except the language models: a `PersistentClient` Chroma store in
 a temporary directory with `stored_pairs` pairs per user (embedded with the real MiniLM model),
-the product's SQLite checkpointer (`factory.open_checkpointer`, synchronous=NORMAL), every user
+the product's SQLite checkpointer (`factory.open_checkpointer`, synchronous=NORMAL) written as the
+product writes it (`durability="exit"`: once a turn, when it ends), every user
 with a persona (so each turn retrieves demos and the persona judge ranks the candidates), and
 instant fake chat and judge models. What remains is the graph's own cost: reading the persona,
 embedding the new message and retrieving demos, rendering prompts and parsing structured
@@ -11,7 +12,8 @@ answers, ranking, and checkpointing.
 Every turn's user message is new text (a question with the turn number), so each turn pays one
 real query embedding. Node times come from ``astream(stream_mode="updates")``: a node's time runs
 from the previous update (or the start of the turn) to its own update, so the graph's step
-overhead (checkpoint writes, scheduling) counts in the node that follows it. A few warm-up turns
+overhead (checkpoint writes under ``durability="async"``, scheduling) counts in the node that
+follows it, and the turn's own time includes its final checkpoint write. A few warm-up turns
 (model loading, first queries) are not counted.
 """
 
@@ -33,6 +35,7 @@ from langchain_core.runnables import RunnableConfig
 from agent.records import Persona, PreferencePair
 from persona_agent.benchmarks.cost import synthetic_pairs
 from persona_agent.benchmarks.fake_models import DEFAULT_REASONING, ScriptedPreferenceModel
+from persona_agent.settings import CheckpointDurability, CheckpointSync
 
 TARGET_P95_MS = 50.0
 WARMUP_TURNS = 5
@@ -109,6 +112,7 @@ async def run_latency_async(
     seed: int = 0,
     workdir: Path | None = None,
     checkpointer: CheckpointerKind = "sqlite",
+    durability: CheckpointDurability = "exit",
 ) -> dict[str, Any]:
     """Run `turns` chat turns through the graph and return the timing document."""
     from langgraph.checkpoint.memory import InMemorySaver
@@ -118,7 +122,6 @@ async def run_latency_async(
     from memory.chroma import make_client
     from memory.store import PreferenceStore, retrieval_embeddings
     from persona_agent.factory import open_checkpointer
-    from persona_agent.settings import CheckpointSync
 
     pairs, source = latency_pairs(data, stored_pairs, seed=seed)
     replies = tuple(dict.fromkeys(text for pair in pairs[:200] for text in (pair.chosen, pair.rejected)))
@@ -158,6 +161,7 @@ async def run_latency_async(
                     config,
                     context=ChatContext(user_id=user),
                     stream_mode="updates",
+                    durability=durability,
                 ):
                     now = time.perf_counter()
                     for node, values in update.items():
@@ -182,6 +186,7 @@ async def run_latency_async(
         "stored_pairs_per_user": stored_pairs,
         "candidates": candidates,
         "checkpointer": checkpointer,
+        "durability": durability,
         "judge_calls_per_turn": candidates * (candidates - 1) if candidates <= 4 else 2 * (candidates - 1),
         "judges": sorted(judge_labels),
         "setup_seconds": round(setup_s, 1),

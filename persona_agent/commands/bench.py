@@ -280,6 +280,14 @@ def latency(
             "or memory (InMemorySaver).",
         ),
     ] = "sqlite",
+    durability: Annotated[
+        str,
+        typer.Option(
+            "--durability",
+            help="When checkpoints are written (LangGraph durability): exit (the product's: once, "
+            "when the turn ends), async or sync (after every step).",
+        ),
+    ] = "exit",
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time chat turns through the graph with instant fake models: p50/p95 per turn and per node."""
@@ -289,6 +297,8 @@ def latency(
 
     if checkpointer not in ("sqlite", "sqlite-full", "memory"):
         raise typer.BadParameter("--checkpointer must be sqlite, sqlite-full or memory")
+    if durability not in ("exit", "async", "sync"):
+        raise typer.BadParameter("--durability must be exit, async or sync")
     document = asyncio.run(
         run_latency_async(
             data=data,
@@ -297,6 +307,7 @@ def latency(
             candidates=candidates,
             seed=seed,
             checkpointer=checkpointer,  # type: ignore[arg-type]  # checked above
+            durability=durability,  # type: ignore[arg-type]  # checked above
         )
     )
     if as_json:
@@ -329,5 +340,6 @@ def print_latency(document: dict[str, Any], console: Console) -> None:
     console.print(
         f"target p95 <= {document['target_p95_ms']:.0f} ms: {verdict}; judge "
         f"{', '.join(document['judges'])}, "
-        f"{document['judge_calls_per_turn']} judge calls per turn; setup {document['setup_seconds']}s"
+        f"{document['judge_calls_per_turn']} judge calls per turn; checkpoints {document['checkpointer']}, "
+        f"durability {document['durability']}; setup {document['setup_seconds']}s"
     )

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
     from memory.store import PreferenceStore
-    from persona_agent.settings import Settings
+    from persona_agent.settings import CheckpointDurability, Settings
 
 HELP = (
     "Type a message to chat. Commands: /candidates shows every drafted reply, /pick N keeps reply N "
@@ -49,7 +49,7 @@ async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
     store = build_store(settings)
     async with build_checkpointer(settings) as checkpointer:
         graph = build_chat_graph(settings, store=store, checkpointer=checkpointer)
-        session = _Session(console, graph, store, user_id, thread_id)
+        session = _Session(console, graph, store, user_id, thread_id, settings.checkpoint_durability)
         console.print(f"[bold]persona-agent chat[/] — {settings.model_label} — {user_id}, thread {thread_id}")
         console.print(HELP)
         while True:
@@ -75,12 +75,14 @@ class _Session:
         store: PreferenceStore,
         user_id: str,
         thread_id: str,
+        durability: CheckpointDurability = "exit",
     ) -> None:
         self.console = console
         self.graph = graph
         self.store = store
         self.user_id = user_id
         self.config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
+        self.durability = durability
 
     async def handle(self, line: str) -> None:
         """Run one command or chat message, reporting the project's errors without exiting."""
@@ -107,7 +109,11 @@ class _Session:
         """Stream one run, printing the reply as soon as it is chosen and any synthesis outcome."""
         with self.console.status("Thinking...") as status:
             async for update in self.graph.astream(
-                graph_input, self.config, context={"user_id": self.user_id}, stream_mode="updates"
+                graph_input,
+                self.config,
+                context={"user_id": self.user_id},
+                stream_mode="updates",
+                durability=self.durability,
             ):
                 for node, values in update.items():
                     if node == "draft_replies":
