@@ -176,39 +176,41 @@ class StructuredCaller(Generic[SchemaT]):
         self._callbacks = list(callbacks)
         self._shared_limiter = limiter
         self._own_limiter = _LoopLocalSemaphore(concurrency)
-        ask = _structured_asker(model, schema, structured_method)
-
-        async def attempt(messages: list[BaseMessage], config: RunnableConfig) -> dict[str, Any]:
-            # One async step per attempt: sync steps would each cost a run of their own and a hop
-            # to the thread pool, which is most of a call's overhead when the model is fast.
-            if budget is not None:
-                budget.charge()
-            try:
-                return await ask(messages, config)
-            except IndexError as exc:  # langchain-core's answer to a response with no choices
-                raise ModelOutputError(f"{stage}: the model returned no choices") from exc
-
-        self._chain: Runnable[list[BaseMessage], dict[str, Any]] = RunnableLambda(attempt).with_retry(
-            retry_if_exception_type=RETRYABLE_ERRORS,
-            stop_after_attempt=attempts,
-            wait_exponential_jitter=False,
-        )
+        self._ask = _structured_asker(model, schema, structured_method)
+        self._budget = budget
 
     async def __call__(self, messages: list[BaseMessage]) -> tuple[SchemaT, AIMessage]:
         """Return the parsed answer and the raw model message."""
         limiter = self._shared_limiter or self._own_limiter.get()
         async with limiter:
-            try:
-                output = await self._chain.ainvoke(messages, config=stage_config(self.stage, self._callbacks))
-            except RETRYABLE_ERRORS as exc:
-                raise ModelOutputError(
-                    f"{self.stage}: no usable {self.schema.__name__} after {self.attempts} attempts ({exc})"
-                ) from exc
+            output = await self._retried(messages)
         parsed = output["parsed"]
         if not isinstance(parsed, self.schema):
             parsed = self.schema.model_validate(parsed)
         raw = output.get("raw")
         return parsed, raw if isinstance(raw, AIMessage) else AIMessage(content="")
+
+    async def _retried(self, messages: list[BaseMessage]) -> dict[str, Any]:
+        """Ask up to `attempts` times while the answer is unusable.
+
+        A plain loop rather than a ``with_retry`` runnable: its two extra runs a call were a third
+        of a judge call's overhead with a fast model. Each attempt's model run is still traced,
+        with the stage in its metadata.
+        """
+        config = stage_config(self.stage, self._callbacks)
+        error: Exception | None = None
+        for _ in range(self.attempts):
+            if self._budget is not None:
+                self._budget.charge()
+            try:
+                return await self._ask(messages, config)
+            except IndexError:  # langchain-core's answer to a response with no choices
+                error = ModelOutputError(f"{self.stage}: the model returned no choices")
+            except RETRYABLE_ERRORS as exc:
+                error = exc
+        raise ModelOutputError(
+            f"{self.stage}: no usable {self.schema.__name__} after {self.attempts} attempts ({error})"
+        ) from error
 
 
 def choice_probability(raw: BaseMessage, *, key: str = "choice") -> float | None:

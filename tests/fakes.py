@@ -100,7 +100,7 @@ class MalformedChatModel(CountingChatModel):
     """Return unusable structured output for the first `bad_calls` calls, then ask `responder`."""
 
     bad_calls: int = 1
-    kind: Literal["invalid_choice", "no_tool_call"] = "invalid_choice"
+    kind: Literal["invalid_choice", "no_tool_call", "no_choices"] = "invalid_choice"
     tasks: tuple[Task, ...] = ("judge", "induce")
 
     def answer(self, messages: list[BaseMessage]) -> AIMessage:
@@ -109,6 +109,8 @@ class MalformedChatModel(CountingChatModel):
             self.bad_calls -= 1
             if self.kind == "no_tool_call":
                 return AIMessage(content="I think the first one is nicer.")
+            if self.kind == "no_choices":  # how langchain-openai fails on a response without choices
+                raise IndexError("list index out of range")
             if task_of(messages) == "induce":
                 return tool_call_message("InducedPersona", {"persona": ""})
             return tool_call_message("JudgeAnswer", {"reasoning": "hmm", "choice": "Maybe"})

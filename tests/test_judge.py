@@ -168,6 +168,13 @@ async def test_every_attempt_is_charged_and_a_spent_budget_stops_the_retries() -
     assert (budget.spent, len(model.calls)) == (3, 3)
 
 
+async def test_a_response_with_no_choices_is_retried() -> None:
+    model = MalformedChatModel(responder=default_responder(), bad_calls=1, kind="no_choices")
+    verdict = await DefaultJudge(model, attempts=2).judge_once(CONTEXT, SHORT, LONG)
+    # the failed call raised before it was recorded; the retry answered
+    assert (model.bad_calls, len(model.calls), verdict.preferred) == (0, 1, "first")
+
+
 class OtherShapeStructuredModel(MalformedChatModel):
     """A model whose structured output is not built as ``model | parser``."""
 
@@ -189,8 +196,9 @@ async def test_persistent_malformed_output_falls_back_to_a_logged_tie(
 ) -> None:
     model = MalformedChatModel(responder=default_responder(), bad_calls=1_000, kind=kind)  # type: ignore[arg-type]
     judge = DefaultJudge(model, attempts=2)
-    with pytest.raises(ModelOutputError):
+    with pytest.raises(ModelOutputError, match="no usable JudgeAnswer after 2 attempts"):
         await judge.judge_once(CONTEXT, SHORT, LONG)
+    assert len(model.calls) == 2
 
     with caplog.at_level(logging.WARNING, logger="agent.judge"):
         first = await judge.compare(CONTEXT, SHORT, LONG)
