@@ -75,7 +75,7 @@ class _Session:
         store: PreferenceStore,
         user_id: str,
         thread_id: str,
-        durability: CheckpointDurability = "exit",
+        durability: CheckpointDurability,
     ) -> None:
         self.console = console
         self.graph = graph
