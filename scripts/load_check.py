@@ -78,14 +78,23 @@ class Report:
         }
 
 
-async def one_turn(client: Any, thread_id: str, question: str, pick: int | None, report: Report) -> int:
+async def one_turn(
+    client: Any,
+    thread_id: str,
+    question: str,
+    pick: int | None,
+    report: Report,
+    durability: str | None = None,
+) -> int:
     """Run one chat turn; return how many candidates it offered."""
     payload: dict[str, Any] = {"messages": [{"role": "user", "content": question}]}
     if pick is not None:
         payload["feedback"] = {"choice": pick}
     started = time.perf_counter()
     try:
-        result = await client.runs.wait(thread_id, "chat", input=payload, raise_error=True)
+        result = await client.runs.wait(
+            thread_id, "chat", input=payload, raise_error=True, durability=durability
+        )
     except Exception as exc:
         report.failed.append(f"{type(exc).__name__}: {exc}"[:300])
         return 0
@@ -98,7 +107,9 @@ async def one_turn(client: Any, thread_id: str, question: str, pick: int | None,
     return len(result.get("candidates") or [])
 
 
-async def run_load(url: str, tokens: dict[str, str], *, concurrency: int, rounds: int) -> Report:
+async def run_load(
+    url: str, tokens: dict[str, str], *, concurrency: int, rounds: int, durability: str | None = None
+) -> Report:
     """Run the rounds of concurrent turns against a server and check every user's memory."""
     report = Report()
     users = list(tokens.items())
@@ -117,7 +128,7 @@ async def run_load(url: str, tokens: dict[str, str], *, concurrency: int, rounds
                 pick = (slot + round_index) % offered[slot]
                 report.expected_pairs[user] += offered[slot] - 1
             question = QUESTIONS[(slot + round_index) % len(QUESTIONS)] + f" (round {round_index})"
-            jobs.append(one_turn(clients[user], thread_id, question, pick, report))
+            jobs.append(one_turn(clients[user], thread_id, question, pick, report, durability))
         offered = list(await asyncio.gather(*jobs))
     # runs.wait returns when the whole run, including a deferred synthesis, has finished.
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
@@ -151,6 +162,11 @@ def main() -> None:
     parser.add_argument(
         "--stub-delay-s", type=float, default=0.0, help="Latency the stub model adds per call."
     )
+    parser.add_argument(
+        "--durability",
+        choices=["exit", "async", "sync"],
+        help="Checkpoint durability each run asks for (default: the server's, a checkpoint per step).",
+    )
     parser.add_argument("--out", type=Path, help="Also write the summary JSON here.")
     args = parser.parse_args()
 
@@ -174,11 +190,16 @@ def main() -> None:
             server = stack.enter_context(LangGraphServer(workdir / "state", env=env))
             url = server.url
         started = time.perf_counter()
-        report = asyncio.run(run_load(url, tokens, concurrency=args.concurrency, rounds=args.rounds))
+        report = asyncio.run(
+            run_load(
+                url, tokens, concurrency=args.concurrency, rounds=args.rounds, durability=args.durability
+            )
+        )
         summary = {
             "users": len(tokens),
             "concurrency": args.concurrency,
             "rounds": args.rounds,
+            "durability": args.durability or "server default",
             "wall_s": round(time.perf_counter() - started, 2),
             "pairs_expected": report.expected_pairs,
             **report.summary(),
