@@ -111,7 +111,8 @@ def _model_and_parser(structured: Runnable[Any, Any]) -> tuple[Runnable[Any, Any
     """Split a ``with_structured_output`` runnable into its model step and its parsing steps.
 
     langchain-core, langchain-openai and the embedded model all build it as ``model | parser``
-    (the model bound to the schema); None when a model builds it some other way.
+    (the model bound to the schema); None when a model builds it some other way, or with a
+    parsing step that only runs async (the parsing steps are run synchronously).
     """
     if not isinstance(structured, RunnableSequence):
         return None
@@ -119,6 +120,8 @@ def _model_and_parser(structured: Runnable[Any, Any]) -> tuple[Runnable[Any, Any
     if not isinstance(first.bound if isinstance(first, RunnableBinding) else first, BaseChatModel):
         return None
     rest = structured.steps[1:]
+    if any(isinstance(step, RunnableLambda) and not hasattr(step, "func") for step in rest):
+        return None
     return first, rest[0] if len(rest) == 1 else RunnableSequence(*rest)
 
 

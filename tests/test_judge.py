@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
-from langchain_core.runnables import Runnable, RunnableLambda
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableSequence
 
 from agent.errors import BudgetExceeded, ModelOutputError
 from agent.judge import DefaultJudge, PersonaJudge, choice_probability, combine_orders
@@ -182,7 +182,22 @@ class OtherShapeStructuredModel(MalformedChatModel):
         return super().with_structured_output(schema, **kwargs).with_config(run_name="provider_structured")
 
 
-@pytest.mark.parametrize("model_class", [MalformedChatModel, OtherShapeStructuredModel])
+class AsyncParserModel(MalformedChatModel):
+    """A model whose structured output ends in a parsing step that only runs async."""
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Runnable[Any, Any]:
+        structured = super().with_structured_output(schema, **kwargs)
+        if kwargs.get("include_raw") or not isinstance(structured, RunnableSequence):
+            return structured
+        parser = structured.last
+
+        async def parse(message: BaseMessage) -> Any:
+            return await parser.ainvoke(message)
+
+        return structured.first | RunnableLambda(parse)
+
+
+@pytest.mark.parametrize("model_class", [MalformedChatModel, OtherShapeStructuredModel, AsyncParserModel])
 async def test_retried_answer_keeps_its_token_probabilities(model_class: type[MalformedChatModel]) -> None:
     model = model_class(responder=lambda _: verdict_message("First", prob_first=0.73), bad_calls=1)
     verdict = await DefaultJudge(model, attempts=2).judge_once(CONTEXT, SHORT, LONG)
