@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from langchain_core.language_models import BaseChatModel
 from langgraph.types import Checkpointer
@@ -105,7 +105,7 @@ async def open_checkpointer(
     path: Path, *, sync: CheckpointSync = "normal"
 ) -> AsyncIterator[AsyncSqliteSaver]:
     """Open an `AsyncSqliteSaver` on `path` in WAL mode with the given `synchronous` mode."""
-    if sync not in ("normal", "full"):
+    if sync not in get_args(CheckpointSync):
         raise ConfigurationError(f"checkpoint sync must be 'normal' or 'full', got {sync!r}")
     import aiosqlite
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver

@@ -23,6 +23,8 @@ SynthesisMode = Literal["inline", "deferred"]
 AuthMode = Literal["tokens", "dev"]
 CheckpointSync = Literal["normal", "full"]
 CheckpointDurability = Literal["exit", "async", "sync"]
+# How the product writes a chat turn's checkpoint unless configured otherwise (the bench measures it).
+DEFAULT_CHECKPOINT_DURABILITY: CheckpointDurability = "exit"
 
 
 def _env(name: str) -> AliasChoices:
@@ -80,7 +82,7 @@ class Settings(BaseSettings):
         "the file; full syncs every write (1-4 ms more per chat turn here).",
     )
     checkpoint_durability: CheckpointDurability = Field(
-        "exit",
+        DEFAULT_CHECKPOINT_DURABILITY,
         description="When a chat turn's thread checkpoint is written (LangGraph `durability`): exit "
         "writes once, when the turn ends (also on an error); async after every step, beside the next "
         "one; sync after every step, before the next one. exit saves ~10 ms a turn here; a turn killed "

@@ -35,7 +35,7 @@ from langchain_core.runnables import RunnableConfig
 from agent.records import Persona, PreferencePair
 from persona_agent.benchmarks.cost import synthetic_pairs
 from persona_agent.benchmarks.fake_models import DEFAULT_REASONING, ScriptedPreferenceModel
-from persona_agent.settings import CheckpointDurability, CheckpointSync
+from persona_agent.settings import DEFAULT_CHECKPOINT_DURABILITY, CheckpointDurability, CheckpointSync
 
 TARGET_P95_MS = 50.0
 WARMUP_TURNS = 5
@@ -112,7 +112,7 @@ async def run_latency_async(
     seed: int = 0,
     workdir: Path | None = None,
     checkpointer: CheckpointerKind = "sqlite",
-    durability: CheckpointDurability = "exit",
+    durability: CheckpointDurability = DEFAULT_CHECKPOINT_DURABILITY,
 ) -> dict[str, Any]:
     """Run `turns` chat turns through the graph and return the timing document."""
     from langgraph.checkpoint.memory import InMemorySaver

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from persona_agent.settings import DEFAULT_CHECKPOINT_DURABILITY, CheckpointDurability
 
 app = typer.Typer(help="Benchmarks: accuracy, cost, latency.", no_args_is_help=True)
 
@@ -287,7 +289,7 @@ def latency(
             help="When checkpoints are written (LangGraph durability): exit (the product's: once, "
             "when the turn ends), async or sync (after every step).",
         ),
-    ] = "exit",
+    ] = DEFAULT_CHECKPOINT_DURABILITY,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Time chat turns through the graph with instant fake models: p50/p95 per turn and per node."""
@@ -297,8 +299,9 @@ def latency(
 
     if checkpointer not in ("sqlite", "sqlite-full", "memory"):
         raise typer.BadParameter("--checkpointer must be sqlite, sqlite-full or memory")
-    if durability not in ("exit", "async", "sync"):
-        raise typer.BadParameter("--durability must be exit, async or sync")
+    modes = get_args(CheckpointDurability)
+    if durability not in modes:
+        raise typer.BadParameter(f"--durability must be {', '.join(modes[:-1])} or {modes[-1]}")
     document = asyncio.run(
         run_latency_async(
             data=data,
