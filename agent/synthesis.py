@@ -39,9 +39,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.errors import BudgetExceeded, InvalidPreference, ModelOutputError, NotEnoughPreferences
+from agent.errors import (
+    BudgetExceeded,
+    InvalidPreference,
+    ModelOutputError,
+    NotEnoughPreferences,
+    PersonaRejected,
+)
 from agent.evaluation import evaluate
 from agent.judge import DefaultJudge, PersonaJudge, StructuredCaller
 from agent.prompts import MAX_PERSONA_CHARS, InductionExample, clip, induction_messages, order_note
@@ -71,7 +77,7 @@ class InducedPersona(BaseModel):
             raise ValueError("must not be empty")
         if _PLACEHOLDER.fullmatch(value.strip()):
             raise ValueError("is a placeholder, not a description of the user")
-        return check_persona_text(value.strip())  # directions to the judge: retried, then refused
+        return check_persona_text(value.strip())  # not a taste: retried, then the fit is rejected
 
 
 class CandidateScore(BaseModel):
@@ -406,7 +412,12 @@ class _FitRun:
             budget=self.budget,
             limiter=self.limiter,
         )
-        answer, _ = await caller(induction_messages(examples))
+        try:
+            answer, _ = await caller(induction_messages(examples))
+        except ModelOutputError as exc:
+            # The call's own retries are spent; fitting again from scratch would repeat the
+            # bootstrap for the same verdict, so the fit ends here and the current persona stays.
+            raise PersonaRejected(f"the model wrote no usable persona: {_persona_problem_of(exc)}") from exc
         return clip(answer.persona, MAX_PERSONA_CHARS)
 
     async def correct_misses(self, persona: str, missed: Sequence[_Trace]) -> list[Demo]:
@@ -450,6 +461,16 @@ class _FitRun:
         report = await evaluate(judge, val, concurrency=max(1, self.owner.concurrency))
         self.fallbacks += judge.fallbacks
         return CandidateScore(name=name, demo_pair_ids=_ids(demos), val_accuracy=report.macro_accuracy)
+
+
+def _persona_problem_of(error: BaseException) -> str:
+    """Return why the last persona answer was refused, as the validator worded it."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ValidationError):
+            return "; ".join(item["msg"].removeprefix("Value error, ") for item in cause.errors())
+        cause = cause.__cause__ or cause.__context__
+    return str(error)
 
 
 def _reasoning_of(pair_id: str, verdict: Verdict, chosen_first: bool) -> Reasoning:

@@ -13,7 +13,9 @@
 - `save_persona` stores the persona and demos as the user's next version.
 
 A fit that fails (after the node's declared retries of transient errors) ends the run with the
-outcome "failed" and the error's text; the current persona stays in place. The run's context
+outcome "failed" and the error's text; a fit whose model wrote no description of a taste
+(`agent.records.persona_problem`: junk, loops, directions to the judge) ends "rejected" with the
+reason. Either way the current persona stays in place. The run's context
 carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The graph is
 usable on its own (``langgraph.json`` names it) and from the chat graph, which invokes it.
 """
@@ -30,7 +32,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy
 
-from agent.errors import NotFound
+from agent.errors import NotFound, PersonaRejected
 from agent.records import PreferencePair, utc_now
 from agent.synthesis import SynthesisResult, SynthesizeMe
 from graphs.retry import is_transient
@@ -136,15 +138,16 @@ def build_graph(
         return {"result": result.model_dump(mode="json")}
 
     async def record_failure(state: SynthesisState, error: NodeError) -> Command[Any]:
-        """End the run with a "failed" outcome; the current persona stays in place."""
+        """End the run "failed" ("rejected" when the persona was not a taste); the current one stays."""
         logger.warning("synthesis failed; the current persona stays in place: %r", error.error)
-        failed = outcome(
-            "failed",
-            f"{type(error.error).__name__}: {error.error}",
+        rejected = isinstance(error.error, PersonaRejected)
+        ended = outcome(
+            "rejected" if rejected else "failed",
+            str(error.error) if rejected else f"{type(error.error).__name__}: {error.error}",
             train=len(state.get("train", [])),
             val=len(state.get("val", [])),
         )
-        return Command(update={"outcome": failed, "result": None}, goto=END)
+        return Command(update={"outcome": ended, "result": None}, goto=END)
 
     async def annotate_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Record what the default judge made of each train pair, and any verified reasoning."""
