@@ -34,7 +34,7 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -57,6 +57,7 @@ from agent.usage import CallBudget, UsageReport, UsageTracker
 logger = logging.getLogger(__name__)
 
 CANDIDATE_SETS = ("persona only", "corrected misses", "verified")
+StageReporter = Callable[[str, str], None]
 UNVERIFIED_INDUCTION_PAIRS = 5
 # Small models sometimes echo a format hint ("<the statements>") instead of writing a persona.
 _PLACEHOLDER = re.compile(r"<[^<>]{0,60}>|\.\.\.|…")
@@ -223,8 +224,14 @@ class SynthesizeMe:
         *,
         current: Persona | None = None,
         current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
     ) -> SynthesisResult:
-        """Synthesize a persona and demos from `train`, choose and gate them on `val`."""
+        """Synthesize a persona and demos from `train`, choose and gate them on `val`.
+
+        `on_stage(stage, detail)` is told when each stage starts (bootstrap, induce, demos,
+        select, gate), for a progress display.
+        """
+        report = on_stage or _no_report
         if len(train) < 2:
             raise NotEnoughPreferences(f"a persona needs at least 2 train pairs, got {len(train)}")
         users = {pair.user_id for pair in [*train, *val]}
@@ -235,10 +242,13 @@ class SynthesizeMe:
         planned = self.plan_calls(len(train), len(val), has_current=current is not None)
         run = _FitRun(self, CallBudget(self.max_calls), UsageTracker(), asyncio.Semaphore(self.concurrency))
 
+        report("bootstrap", f"the default judge reasons about {len(train)} of your pairs")
         traces, skipped = await run.bootstrap_reasoning(train)
         verified = [trace for trace in traces if trace.reasoning.verified]
+        report("induce", f"writing the persona from {len(verified) or len(train)} pairs")
         persona_text = await run.induce_persona(verified, train)
         missed = [trace for trace in traces if not trace.reasoning.verified]
+        report("demos", f"re-checking {min(len(missed), self.max_demos)} missed pairs with the persona")
         corrected = await run.correct_misses(persona_text, missed)
 
         options = _candidate_sets(corrected, [t.as_demo for t in verified], self.max_demos)
@@ -246,11 +256,14 @@ class SynthesizeMe:
             pool = [*corrected, *(t.as_demo for t in verified)]
             options.update(_random_sets(pool, options, self.random_sets, self.max_demos, self.seed))
         if val:
+            report("select", f"scoring {len(options)} demo sets on {len(val)} held-out pairs")
             scores = await asyncio.gather(
                 *(run.score(name, persona_text, demos, val) for name, demos in options.items())
             )
             best = select_best(scores)
             chosen_demos = options[best.name]
+            if current:
+                report("gate", f"scoring the current persona v{current.version} on the same pairs")
             baseline = (
                 await run.score("current", current.text, current_demos, val, stage="gate")
                 if current
@@ -292,6 +305,10 @@ class SynthesizeMe:
             train_pair_ids=[pair.id for pair in train],
             val_pair_ids=[pair.id for pair in val],
         )
+
+
+def _no_report(stage: str, detail: str) -> None:
+    """Report nothing: the default when no progress display listens."""
 
 
 def _ids(demos: Sequence[Demo]) -> tuple[str, ...]:

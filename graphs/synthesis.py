@@ -34,7 +34,7 @@ from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from agent.errors import NotFound, PersonaRejected
 from agent.records import PreferencePair, utc_now
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.synthesis import StageReporter, SynthesisResult, SynthesizeMe
 from graphs.retry import is_transient
 from graphs.state import (
     SynthesisContext,
@@ -90,6 +90,41 @@ def outcome(
     )
 
 
+def _report(runtime: Runtime[SynthesisContext], stage: str, detail: str) -> None:
+    """Stream the stage that starts now (``stream_mode="custom"``): ``{"synthesis_stage", "detail"}``."""
+    runtime.stream_writer({"synthesis_stage": stage, "detail": detail})
+
+
+async def run_synthesis(
+    graph: CompiledStateGraph[SynthesisState, SynthesisContext, SynthesisState, SynthesisState],
+    user_id: str,
+    *,
+    on_stage: StageReporter | None = None,
+) -> SynthesisOutcome:
+    """Run the synthesis graph for one user and return its outcome; a failure is returned, never raised.
+
+    `on_stage(stage, detail)` hears each stage as it starts: load, bootstrap, induce, demos,
+    select, gate, annotate, save.
+    """
+    result: SynthesisOutcome | None = None
+    context = SynthesisContext(user_id=user_id)
+    try:
+        if on_stage is None:  # invoked, so that a parent graph's stream still sees the stages
+            result = (await graph.ainvoke({}, context=context)).get("outcome")
+        else:
+            async for mode, chunk in graph.astream({}, context=context, stream_mode=["updates", "custom"]):
+                if mode == "custom" and isinstance(chunk, dict) and "synthesis_stage" in chunk:
+                    on_stage(str(chunk["synthesis_stage"]), str(chunk.get("detail", "")))
+                elif mode == "updates" and isinstance(chunk, dict):
+                    for values in chunk.values():
+                        if isinstance(values, dict) and values.get("outcome"):
+                            result = values["outcome"]
+    except Exception as exc:  # a failed synthesis must not fail what runs it
+        logger.warning("synthesis for %s failed; the current persona stays: %r", user_id, exc)
+        return outcome("failed", f"{type(exc).__name__}: {exc}")
+    return result or outcome("failed", "the synthesis ended without outcome")
+
+
 def build_graph(
     *,
     synthesizer: SynthesizeMe,
@@ -110,6 +145,7 @@ def build_graph(
     async def load_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> Command[Any]:
         """Read the user's newest pairs and split them into train and val."""
         user_id = user_of(runtime)
+        _report(runtime, "load", "reading your pairs")
         pairs = await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
         train, val = split_pairs(pairs)
         if len(train) < 2:
@@ -134,6 +170,7 @@ def build_graph(
             [pair_from_state(p) for p in state.get("val", [])],
             current=current,
             current_demos=current_demos,
+            on_stage=lambda stage, detail: _report(runtime, stage, detail),
         )
         return {"result": result.model_dump(mode="json")}
 
@@ -152,6 +189,7 @@ def build_graph(
     async def annotate_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Record what the default judge made of each train pair, and any verified reasoning."""
         user_id = user_of(runtime)
+        _report(runtime, "annotate", "recording what the judge made of each pair")
         result = SynthesisResult.model_validate(state["result"])
         notes = result.pair_annotations()
         try:
@@ -181,6 +219,7 @@ def build_graph(
 
     async def save_persona(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Store the persona and its demos as the user's next version."""
+        _report(runtime, "save", "saving the new persona")
         result = SynthesisResult.model_validate(state["result"])
         stored = await asyncio.to_thread(memory.save_persona, result.persona, result.demos)
         accepted = outcome(
