@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import click.testing
 import pytest
-import typer.main
 from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from typer.testing import CliRunner
@@ -23,10 +22,21 @@ from tests.fakes import CountingChatModel, task_of
 from tests.test_graph_chat import PERSONA_TEXT, STYLE_REPLIES, chat_responder, make_memory
 
 
+class SlowInductionModel(CountingChatModel):
+    """The chat fake, whose persona induction takes `delay_s` (none unless a test sets it)."""
+
+    delay_s: float = 0.0
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        if task_of(messages) == "induce" and self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self._generate(messages)
+
+
 @pytest.fixture
-def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[CountingChatModel, PreferenceStore]:
+def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[SlowInductionModel, PreferenceStore]:
     """Swap the factory's models and store for fakes; the store lives under this test's data dir."""
-    model = CountingChatModel(responder=chat_responder())
+    model = SlowInductionModel(responder=chat_responder())
     memory = make_memory(tmp_path / "chroma", prefix="cli_chat")
     monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
     monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
@@ -37,7 +47,7 @@ def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[CountingChat
 
 
 def test_chat_picks_a_candidate_and_the_pair_count_grows(
-    parts: tuple[CountingChatModel, PreferenceStore],
+    parts: tuple[SlowInductionModel, PreferenceStore],
 ) -> None:
     _, memory = parts
     script = "\n".join(
@@ -58,7 +68,7 @@ def test_chat_picks_a_candidate_and_the_pair_count_grows(
 
 
 def test_chat_resumes_the_thread_and_reports_a_new_persona(
-    parts: tuple[CountingChatModel, PreferenceStore],
+    parts: tuple[SlowInductionModel, PreferenceStore],
 ) -> None:
     _, memory = parts
     runner = CliRunner()
@@ -76,12 +86,12 @@ def test_chat_resumes_the_thread_and_reports_a_new_persona(
     assert "update is running" not in third.output
 
 
-def test_chat_refuses_a_bad_user_id(parts: tuple[CountingChatModel, PreferenceStore]) -> None:
+def test_chat_refuses_a_bad_user_id(parts: tuple[SlowInductionModel, PreferenceStore]) -> None:
     result = CliRunner().invoke(app, ["chat", "--user", "a/b"], input="/quit\n")
     assert result.exit_code != 0 and "may only hold" in result.output
 
 
-def test_the_judge_setting_picks_the_judge_factory(parts: tuple[CountingChatModel, PreferenceStore]) -> None:
+def test_the_judge_setting_picks_the_judge_factory(parts: tuple[SlowInductionModel, PreferenceStore]) -> None:
     from graphs.judges import HybridJudges, LLMJudges, OfflineJudges
     from persona_agent.settings import load_settings
 
@@ -97,7 +107,7 @@ def test_the_judge_setting_picks_the_judge_factory(parts: tuple[CountingChatMode
 
 @pytest.mark.parametrize(("durability", "saved"), [("exit", 2), ("async", 12)])
 def test_chat_writes_thread_checkpoints_as_the_durability_setting_says(
-    parts: tuple[CountingChatModel, PreferenceStore],
+    parts: tuple[SlowInductionModel, PreferenceStore],
     monkeypatch: pytest.MonkeyPatch,
     durability: str,
     saved: int,
@@ -123,17 +133,6 @@ def test_chat_writes_thread_checkpoints_as_the_durability_setting_says(
     # feedback, persona, draft + retrieve, judge), exit only each turn's last, the same step 10.
     assert len(written) == saved
     assert written[0] == 10
-
-
-class SlowInductionModel(CountingChatModel):
-    """The chat fake, with a persona induction that takes `delay_s`: every synthesis outlasts 2 s."""
-
-    delay_s: float = 4.0
-
-    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
-        if task_of(messages) == "induce":
-            await asyncio.sleep(self.delay_s)
-        return self._generate(messages)
 
 
 class ScriptedStdin(io.RawIOBase):
@@ -175,14 +174,12 @@ class ScriptedStdin(io.RawIOBase):
 
 
 def test_picks_that_trigger_a_synthesis_return_at_once_and_the_persona_follows(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    parts: tuple[SlowInductionModel, PreferenceStore],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    model = SlowInductionModel(responder=chat_responder())
-    memory = make_memory(tmp_path / "chroma", prefix="cli_bg")
-    monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
-    monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
-    monkeypatch.setattr(factory, "build_store", lambda settings: memory)
-    monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
+    model, memory = parts
+    model.delay_s = 4.0  # every synthesis outlasts the 2 s a pick may take
     # every pick (2 pairs) is due a synthesis: the first at 2 pairs, then after each 2 more
     monkeypatch.setenv("PERSONA_AGENT_FIRST_SYNTHESIS_AT", "2")
     monkeypatch.setenv("PERSONA_AGENT_RESYNTHESIZE_EVERY", "2")
@@ -203,12 +200,10 @@ def test_picks_that_trigger_a_synthesis_return_at_once_and_the_persona_follows(
             ("/persona", saved(3)),
         ]
     )
-    # click's runner takes a stream as standard input (typer's takes text only)
-    result = click.testing.CliRunner().invoke(
-        typer.main.get_command(app), ["chat", "-u", "alice"], input=stdin
-    )
-    assert result.exit_code == 0, result.output
-    out = result.output
+    # typer's runner takes text only as standard input: the command reads the scripted stream
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin), encoding="utf-8"))
+    app(["chat", "-u", "alice"], standalone_mode=False)
+    out = capsys.readouterr().out
 
     waits = stdin.seconds_to_prompt_after("/pick 1") + stdin.seconds_to_prompt_after("/pick 2")
     waits += stdin.seconds_to_prompt_after("/pick 3")
