@@ -134,7 +134,7 @@ async def open_postgres_checkpointer(url: str, *, pool_size: int = 10) -> AsyncI
     """
     from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from psycopg import AsyncConnection, OperationalError
-    from psycopg.rows import dict_row
+    from psycopg.rows import DictRow, dict_row
     from psycopg_pool import AsyncConnectionPool
 
     # The saver's own settings for its connections (see `AsyncPostgresSaver.from_conn_string`).
@@ -150,7 +150,14 @@ async def open_postgres_checkpointer(url: str, *, pool_size: int = 10) -> AsyncI
         raise ConfigurationError(
             f"checkpoint URL: cannot use PostgreSQL at {_without_password(url)}: {exc}"
         ) from None
-    async with AsyncConnectionPool(url, min_size=1, max_size=pool_size, kwargs=options, open=False) as pool:
+    async with AsyncConnectionPool(
+        url,
+        connection_class=AsyncConnection[DictRow],
+        min_size=1,
+        max_size=pool_size,
+        kwargs=options,
+        open=False,
+    ) as pool:
         yield AsyncPostgresSaver(pool)
 
 
