@@ -210,12 +210,17 @@ def chat_options(settings: Settings) -> ChatOptions:
 
 
 def build_synthesizer(
-    settings: Settings, chat_model: BaseChatModel, judge_model: BaseChatModel, *, seed: int = 0
+    settings: Settings,
+    chat_model: BaseChatModel,
+    judge_model: BaseChatModel,
+    *,
+    seed: int = 0,
+    kind: type[SynthesizeMe] | None = None,
 ) -> SynthesizeMe:
-    """Return SynthesizeMe with the configured budget and pair cap."""
+    """Return SynthesizeMe (or the subclass `kind`) with the configured budget and pair cap."""
     from agent.synthesis import SynthesizeMe
 
-    return SynthesizeMe(
+    return (kind or SynthesizeMe)(
         chat_model,
         judge_model=judge_model,
         structured_method=settings.structured_output_method,
@@ -254,6 +259,7 @@ def build_chat_graph(
     checkpointer: Checkpointer = None,
     chat_model: BaseChatModel | None = None,
     judge_model: BaseChatModel | None = None,
+    synthesizer: SynthesizeMe | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the chat graph from settings; parts not passed are built here."""
     from graphs.chat import build_graph
@@ -266,7 +272,7 @@ def build_chat_graph(
         judge_model=judge_model,
         memory=store,
         checkpointer=checkpointer,
-        synthesizer=build_synthesizer(settings, chat_model, judge_model),
+        synthesizer=synthesizer or build_synthesizer(settings, chat_model, judge_model),
         judges=build_judges(settings, store=store, judge_model=judge_model),
         options=chat_options(settings),
     )
