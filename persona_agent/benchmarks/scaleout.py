@@ -278,6 +278,14 @@ def _post_quietly(url: str) -> None:
         pass
 
 
+def _thread_of(turn: int) -> int:
+    """Return the thread of a user's turn: two turns in one, two in the other, and so on.
+
+    With consecutive turns on different workers, each thread then moves between processes too.
+    """
+    return (turn // 2) % THREADS_PER_USER
+
+
 def plan_turns(users: Sequence[str], turns: int, workers: int, *, seed: int = 0) -> list[list[Turn]]:
     """Return each user's turns in order: alternating threads, consecutive turns on other workers."""
     per_user = turns // len(users)
@@ -286,7 +294,7 @@ def plan_turns(users: Sequence[str], turns: int, workers: int, *, seed: int = 0)
         plan = [
             Turn(
                 user_id=user,
-                thread_id=f"{user}-t{t % THREADS_PER_USER}",
+                thread_id=f"{user}-t{_thread_of(t)}",
                 worker=(u + t) % workers,
                 message=f"{QUESTIONS[(u + t) % len(QUESTIONS)]} ({user}, turn {t})",
                 choice=None,
@@ -295,7 +303,8 @@ def plan_turns(users: Sequence[str], turns: int, workers: int, *, seed: int = 0)
         ]
         plans.append(plan)
     # Feedback needs a previous turn on the same thread; half of all turns get it.
-    eligible = [(u, t) for u in range(len(users)) for t in range(THREADS_PER_USER, per_user)]
+    follow_ups = [t for t in range(per_user) if _thread_of(t) in {_thread_of(e) for e in range(t)}]
+    eligible = [(u, t) for u in range(len(users)) for t in follow_ups]
     for u, t in random.Random(seed).sample(eligible, min(len(eligible), (per_user * len(users)) // 2)):
         plans[u][t].choice = (u + t) % 3
     return plans
@@ -339,7 +348,7 @@ async def drive(urls: Sequence[str], plans: Sequence[Sequence[Turn]]) -> float:
         jobs = []
         for plan in plans:
             for thread in range(THREADS_PER_USER):
-                jobs.append(thread_of(client, plan[thread::THREADS_PER_USER]))
+                jobs.append(thread_of(client, [t for i, t in enumerate(plan) if _thread_of(i) == thread]))
         await asyncio.gather(*jobs)
         return time.monotonic() - started
 
@@ -376,7 +385,7 @@ def check_run(
                 problems.append(f"{user} turn '{turn.message}': saw {seen} pairs, {floor}-{ceiling} existed")
         # Threads: every message, in order, each answered once.
         for thread in range(THREADS_PER_USER):
-            sent = plan[thread::THREADS_PER_USER]
+            sent = [t for i, t in enumerate(plan) if _thread_of(i) == thread]
             thread_id = sent[0].thread_id
             other = urls[(sent[-1].worker + 1) % len(urls)]  # read through another process
             with urllib.request.urlopen(f"{other}/thread?thread_id={thread_id}", timeout=60) as response:
