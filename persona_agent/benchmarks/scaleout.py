@@ -93,6 +93,13 @@ class TimedSynthesizeMe(SynthesizeMe):
                     log.write(json.dumps(line) + "\n")
 
 
+class _Server(ThreadingHTTPServer):
+    """A thread per request, and a listen backlog for every turn in flight (the default is 5)."""
+
+    daemon_threads = True
+    request_queue_size = 512
+
+
 async def _serve_worker(port: int, fit_log: Path) -> None:
     """Serve chat turns over the graph built from settings until the process is told to stop."""
     from langchain_core.messages import HumanMessage
@@ -193,8 +200,7 @@ async def _serve_worker(port: int, fit_log: Path) -> None:
             def log_message(self, format: str, *args: Any) -> None:
                 """Stay quiet: the coordinator reports."""
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        server.daemon_threads = True
+        server = _Server(("127.0.0.1", port), Handler)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         try:
             await stop.wait()
