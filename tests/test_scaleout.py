@@ -1,0 +1,130 @@
+"""Past one machine: threads in a real PostgreSQL, memory on a `chroma run` server, several app processes.
+
+The PostgreSQL server comes from Debian's packages (`postgres_cluster` in conftest.py starts one
+in a temporary folder); `make test` and `.ci/run` install them when missing.
+"""
+
+from __future__ import annotations
+
+# ruff: noqa: F811 - the fixtures imported from other test modules are redefined as test parameters
+import asyncio
+from pathlib import Path
+
+import pytest
+from langchain_core.runnables import RunnableConfig
+from typer.testing import CliRunner
+
+from agent.errors import ConfigurationError
+from memory.chroma_server import ChromaServer
+from memory.store import PreferenceStore
+from persona_agent import factory
+from persona_agent.benchmarks.scaleout import run_scaleout
+from persona_agent.cli import app
+from persona_agent.settings import load_settings
+from tests.fakes import CountingChatModel
+from tests.memory_fixtures import chroma_server  # noqa: F401
+from tests.openai_stub import OpenAIStub
+from tests.test_chat_cli import parts  # noqa: F401
+
+
+@pytest.mark.scaleout
+@pytest.mark.parametrize(("durability", "saved"), [("exit", 2), ("async", 12)])
+def test_chat_keeps_its_thread_in_postgresql_and_resumes_it_in_a_new_session(
+    parts: tuple[CountingChatModel, PreferenceStore],
+    checkpoint_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    durability: str,
+    saved: int,
+) -> None:
+    _, memory = parts
+    monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_URL", checkpoint_url)
+    monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_DURABILITY", durability)
+    runner = CliRunner()
+    first = runner.invoke(app, ["chat", "-u", "alice", "--thread", "t1"], input="Tell me about ferns\n")
+    assert first.exit_code == 0, first.output
+    # A new session (another process, as far as the database knows) picks from the first one's turn.
+    second = runner.invoke(app, ["chat", "-u", "alice", "--thread", "t1"], input="/pick 2\nAnd moss?\n")
+    assert second.exit_code == 0, second.output
+    assert "Stored 2 preference pairs" in second.output and memory.count_pairs("alice") == 2
+    settings = load_settings()
+    assert not settings.checkpoint_path.exists()  # nothing went to the local SQLite file
+
+    async def thread() -> tuple[list[int], list[str]]:
+        config = RunnableConfig(configurable={"thread_id": "t1"})
+        async with factory.build_checkpointer(settings) as saver:
+            steps = [int(checkpoint.metadata["step"]) async for checkpoint in saver.alist(config)]
+            latest = await saver.aget_tuple(config)
+        assert latest is not None
+        return steps, [message.text for message in latest.checkpoint["channel_values"]["messages"]]
+
+    steps, messages = asyncio.run(thread())
+    # Two turns: exit writes each turn's last checkpoint, async one per step, as with SQLite.
+    assert len(steps) == saved and steps[0] == 10
+    assert messages[0] == "Tell me about ferns" and messages[2] == "And moss?" and len(messages) == 4
+
+
+@pytest.mark.scaleout
+async def test_processes_opening_one_new_database_at_once_all_find_its_tables(checkpoint_url: str) -> None:
+    async def open_and_write(index: int) -> str | None:
+        async with factory.open_postgres_checkpointer(checkpoint_url, pool_size=2) as saver:
+            config = RunnableConfig(configurable={"thread_id": f"t{index}", "checkpoint_ns": ""})
+            checkpoint = {
+                "v": 1,
+                "id": f"1f0{index:05d}-0000-6000-8000-000000000000",
+                "ts": "2026-12-01T00:00:00+00:00",
+                "channel_values": {"note": f"from opener {index}"},
+                "channel_versions": {"note": 1},
+                "versions_seen": {},
+            }
+            await saver.aput(config, checkpoint, {"step": 0}, {"note": 1})  # type: ignore[arg-type]
+            found = await saver.aget_tuple(RunnableConfig(configurable={"thread_id": f"t{index}"}))
+            return found.checkpoint["channel_values"]["note"] if found else None
+
+    # Each opener runs the saver's migrations on a fresh database; none may collide or deadlock.
+    notes = await asyncio.wait_for(asyncio.gather(*(open_and_write(i) for i in range(4))), timeout=60)
+    assert notes == [f"from opener {i}" for i in range(4)]
+
+
+async def test_an_unreachable_checkpoint_database_is_a_clear_error_without_the_password() -> None:
+    from memory.chroma_server import free_port
+
+    url = f"postgresql://alice:s3cret@127.0.0.1:{free_port()}/threads"
+    with pytest.raises(ConfigurationError, match="cannot use PostgreSQL") as caught:
+        async with factory.open_postgres_checkpointer(url):
+            pass
+    assert "s3cret" not in str(caught.value) and "alice:***@127.0.0.1" in str(caught.value)
+
+
+def test_a_checkpoint_url_that_is_not_postgresql_names_the_setting_not_the_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_URL", "mysql://alice:s3cret@db/threads")
+    with pytest.raises(ConfigurationError, match=r"checkpoint_url: .*postgresql://") as caught:
+        load_settings()
+    assert "s3cret" not in str(caught.value)
+    monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_URL", "")
+    assert load_settings().checkpoint_url is None
+
+
+@pytest.mark.slow
+@pytest.mark.scaleout
+def test_four_app_processes_serving_the_same_users_lose_nothing(
+    checkpoint_url: str, chroma_server: ChromaServer, tmp_path: Path
+) -> None:
+    """The scale-out check with 4 workers: 20 users, 120 turns (the script runs 200)."""
+    with OpenAIStub() as stub:
+        report = run_scaleout(
+            workers=4,
+            users=20,
+            turns=120,
+            checkpoint_url=checkpoint_url,
+            chroma_server=chroma_server.address,
+            openai_base_url=stub.base_url,
+            run_id="test",
+            folder=tmp_path / "run",
+        )
+    assert report["problems"] == []
+    assert report["answered"] == report["turns"] == 120
+    assert report["feedback_turns"] == 60 and report["pairs"] == 120
+    # Syntheses ran, each saved persona came from one of them.
+    assert report["fits"] >= report["accepted_syntheses"] > 0
