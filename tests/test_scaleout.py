@@ -27,40 +27,53 @@ from tests.openai_stub import OpenAIStub
 from tests.test_chat_cli import parts  # noqa: F401
 
 
+def _chat_twice(user: str, thread: str) -> str:
+    """Run one chat session, then a second one that picks from the first's turn; return its output."""
+    runner = CliRunner()
+    first = runner.invoke(app, ["chat", "-u", user, "--thread", thread], input="Tell me about ferns\n")
+    assert first.exit_code == 0, first.output
+    second = runner.invoke(app, ["chat", "-u", user, "--thread", thread], input="/pick 2\nAnd moss?\n")
+    assert second.exit_code == 0, second.output
+    return second.output
+
+
+async def _checkpoints(thread: str) -> tuple[list[int], list[str]]:
+    """Return the steps of a thread's checkpoints, newest first, and its messages."""
+    config = RunnableConfig(configurable={"thread_id": thread})
+    async with factory.build_checkpointer(load_settings()) as saver:
+        steps = [int(checkpoint.metadata["step"]) async for checkpoint in saver.alist(config)]
+        latest = await saver.aget_tuple(config)
+    assert latest is not None
+    return steps, [message.text for message in latest.checkpoint["channel_values"]["messages"]]
+
+
 @pytest.mark.scaleout
-@pytest.mark.parametrize(("durability", "saved"), [("exit", 2), ("async", 12)])
+@pytest.mark.parametrize("durability", ["exit", "async"])
 def test_chat_keeps_its_thread_in_postgresql_and_resumes_it_in_a_new_session(
     parts: tuple[CountingChatModel, PreferenceStore],
     checkpoint_url: str,
     monkeypatch: pytest.MonkeyPatch,
     durability: str,
-    saved: int,
 ) -> None:
     _, memory = parts
-    monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_URL", checkpoint_url)
     monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_DURABILITY", durability)
-    runner = CliRunner()
-    first = runner.invoke(app, ["chat", "-u", "alice", "--thread", "t1"], input="Tell me about ferns\n")
-    assert first.exit_code == 0, first.output
-    # A new session (another process, as far as the database knows) picks from the first one's turn.
-    second = runner.invoke(app, ["chat", "-u", "alice", "--thread", "t1"], input="/pick 2\nAnd moss?\n")
-    assert second.exit_code == 0, second.output
-    assert "Stored 2 preference pairs" in second.output and memory.count_pairs("alice") == 2
-    settings = load_settings()
-    assert not settings.checkpoint_path.exists()  # nothing went to the local SQLite file
+    # The same two sessions over the local SQLite file, for comparison.
+    _chat_twice("alice", "local")
+    local_steps, _ = asyncio.run(_checkpoints("local"))
+    assert load_settings().checkpoint_path.exists()
 
-    async def thread() -> tuple[list[int], list[str]]:
-        config = RunnableConfig(configurable={"thread_id": "t1"})
-        async with factory.build_checkpointer(settings) as saver:
-            steps = [int(checkpoint.metadata["step"]) async for checkpoint in saver.alist(config)]
-            latest = await saver.aget_tuple(config)
-        assert latest is not None
-        return steps, [message.text for message in latest.checkpoint["channel_values"]["messages"]]
-
-    steps, messages = asyncio.run(thread())
-    # Two turns: exit writes each turn's last checkpoint, async one per step, as with SQLite.
-    assert len(steps) == saved and steps[0] == 10
+    monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_URL", checkpoint_url)
+    # The second session (another process, as far as the database knows) picks from the first's turn.
+    output = _chat_twice("bob", "shared")
+    assert "Stored 2 preference pairs" in output and memory.count_pairs("bob") == 2
+    steps, messages = asyncio.run(_checkpoints("shared"))
     assert messages[0] == "Tell me about ferns" and messages[2] == "And moss?" and len(messages) == 4
+    # Three runs (a turn, a pick, a turn): the durability setting writes the same checkpoints.
+    assert steps == local_steps
+    assert len(steps) == 3 if durability == "exit" else len(steps) > 3
+    monkeypatch.delenv("PERSONA_AGENT_CHECKPOINT_URL")
+    with pytest.raises(AssertionError):  # the PostgreSQL thread never went to the SQLite file
+        asyncio.run(_checkpoints("shared"))
 
 
 @pytest.mark.scaleout

@@ -56,14 +56,14 @@ from memory.chroma_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = (
-    "How do I keep basil alive indoors?",
-    "What is a quick weeknight dinner?",
-    "How should I start running?",
-    "Explain compound interest simply.",
-    "How do I fix a squeaky door?",
-    "What's a good first programming language?",
-    "How can I sleep better?",
-    "What should I pack for a weekend hike?",
+    "Which houseplants survive a dark flat?",
+    "How long should pasta rest after draining?",
+    "What is a gentle first week of cycling?",
+    "How does a credit score work?",
+    "How do I unclog a slow sink?",
+    "Should I learn Python or JavaScript first?",
+    "How do I stop waking up at 4am?",
+    "What goes in a basic first-aid kit?",
 )
 THREADS_PER_USER = 2
 
