@@ -24,7 +24,8 @@ Afterwards `check_run` verifies what a user would notice if processes trampled e
 - persona versions run 1..n, each saved after the one before, one for each accepted synthesis;
 - no two fits of one user overlapped in time (each worker logs when its fits ran).
 
-It returns throughput and latency figures beside the problems found (none on success).
+It returns throughput, latency and the workers' CPU time per turn beside the problems found
+(none on success).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ async def _serve_worker(port: int, fit_log: Path) -> None:
             def do_GET(self) -> None:
                 url = urlsplit(self.path)
                 if url.path == "/health":
-                    self._answer(200, {"pid": os.getpid()})
+                    self._answer(200, {"pid": os.getpid(), "cpu_s": time.process_time()})
                 elif url.path == "/thread":
                     self._run(thread(parse_qs(url.query)["thread_id"][0]))
                 else:
@@ -274,6 +275,12 @@ def _healthy(url: str) -> bool:
             return bool(response.status == 200)
     except OSError:
         return False
+
+
+def _worker_cpu_s(url: str) -> float:
+    """Return the CPU seconds a worker process has used so far."""
+    with urllib.request.urlopen(f"{url}/health", timeout=30.0) as response:
+        return float(json.loads(response.read())["cpu_s"])
 
 
 def _post_quietly(url: str) -> None:
@@ -464,7 +471,9 @@ def run_scaleout(
         names = [f"{run_id}-u{index:02d}" for index in range(users)]
         plans = plan_turns(names, turns, workers)
         with worker_processes(workers, env=env, folder=folder) as urls:
+            cpu_before = sum(_worker_cpu_s(url) for url in urls)
             seconds = asyncio.run(drive(urls, plans))
+            cpu_s = sum(_worker_cpu_s(url) for url in urls) - cpu_before
             fits_path = folder / "fits.jsonl"
             lines = fits_path.read_text().splitlines() if fits_path.exists() else []
             fits = [json.loads(line) for line in lines]
@@ -478,6 +487,8 @@ def run_scaleout(
         turns_per_s=round(len(latencies) / seconds, 2),
         latency_p50_s=round(statistics.median(latencies), 3),
         latency_p95_s=round(latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))], 3),
+        worker_cpu_ms_per_turn=round(1000 * cpu_s / len(latencies), 1),
+        load_average_1min=round(os.getloadavg()[0], 1),
     )
     return report
 
