@@ -111,7 +111,7 @@ async def _renewing(memory: PreferenceStore, held: Mapping[str, Any] | None) -> 
 
     async def renew() -> None:
         while True:
-            await asyncio.sleep(memory.lease_s / 3)
+            await asyncio.sleep(max(memory.lease_s / 3, 0.05))
             if not await asyncio.to_thread(memory.renew_lease, lease):
                 logger.warning("the synthesis lease of %s was taken over", lease.user_id)
                 return

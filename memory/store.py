@@ -34,9 +34,10 @@ than ``stale_write_s`` are deleted, with their demos, at the start of the next s
 Leases: one synthesis of a user at a time, across processes. `acquire_lease` claims the next
 number of the user's lease records (``{user}/lease/{name}/{n}`` in the users collection) the way
 a persona version is claimed, but only while the highest record is released or past its expiry;
-a holder renews it (`renew_lease`) while it works and releases it at the end. A crashed holder's
-lease expires after ``lease_s``, so expiry compares the clocks of the processes' machines: keep
-them synchronized to well under ``lease_s``.
+a holder renews it (`renew_lease`) while it works and releases it at the end. A lease not renewed
+for ``lease_s`` (a crashed holder's) counts as over, as stale version claims do after
+``stale_write_s``: every store sharing the collections must use the same ``lease_s``, and the
+processes' clocks must agree to well under it.
 
 Chroma's client is synchronous; async callers use ``asyncio.to_thread``.
 """
@@ -643,12 +644,13 @@ class PreferenceStore:
         return sorted(rows, key=lambda row: int(row.metadata["number"]))
 
     def acquire_lease(self, user_id: str, name: str = "synthesis") -> Lease | None:
-        """Take the user's lease `name` for `lease_s` seconds; None while another holder has it."""
+        """Take the user's lease `name`; None while another holder has it (renewed within `lease_s`)."""
         scope = self._scope(user_id)
         rows = self._lease_rows(scope, name)
         now = time.time_ns() // 1_000
         latest = rows[-1].metadata if rows else None
-        if latest and not latest.get("released") and int(latest["expires_us"]) > now:
+        live_since = now - int(self.lease_s * 1_000_000)
+        if latest and not latest.get("released") and int(latest["renewed_us"]) > live_since:
             return None
         number = int(latest["number"]) + 1 if latest else 1
         lease = Lease(scope.user_id, name, number, uuid.uuid4().hex)
@@ -662,7 +664,7 @@ class PreferenceStore:
                     "lease": name,
                     "number": number,
                     "token": lease.token,
-                    "expires_us": now + int(self.lease_s * 1_000_000),
+                    "renewed_us": now,
                     "released": False,
                 }
             ],
@@ -674,7 +676,7 @@ class PreferenceStore:
         return lease
 
     def renew_lease(self, lease: Lease) -> bool:
-        """Extend a held lease by `lease_s` from now; False when it was released or taken over."""
+        """Mark a held lease renewed now; False when it was released or taken over."""
         scope = self._scope(lease.user_id)
         rows = self._lease_rows(scope, lease.name)
         if not rows:
@@ -682,10 +684,7 @@ class PreferenceStore:
         latest = rows[-1].metadata
         if latest.get("token") != lease.token or latest.get("released"):
             return False
-        self._users.update(
-            ids=[rows[-1].id],
-            metadatas=[{"expires_us": time.time_ns() // 1_000 + int(self.lease_s * 1_000_000)}],
-        )
+        self._users.update(ids=[rows[-1].id], metadatas=[{"renewed_us": time.time_ns() // 1_000}])
         return True
 
     def release_lease(self, lease: Lease) -> None:

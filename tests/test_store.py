@@ -240,11 +240,12 @@ def test_one_lease_holder_at_a_time_and_alices_lease_never_blocks_bob(make_store
 def test_a_crashed_holders_lease_expires_and_it_cannot_renew_after_a_takeover(
     make_store: StoreFactory,
 ) -> None:
-    crashed = make_store(lease_s=0.05)
+    crashed, successor = make_store(lease_s=0.2), make_store(lease_s=0.2)
     held = crashed.acquire_lease("alice")
     assert held is not None
-    time.sleep(0.1)  # the holder died without releasing; its lease runs out
-    successor = make_store(lease_s=60)
+    time.sleep(0.1)
+    assert crashed.renew_lease(held) and successor.acquire_lease("alice") is None  # renewed: held
+    time.sleep(0.3)  # the holder died without releasing or renewing; its lease runs out
     taken = successor.acquire_lease("alice")
     assert taken is not None
     assert not crashed.renew_lease(held)  # it may not resume as if it still held the lease
