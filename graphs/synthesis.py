@@ -16,10 +16,10 @@ One synthesis of a user runs at a time, across every process sharing the store: 
 takes the user's synthesis lease (`PreferenceStore.acquire_lease`) and ends the run as "skipped"
 while another run holds it; the fit renews the lease while it runs, `save_persona` saves only
 while the lease is still held, and every way out of the graph releases it (a crashed process's
-lease expires). A fit that fails (after the node's declared retries of transient errors) ends the
-run with the outcome "failed" and the error's text; the current persona stays in place. The run's context
-carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The graph is
-usable on its own (``langgraph.json`` names it) and from the chat graph, which invokes it.
+lease runs out). A fit that fails (after the node's declared retries of transient errors) ends
+the run with the outcome "failed" and the error's text; the current persona stays in place. The
+run's context carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The
+graph is usable on its own (``langgraph.json`` names it) and from the chat graph, which invokes it.
 """
 
 from __future__ import annotations
