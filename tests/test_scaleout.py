@@ -141,3 +141,38 @@ def test_four_app_processes_serving_the_same_users_lose_nothing(
     assert report["feedback_turns"] == 60 and report["pairs"] == 120
     # Syntheses ran, each saved persona came from one of them.
     assert report["fits"] >= report["accepted_syntheses"] > 0
+
+
+def test_the_servers_routes_and_auth_need_nothing_of_the_in_memory_runtime(tmp_path: Path) -> None:
+    """A PostgreSQL-backed LangGraph server has no `langgraph_runtime_inmem`: server.py must not need it."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "for name in ('langgraph_runtime_inmem', 'langgraph_api', 'langgraph_runtime'):\n"
+        "    sys.modules[name] = None  # importing any of them now fails\n"
+        "import server\n"
+        "from starlette.testclient import TestClient\n"
+        "with TestClient(server.app) as client:\n"
+        "    assert client.get('/memory/persona').status_code == 401\n"
+        "    signed_in = {'Authorization': 'Bearer token-of-alice'}\n"
+        "    answer = client.get('/memory/persona', headers=signed_in)\n"
+        "    assert answer.status_code == 200 and answer.json()['user_id'] == 'alice', answer.text\n"
+        "    assert client.get('/inspector').status_code == 200\n"
+        "print(type(server.auth).__name__)\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    env = {
+        "PYTHONPATH": str(root),
+        "PERSONA_AGENT_TOKENS": "token-of-alice=alice",
+        "PERSONA_AGENT_DATA_DIR": str(tmp_path / "data"),
+        "ANONYMIZED_TELEMETRY": "False",
+        "PATH": "/usr/bin:/bin",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, env=env,
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "Auth"
