@@ -391,6 +391,60 @@ async def test_a_judge_with_malformed_output_falls_back_to_ties_and_the_first_ca
     assert "no usable verdict" in state["judge_fallback"]
 
 
+class DraftlessChatModel(CountingChatModel):
+    """Judges and induces personas but cannot draft: every drafting call loses its connection."""
+
+    def answer(self, messages: list[BaseMessage]) -> AIMessage:
+        if task_of(messages) == "other":
+            raise ConnectionError("the drafting endpoint went away")
+        return self.responder(messages)
+
+
+async def broken_judges(user_id: str, persona: Any, demos: Any) -> Any:
+    """A judge factory whose judge cannot be reached."""
+    raise TimeoutError("the judge timed out")
+
+
+@pytest.mark.parametrize(
+    ("broken", "fallback"),
+    [("drafting", "__error_handler__draft_replies"), ("judging", "__error_handler__judge_replies")],
+)
+async def test_a_fallback_answer_is_followed_by_the_deferred_synthesis_it_triggered(
+    broken: str, fallback: str
+) -> None:
+    memory = make_memory()
+    good, model = make_graph(memory)
+    for number in range(1, 5):
+        await give(good, "alice", explicit(f"question {number} about gardens", number))
+    if broken == "drafting":
+        graph, _ = make_graph(memory, DraftlessChatModel(responder=chat_responder()))
+    else:
+        graph = build_graph(
+            chat_model=model,
+            judge_model=model,
+            memory=memory,
+            checkpointer=InMemorySaver(),
+            judges=broken_judges,
+            options=FAST,
+        )
+    nodes = []
+    async for update in graph.astream(
+        {"feedback": explicit("question 5 about gardens", 5), "messages": [HumanMessage("Any news?")]},
+        run_config("t2"),
+        context={"user_id": "alice"},
+        stream_mode="updates",
+    ):
+        nodes += list(update)
+    assert nodes[-2:] == [fallback, "synthesize_persona"]
+    state = (await graph.aget_state(run_config("t2"))).values
+    if broken == "drafting":
+        assert "language model failed" in state["messages"][-1].content and state["candidates"] == []
+    else:
+        assert state["messages"][-1].content == state["candidates"][0]
+        assert "TimeoutError" in state["judge_fallback"]
+    assert state["synthesis"]["status"] == "accepted" and memory.current_persona("alice") is not None
+
+
 # --- persistence and isolation ----------------------------------------------------------------
 async def test_persona_and_thread_survive_a_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     data = tmp_path / "data"
