@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -25,6 +25,7 @@ from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.pregel.protocol import PregelProtocol
 from langgraph.types import Checkpointer
+from typing_extensions import TypedDict
 
 from graphs.state import ChatContext, Feedback
 
