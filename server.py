@@ -122,10 +122,14 @@ class ServerResources:
         return built if built is not None else await asyncio.to_thread(self.graph, name)
 
     def start(self) -> None:
-        """Read the tokens and build the graphs in `build_at_start` (blocking: call from a worker thread)."""
+        """Read the tokens, build the graphs in `build_at_start` and load their models' weights (blocking)."""
         self.tokens  # noqa: B018 - fails here, at start-up, on bad settings or a bad tokens file
         for name in self.build_at_start:
             self.graph(name)
+        if self.build_at_start:  # and the weights loaded at first use, so the first turn does not wait
+            from persona_agent.factory import warm_up
+
+            warm_up(self.store, self.models)
 
     def authenticate(self, authorization: str | None) -> str:
         """Return the user id behind an Authorization header, or raise Unauthenticated."""
