@@ -126,12 +126,13 @@ class ChatState(TypedDict, total=False):
 
 
 class SynthesisState(TypedDict, total=False):
-    """The synthesis graph's state: the split pairs (as JSON), the fit result and the outcome."""
+    """The synthesis graph's state: the split pairs (as JSON), the fit result, the outcome, the lease."""
 
     train: list[dict[str, Any]]
     val: list[dict[str, Any]]
     result: dict[str, Any] | None
     outcome: SynthesisOutcome | None
+    lease: dict[str, Any] | None  # the user's synthesis lease while this run holds it (`Lease.as_dict`)
 
 
 # --- conversions between records and state values ---------------------------------------------
