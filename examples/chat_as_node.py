@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -22,7 +22,9 @@ from langgraph.channels import EphemeralValue
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.pregel.protocol import PregelProtocol
 from langgraph.types import Checkpointer
+from typing_extensions import TypedDict
 
 from graphs.state import ChatContext, Feedback
 
@@ -54,9 +56,9 @@ async def answer_help(state: SupportState) -> dict[str, Any]:
 
 
 def build_support_graph(
-    assistant: CompiledStateGraph[Any, Any, Any, Any], *, checkpointer: Checkpointer = None
+    assistant: PregelProtocol[Any, Any, Any, Any], *, checkpointer: Checkpointer = None
 ) -> CompiledStateGraph[SupportState, ChatContext, SupportState, SupportState]:
-    """Compile the outer graph around an already compiled chat graph."""
+    """Compile the outer graph around the chat graph: compiled here, or served (`examples.remote_chat`)."""
     builder = StateGraph(SupportState, context_schema=ChatContext)
     builder.add_node(triage)
     builder.add_node(answer_help)

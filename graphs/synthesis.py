@@ -63,6 +63,8 @@ logger = logging.getLogger(__name__)
 SYNTHESIS_LEASE = "synthesis"
 VAL_EVERY = 3
 MIN_PAIRS_FOR_VAL = 6
+# LangGraph names the node that runs fit_persona's `error_handler` after it; its update streams under it.
+FIT_FALLBACK = "__error_handler__fit_persona"
 
 
 def split_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], list[PreferencePair]]:
@@ -227,7 +229,7 @@ def build_graph(
             result = await fit
         return {"result": result.model_dump(mode="json")}
 
-    async def record_failure(state: SynthesisState, error: NodeError) -> Command[Any]:
+    async def record_failure(state: SynthesisState, error: NodeError) -> dict[str, Any]:
         """End the run "failed" ("rejected" when the persona was not a taste); the current one stays."""
         logger.warning("synthesis failed; the current persona stays in place: %r", error.error)
         await _release(memory, state.get("lease"))
@@ -238,7 +240,7 @@ def build_graph(
             train=len(state.get("train", [])),
             val=len(state.get("val", [])),
         )
-        return Command(update={"outcome": ended, "result": None, "lease": None}, goto=END)
+        return {"outcome": ended, "result": None, "lease": None}
 
     async def annotate_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Record what the default judge made of each train pair, and any verified reasoning."""
@@ -300,11 +302,19 @@ def build_graph(
     retry = RetryPolicy(max_attempts=attempts, initial_interval=retry_interval_s, retry_on=is_transient)
     builder = StateGraph(SynthesisState, context_schema=SynthesisContext)
     builder.add_node(load_pairs, destinations=("fit_persona", END))
-    builder.add_node(fit_persona, retry_policy=retry, timeout=timeout_s, error_handler=record_failure)
+    # `destinations` declares, for drawing, the edge LangGraph takes into the error handler.
+    builder.add_node(
+        fit_persona,
+        retry_policy=retry,
+        timeout=timeout_s,
+        error_handler=record_failure,
+        destinations={FIT_FALLBACK: "error"},
+    )
     builder.add_node(annotate_pairs)
     builder.add_node(save_persona)
     builder.add_edge(START, "load_pairs")
     builder.add_edge("fit_persona", "annotate_pairs")
     builder.add_conditional_edges("annotate_pairs", route_after_annotation, ["save_persona", END])
     builder.add_edge("save_persona", END)
+    builder.add_edge(FIT_FALLBACK, END)
     return builder.compile(checkpointer=checkpointer, name=name)

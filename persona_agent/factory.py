@@ -7,7 +7,7 @@ the benchmarks call it, and library code receives the objects it builds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -101,6 +101,21 @@ def build_store(settings: Settings) -> PreferenceStore:
     else:
         client = make_client(path=settings.chroma_dir)
     return PreferenceStore(client, build_embeddings(settings, purpose="retrieval"), limits=settings.limits)
+
+
+def warm_up(store: PreferenceStore, models: Iterable[BaseChatModel]) -> None:
+    """Load the weights the parts otherwise load at first use: the embedded LLM's, the embedding model's.
+
+    The server calls this at start, so that its first request does not wait for them.
+    """
+    from memory.embedding_cache import TextEmbedder
+    from persona_agent.embedded_llm import ChatLlamaCpp
+
+    for model in models:
+        if isinstance(model, ChatLlamaCpp):
+            model.load()
+    embedder = store.embeddings.model
+    (embedder.embed if isinstance(embedder, TextEmbedder) else embedder.embed_documents)(["warm-up"])
 
 
 @asynccontextmanager
