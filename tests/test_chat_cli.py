@@ -24,6 +24,7 @@ def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[CountingChat
     monkeypatch.setattr(factory, "build_store", lambda settings: memory)
     # The scripted model stands in for an LLM judge (the embedded default would be the offline one).
     monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
+    monkeypatch.setenv("PERSONA_AGENT_PERSONA_SOURCE", "llm")  # and it writes the persona
     return model, memory
 
 
