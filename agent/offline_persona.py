@@ -50,10 +50,47 @@ _PREDICTED: dict[str, Literal["chosen", "rejected", "tie"]] = {
 NO_DEPARTURE = "the offline reward model finds no departure from most people's taste in these pairs yet"
 
 
+# What each statement asks of a reply, in words a small drafting model follows ("keep it short").
+# A tolerance (of hedging, apologies, refusals, straying from the question's words) asks nothing.
+WRITING_HINTS: dict[tuple[str, str], str] = {
+    ("length", "more"): "go into detail",
+    ("length", "less"): "keep it short",
+    ("lists", "more"): "use a bullet list",
+    ("lists", "less"): "write prose, not lists",
+    ("headings", "more"): "use headings",
+    ("headings", "less"): "no headings",
+    ("code_blocks", "more"): "show code where it helps",
+    ("code_blocks", "less"): "no code blocks",
+    ("questions", "more"): "ask them a question back",
+    ("questions", "less"): "no questions back",
+    ("hedging", "less"): "no hedging",
+    ("apologies", "less"): "no apologies",
+    ("refusal", "less"): "no refusals or disclaimers",
+    ("reading_level", "more"): "write densely",
+    ("reading_level", "less"): "use plain words",
+    ("emoji", "more"): "add an emoji",
+    ("emoji", "less"): "no emoji",
+    ("first_person", "more"): "speak in the first person",
+    ("first_person", "less"): "no first person",
+    ("informality", "more"): "keep the tone casual",
+    ("informality", "less"): "keep the tone formal",
+    ("query_overlap", "more"): "use the question's own words",
+    ("query_similarity", "more"): "stay close to the question",
+    ("query_similarity", "less"): "go beyond the literal question",
+}
+
+
 def persona_text(statements: Sequence[PreferenceStatement], n_pairs: int) -> str:
-    """Write statements as a short persona, one per line, in the words a drafting model can follow."""
+    """Write statements as a short persona: one per line, then what they ask of a reply."""
     lines = [f"Measured on {n_pairs} of this user's choices, compared with most people's:"]
     lines += [f"- {statement.text}" for statement in statements]
+    hints = [
+        WRITING_HINTS[key]
+        for key in ((statement.feature, statement.direction) for statement in statements)
+        if key in WRITING_HINTS
+    ]
+    if hints:
+        lines.append(f"Writing for them: {'; '.join(hints)}.")
     return "\n".join(lines)
 
 

@@ -16,7 +16,13 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.evaluation import judge_agreement
 from agent.formats import read_pairs
-from agent.offline_persona import NO_DEPARTURE, OfflinePersonaWriter, explain_pick, statements_of
+from agent.offline_persona import (
+    NO_DEPARTURE,
+    WRITING_HINTS,
+    OfflinePersonaWriter,
+    explain_pick,
+    statements_of,
+)
 from agent.records import PreferencePair, Turn, check_persona_text
 from agent.reward_model import PreferenceStatement, describe_preferences, fit_user
 from agent.synthesis import SynthesizeMe
@@ -63,7 +69,14 @@ async def test_the_writer_renders_the_users_statements_with_provenance(parts: Of
     assert all(statement.n_pairs == 12 for statement in statements)
     lines = persona.text.splitlines()
     assert lines[0] == "Measured on 12 of this user's choices, compared with most people's:"
-    assert lines[1:] == [f"- {statement.text}" for statement in statements]
+    assert lines[1 : len(statements) + 1] == [f"- {statement.text}" for statement in statements]
+    # What the statements ask of a reply closes the persona, in words a drafting model follows.
+    asks = [
+        WRITING_HINTS[(s.feature, s.direction)]
+        for s in statements
+        if (s.feature, s.direction) in WRITING_HINTS
+    ]
+    assert lines[len(statements) + 1 :] == ([f"Writing for them: {'; '.join(asks)}."] if asks else [])
     assert check_persona_text(persona.text) == persona.text
     # Provenance: which pairs, which model and feature version; no LLM was called.
     assert persona.source == "offline" and persona.model.startswith("offline reward model (features v")
@@ -155,6 +168,7 @@ async def test_drafting_is_conditioned_on_the_offline_persona(parts: OfflinePart
     assert len(drafts) == 3 and not model.calls_of("induce") and not model.calls_of("judge")
     for call in drafts:
         system = call.messages[0].text
+        assert persona.text in system
         for statement in statements_of(persona):
             assert f"- {statement.text}" in system
 
