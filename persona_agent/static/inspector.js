@@ -138,7 +138,7 @@ function drawStatementsChart(statements) {
     const x0 = scale(Math.min(0, statement.weight)), x1 = scale(Math.max(0, statement.weight));
     const group = svgEl("g", { class: "statement", "data-feature": statement.feature, "data-direction": statement.direction });
     const label = svgEl("text", { x: left, y: y + 14, class: "label" }, clipText(statement.text, 110));
-    label.append(svgEl("title", {}, statement.text));
+    group.append(svgEl("title", {}, statement.text));
     const bar = svgEl("rect", {
       x: x0, y: y + 22, width: Math.max(1, x1 - x0), height: 16, class: "bar " + (liked ? "liked" : "disliked"),
     });
@@ -161,7 +161,7 @@ function drawAccuracyChart(history, currentVersion) {
   svg.replaceChildren();
   svg.hidden = !history.length;
   if (!history.length) return;
-  const width = 820, height = 200, left = 48, right = 20, top = 16, bottom = 36;
+  const width = 820, height = 200, left = 48, right = 80, top = 16, bottom = 36;
   svg.setAttribute("viewBox", "0 0 " + width + " " + height);
   const x = (i) => history.length === 1 ? (left + width - right) / 2 : left + i * (width - left - right) / (history.length - 1);
   const y = (value) => top + (1 - value) * (height - top - bottom);
