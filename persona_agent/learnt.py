@@ -44,12 +44,13 @@ class Learnt(BaseModel):
 
 
 def measure_statements(
-    store: PreferenceStore, user_id: str, parts: OfflineParts, max_pairs: int
+    store: PreferenceStore, user_id: str, offline_parts: Callable[[], OfflineParts], max_pairs: int
 ) -> tuple[list[PreferenceStatement], int]:
     """Fit the offline model on the user's newest pairs; return their departures from most people."""
     pairs = store.newest_pairs(user_id, max_pairs)
     if not pairs:
-        return [], 0
+        return [], 0  # nothing to fit: the model is not even loaded
+    parts = offline_parts()
     return describe_preferences(fit_user(parts.prior, parts.extractor, pairs), parts.prior), len(pairs)
 
 
@@ -71,7 +72,7 @@ def learnt(
     if persona is not None and is_offline_persona(persona):
         statements, origin, n_pairs = statements_of(persona), "persona", len(persona.pair_ids)
     else:
-        measured, n_pairs = measure_statements(store, user_id, offline_parts(), max_pairs)
+        measured, n_pairs = measure_statements(store, user_id, offline_parts, max_pairs)
         statements, origin = measured, "offline model"
     return Learnt(
         statements=tuple(statements),
