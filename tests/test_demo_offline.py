@@ -59,6 +59,8 @@ def test_demo_shows_what_was_learnt_offline(
     differ = output.count("Why sample-user's judge differs from most people's model")
     assert same + differ == 2
     assert output.count("Default pick: candidate") == differ
+    # When both pick the same reply, the statements that speak for it over the runner-up are named.
+    assert output.count("Statements for it over candidate") == same
     assert output.count("picked by this user's offline reward model") == 2
 
     # It ends by saying how to chat and how to point it at an endpoint.

@@ -268,6 +268,12 @@ async def _run_demo(user_id: str, fresh: bool) -> None:
         if default == mine:
             console.print(mine_panel)
             console.print(f"{default_name.capitalize()} would pick the same reply.")
+            if explainer is not None and len(turn["ranking"]) > 1:
+                # What the learnt statements add for the pick over this user's runner-up.
+                runner = turn["ranking"][1]["index"]
+                reasons = explainer.why(question, candidates[mine], candidates[runner])
+                why = "; ".join(reasons) or "none: the reply's other features decided, as for most people"
+                console.print(f"[bold]Statements for it over candidate {runner + 1}:[/] {why}\n")
             continue
         default_panel = Panel(candidates[default], title=f"Default pick: candidate {default + 1}")
         console.print(Columns([default_panel, mine_panel], equal=True, expand=True))
