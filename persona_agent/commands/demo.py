@@ -87,7 +87,7 @@ def _statements_table(statements: Sequence[PreferenceStatement]) -> Table:
     table = Table(box=None, show_header=True, pad_edge=False, expand=True)
     table.add_column("learnt", ratio=5)
     table.add_column("weight (most people)", justify="right", ratio=2)
-    table.add_column("pairs behind it", justify="right", ratio=1)
+    table.add_column("pairs", justify="right", ratio=1)
     for item in statements:
         mark = "[green]+[/]" if item.direction == "more" else "[red]−[/]"
         table.add_row(
