@@ -24,6 +24,7 @@ def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[CountingChat
     monkeypatch.setattr(factory, "build_store", lambda settings: memory)
     # The scripted model stands in for an LLM judge (the embedded default would be the offline one).
     monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
+    monkeypatch.setenv("PERSONA_AGENT_PERSONA_SOURCE", "llm")  # and it writes the persona
     return model, memory
 
 
@@ -63,6 +64,8 @@ def test_chat_resumes_the_thread_and_reports_a_new_persona(
     assert memory.count_pairs("alice") == 6
     assert "Persona updated to v1" in second.output
     assert "Persona v1 of alice" in second.output and "synthesized" in second.output
+    # Three picks in all; the scripted judge ranks the warm third candidate first, picked once.
+    assert "Judge agreement: of your last 3 picks, the judge had ranked 1 first (33%)." in second.output
 
 
 def test_chat_refuses_a_bad_user_id(parts: tuple[CountingChatModel, PreferenceStore]) -> None:

@@ -178,7 +178,9 @@ class _Session:
         )
 
     async def show_persona(self) -> None:
-        """Show the current persona, its version and when it was synthesized."""
+        """Show the current persona, its version and when it was synthesized, and the judge's agreement."""
+        from persona_agent.learnt import agreement_line, agreement_of
+
         persona = await asyncio.to_thread(self.store.current_persona, self.user_id)
         count = await asyncio.to_thread(self.store.count_pairs, self.user_id)
         if persona is None:
@@ -195,3 +197,4 @@ class _Session:
                 subtitle=f"synthesized {when} · held-out accuracy {accuracy} · {count} pairs stored",
             )
         )
+        self.console.print(agreement_line(await asyncio.to_thread(agreement_of, self.store, self.user_id)))
