@@ -26,6 +26,7 @@ from pydantic import (
 
 Role = Literal["system", "user", "assistant"]
 PairSource = Literal["explicit", "implicit", "import"]
+PersonaSource = Literal["llm", "offline"]
 MetadataValue = str | int | float | bool
 
 
@@ -314,6 +315,14 @@ class Persona(BaseModel):
         None, ge=0.0, le=1.0, description="The replaced persona's accuracy on the same validation pairs."
     )
     reasoning: tuple[Reasoning, ...] = ()
+    source: PersonaSource = Field(
+        "llm", description="What wrote it: SynthesizeMe (llm) or the personal reward model (offline)."
+    )
+    statements: tuple[dict[str, Any], ...] = Field(
+        (),
+        description="For an offline persona, the reward model's preference statements it renders "
+        "(`PreferenceStatement` dumps: feature, direction, text, weights, pairs behind each).",
+    )
 
     @field_validator("text")
     @classmethod

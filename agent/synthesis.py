@@ -36,7 +36,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -91,6 +91,24 @@ class CandidateScore(BaseModel):
     val_accuracy: float | None
 
 
+class PersonaSynthesizer(Protocol):
+    """What writes a user's persona from their pairs: `SynthesizeMe`, or the offline reward model's writer."""
+
+    max_pairs: int
+
+    async def fit(
+        self,
+        train: Sequence[PreferencePair],
+        val: Sequence[PreferencePair],
+        *,
+        current: Persona | None = None,
+        current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
+    ) -> SynthesisResult:
+        """Write a persona and demos from `train`, gated against `current` on `val`; report stages."""
+        ...
+
+
 class SynthesisResult(BaseModel):
     """What one fit produced, what it cost and whether it beat the current persona."""
 
@@ -109,6 +127,9 @@ class SynthesisResult(BaseModel):
     planned_calls: int = 0
     train_pair_ids: list[str] = Field(default_factory=list)
     val_pair_ids: list[str] = Field(default_factory=list)
+    rejected_because: str | None = Field(
+        None, description="Why the persona was not accepted, when not for a lower val accuracy."
+    )
 
     def pair_annotations(self) -> dict[str, dict[str, Any]]:
         """Return what the memory store records per train pair: judge correctness, verified reasoning.

@@ -82,7 +82,7 @@ from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.formats import describe_validation_error
 from agent.records import Limits, Persona, PreferencePair
-from agent.synthesis import SynthesizeMe
+from agent.synthesis import PersonaSynthesizer, SynthesizeMe
 from graphs import synthesis
 from graphs.judges import JudgeFactory, LLMJudges
 from graphs.retry import is_transient
@@ -245,7 +245,7 @@ def build_graph(
     judge_model: BaseChatModel,
     memory: PreferenceStore,
     checkpointer: Checkpointer = None,
-    synthesizer: SynthesizeMe | None = None,
+    synthesizer: PersonaSynthesizer | None = None,
     judges: JudgeFactory | None = None,
     options: ChatOptions | None = None,
     name: str = "chat",

@@ -6,7 +6,9 @@
   deterministically: oldest first, every third pair (positions 2, 5, 8, ...) is held out for
   validation, but only when there are at least `MIN_PAIRS_FOR_VAL` (6) pairs; with fewer, all
   train (SynthesizeMe then accepts without a gate). Fewer than 2 pairs: outcome "skipped".
-- `fit_persona` runs `SynthesizeMe.fit` with the current persona and demos as the gate's baseline.
+- `fit_persona` runs the synthesizer's `fit` (SynthesizeMe, or the offline reward model's
+  `agent.offline_persona.OfflinePersonaWriter`, as the settings choose) with the current persona
+  and demos as the gate's baseline.
 - `annotate_pairs` records on every train pair whether the default judge predicted it
   (``default_judge_correct``) and whether it has verified reasoning (kept with the pair, so that
   retrieved demos carry it); pairs the new persona corrected count as verified when it is accepted.
@@ -40,7 +42,7 @@ from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from agent.errors import NotFound, PersonaRejected
 from agent.records import PreferencePair, utc_now
-from agent.synthesis import StageReporter, SynthesisResult, SynthesizeMe
+from agent.synthesis import PersonaSynthesizer, StageReporter, SynthesisResult
 from graphs.retry import is_transient
 from graphs.state import (
     SynthesisContext,
@@ -113,8 +115,9 @@ async def run_synthesis(
 ) -> SynthesisOutcome:
     """Run the synthesis graph for one user and return its outcome; a failure is returned, never raised.
 
-    `on_stage(stage, detail)` hears each stage as it starts: load, bootstrap, induce, demos,
-    select, gate, annotate, save.
+    `on_stage(stage, detail)` hears each stage as it starts: load, then the synthesizer's own
+    (SynthesizeMe: bootstrap, induce, demos, select, gate; the offline writer: offline), then
+    annotate and save.
     """
     result: SynthesisOutcome | None = None
     context = SynthesisContext(user_id=user_id)
@@ -167,7 +170,7 @@ async def _renewing(memory: PreferenceStore, held: Mapping[str, Any] | None) -> 
 
 def build_graph(
     *,
-    synthesizer: SynthesizeMe,
+    synthesizer: PersonaSynthesizer,
     memory: PreferenceStore,
     checkpointer: Checkpointer = None,
     attempts: int = 2,
@@ -175,7 +178,7 @@ def build_graph(
     timeout_s: float | None = None,
     name: str = "synthesis",
 ) -> CompiledStateGraph[SynthesisState, SynthesisContext, SynthesisState, SynthesisState]:
-    """Compile the synthesis graph over a synthesizer and a memory store.
+    """Compile the synthesis graph over a persona synthesizer (SynthesizeMe, the offline writer) and a store.
 
     `attempts` and `retry_interval_s` declare the fit's retries of transient errors (timeouts,
     connection errors, unusable model output); `timeout_s` caps one fit attempt.
@@ -267,7 +270,8 @@ def build_graph(
         await _release(memory, state.get("lease"))
         rejected = outcome(
             "rejected",
-            f"val accuracy {result.persona.val_accuracy} below the current persona's "
+            result.rejected_because
+            or f"val accuracy {result.persona.val_accuracy} below the current persona's "
             f"{result.baseline_val_accuracy}",
             result=result,
         )

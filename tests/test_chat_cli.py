@@ -43,6 +43,7 @@ def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[SlowInductio
     monkeypatch.setattr(factory, "build_store", lambda settings: memory)
     # The scripted model stands in for an LLM judge (the embedded default would be the offline one).
     monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
+    monkeypatch.setenv("PERSONA_AGENT_PERSONA_SOURCE", "llm")  # and it writes the persona
     return model, memory
 
 
@@ -84,6 +85,8 @@ def test_chat_resumes_the_thread_and_reports_a_new_persona(
     third = runner.invoke(app, ["chat", "-u", "alice"], input="/persona\n")
     assert "Persona v1 of alice" in third.output and "synthesized" in third.output
     assert "update is running" not in third.output
+    # Three picks in all; the scripted judge ranks the warm third candidate first, picked once.
+    assert "Judge agreement: of your last 3 picks, the judge had ranked 1 first (33%)." in third.output
 
 
 def test_chat_refuses_a_bad_user_id(parts: tuple[SlowInductionModel, PreferenceStore]) -> None:

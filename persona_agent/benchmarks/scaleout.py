@@ -115,14 +115,14 @@ async def _serve_worker(port: int, fit_log: Path) -> None:
         build_checkpointer,
         build_judge_model,
         build_store,
-        build_synthesizer,
+        build_synthesize_me,
     )
     from persona_agent.settings import load_settings
 
     settings = load_settings()
     store = build_store(settings)
     chat_model, judge_model = build_chat_model(settings), build_judge_model(settings)
-    synthesizer = build_synthesizer(settings, chat_model, judge_model, kind=TimedSynthesizeMe)
+    synthesizer = build_synthesize_me(settings, chat_model, judge_model, kind=TimedSynthesizeMe)
     synthesizer.fit_log = fit_log  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

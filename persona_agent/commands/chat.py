@@ -316,7 +316,9 @@ class _Session:
         self._start_update_if_due(after)
 
     async def show_persona(self) -> None:
-        """Show the current persona, its version and when it was synthesized, and any running update."""
+        """Show the current persona, when it was synthesized, the judge's agreement and any running update."""
+        from persona_agent.learnt import agreement_line, agreement_of
+
         if self.updating:
             stage, detail = self.stage
             elapsed = time.monotonic() - self.update_started
@@ -340,3 +342,4 @@ class _Session:
                 subtitle=f"synthesized {when} · held-out accuracy {accuracy} · {count} pairs stored",
             )
         )
+        self.console.print(agreement_line(await asyncio.to_thread(agreement_of, self.store, self.user_id)))
