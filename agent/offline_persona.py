@@ -37,7 +37,7 @@ from agent.reward_model import (
     describe_preferences,
     fit_user,
 )
-from agent.synthesis import CandidateScore, SynthesisResult
+from agent.synthesis import CandidateScore, StageReporter, SynthesisResult
 from agent.usage import UsageReport
 
 MODEL_LABEL = "offline reward model"
@@ -221,8 +221,11 @@ class OfflinePersonaWriter:
         *,
         current: Persona | None = None,
         current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
     ) -> SynthesisResult:
         """Write the persona from the user's model, validated on `val` and gated against `current`."""
+        if on_stage is not None:
+            on_stage("offline", f"fitting your reward model on {len(train) + len(val)} pairs")
         everything = [*train, *val]
         users = {pair.user_id for pair in everything}
         if len(users) != 1:

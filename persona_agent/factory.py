@@ -345,7 +345,11 @@ def build_synthesis_graph(
 
     chat_model = chat_model or build_chat_model(settings)
     judge_model = judge_model or build_judge_model(settings)
+    options = chat_options(settings)  # the same retries and timeout as a synthesis inside a chat
     return build_graph(
         synthesizer=build_synthesizer(settings, chat_model, judge_model, offline=offline_parts),
         memory=store or build_store(settings),
+        attempts=options.attempts,
+        retry_interval_s=options.retry_interval_s,
+        timeout_s=options.synthesis_timeout_s,
     )
