@@ -17,7 +17,10 @@ from typing import Protocol, cast, runtime_checkable
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from agent.features import FeatureExtractor
+from agent.formats import split_of
 from agent.records import PreferencePair, Turn, Verdict
+from agent.reward_model import RewardModel, fit_population
 
 
 @runtime_checkable
@@ -177,3 +180,31 @@ def judge_agreement(pairs: Sequence[PreferencePair], *, last: int = 20) -> Judge
         rate=agreed_count / len(recent) if recent else None,
         recent=recent,
     )
+
+
+def leave_user_out_priors(
+    pairs: Sequence[PreferencePair],
+    extractor: FeatureExtractor,
+    users: Sequence[str],
+    *,
+    template: RewardModel,
+    prior_splits: tuple[str, ...] = ("population", "train"),
+) -> dict[str, RewardModel]:
+    """Refit, for each user, the population weights on the other users' pairs of `prior_splits`.
+
+    The question-kind probe and the taste prior (between-user variances) are `template`'s.
+    """
+    pool = [pair for pair in pairs if split_of(pair) in prior_splits]
+    extractor.pair_differences(pool)
+    everyone = fit_population(extractor, pool, axis=template.axis, taste_prior=template.taste_prior)
+    return {
+        user: fit_population(
+            extractor,
+            [pair for pair in pool if pair.user_id != user],
+            axis=template.axis,
+            taste_prior=template.taste_prior,
+            description=f"population prior without {user}",
+            start=everyone,
+        )
+        for user in users
+    }

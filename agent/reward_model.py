@@ -66,6 +66,8 @@ class TastePrior:
     conditional_share: float = 0.3
     strong_scale: float = 8.0
     lapse: float = 0.1
+    # how far someone with a strong taste still follows the population (a scale on its log-odds)
+    strong_trust: tuple[float, ...] = (0.1, 0.5, 1.0)
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as plain JSON types."""
@@ -73,6 +75,7 @@ class TastePrior:
             **self.__dict__,
             "user_variance": list(self.user_variance),
             "interaction_variance": list(self.interaction_variance),
+            "strong_trust": list(self.strong_trust),
         }
 
     @classmethod
@@ -82,7 +85,7 @@ class TastePrior:
         if unknown := set(data) - known:
             raise ConfigurationError(f"{source}: unknown taste-prior settings {sorted(unknown)}")
         values = dict(data)
-        for key in ("user_variance", "interaction_variance"):
+        for key in ("user_variance", "interaction_variance", "strong_trust"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
         return cls(**values)
@@ -246,7 +249,12 @@ class RewardModel:
         if len(arrays["interaction"]) != N_INTERPRETABLE:
             raise ConfigurationError(f"{source}: {len(arrays['interaction'])} interaction weights")
         return cls(
-            **arrays,
+            weights=arrays["weights"],
+            interaction=arrays["interaction"],
+            mean=arrays["mean"],
+            scale=arrays["scale"],
+            chosen_mean=arrays["chosen_mean"],
+            axis=arrays["axis"],
             questions=_unpack(data.get("questions")),
             n_pairs=int(data["n_pairs"]),
             n_users=int(data["n_users"]),

@@ -39,8 +39,6 @@ _GRID = np.linspace(-12.0, 12.0, 97)
 # most people mostly agree with the crowd; someone who picks by one taste may ignore it.
 TRUST_LEVELS = (1.0, 0.5, 0.25, 0.1)
 TRUST_PRIOR = (0.55, 0.15, 0.15, 0.15)
-# a user whose picks follow one feature may ignore the crowd altogether
-STRONG_TRUST_LEVELS = (0.0, 0.5, 1.0)
 # a pair "shows" a feature when the replies differ on it by this many population spreads
 CLEAR_DIFFERENCE = 0.25
 
@@ -101,7 +99,7 @@ def _spread(prior: RewardModel, departure: np.ndarray) -> np.ndarray:
 
 
 def _trusted(prior: RewardModel) -> np.ndarray:
-    """Return 1 for the coefficients a user's trust in the population scales, 0 for the quality measurements."""
+    """Return 1 for the coefficients a user's trust in the population scales (all but quality ones)."""
     scaled = np.ones(prior.coefficients.shape[0])
     quality = ~PERSONAL
     scaled[:N_INTERPRETABLE][quality] = 0.0
@@ -120,14 +118,18 @@ def _broad_variances(prior: RewardModel) -> np.ndarray:
 
 
 def _broad_posterior(
-    rows: np.ndarray, offset: np.ndarray, variances: np.ndarray
+    rows: np.ndarray, offset: np.ndarray, variances: np.ndarray, lapse: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray, float]:
-    """Return the MAP departure, its posterior sd, and the Laplace log evidence of the broad model."""
+    """Return the MAP departure, its posterior sd, and the Laplace log evidence of the broad model.
+
+    The evidence counts `lapse` (picks made at random) so that one pick against a confident
+    population does not rule the population out; the fit itself is the plain logistic MAP.
+    """
     free = np.concatenate([PERSONAL, PERSONAL]) & (variances > 0)
     mean = np.zeros(rows.shape[1])
     sd = np.zeros(rows.shape[1])
     if not free.any():
-        return mean, sd, float(log_expit(offset).sum())
+        return mean, sd, float(_log_likelihood(offset, lapse))
     design, precision = rows[:, free], 1.0 / variances[free]
     estimate = fit_logistic(design, precision, offset=offset)
     margins = design @ estimate + offset
@@ -135,15 +137,22 @@ def _broad_posterior(
     hessian = (design.T * curvature) @ design
     hessian[np.diag_indices_from(hessian)] += precision
     _, logdet = np.linalg.slogdet(hessian / precision[None, :])
-    evidence = float(log_expit(margins).sum() - 0.5 * precision @ (estimate * estimate) - 0.5 * logdet)
+    evidence = float(_log_likelihood(margins, lapse) - 0.5 * precision @ (estimate * estimate) - 0.5 * logdet)
     mean[free] = estimate
     sd[free] = np.sqrt(np.diag(np.linalg.inv(hessian)))
     return mean, sd, evidence
 
 
+def _log_likelihood(margins: np.ndarray, lapse: float) -> float:
+    """Return the log-probability of the picks with these log-odds when a `lapse` share is random."""
+    if lapse == 0:
+        return float(log_expit(margins).sum())
+    return float(np.log(lapse / 2 + (1 - lapse) * expit(margins)).sum())
+
+
 def _strong_posteriors(
     rows: np.ndarray, offsets: np.ndarray, log_trust: np.ndarray, scale: float, lapse: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return, per column of `rows`, the log evidence of a lone strong weight and its posterior.
 
     `offsets[a]` are the pairs' population log-odds at trust level `a` (prior `log_trust[a]`).
@@ -179,13 +188,13 @@ def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste
     offsets = trust[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
     user_rows = _user_columns(prior, rows)
     variances = _broad_variances(prior)
-    broad = [_broad_posterior(user_rows, offset, variances) for offset in offsets]
+    broad = [_broad_posterior(user_rows, offset, variances, settings.lapse) for offset in offsets]
     broad_log = np.array([item[2] for item in broad]) + log_trust
     broad_evidence = float(logsumexp(broad_log))
     broad_trust = np.exp(broad_log - broad_evidence)
     broad_mean = sum(weight * item[0] for weight, item in zip(broad_trust, broad, strict=True))
     broad_sd = sum(weight * item[1] for weight, item in zip(broad_trust, broad, strict=True))
-    strong_levels = np.asarray(STRONG_TRUST_LEVELS)
+    strong_levels = np.asarray(settings.strong_trust)
     strong_offsets = strong_levels[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
     evidence, mean, sd, strong_trust, strong_by_trust = _strong_posteriors(
         user_rows,
@@ -295,7 +304,7 @@ def fit_user(prior: RewardModel, extractor: FeatureExtractor, pairs: Sequence[Pr
         n_users=1,
         user_id=user,
         description=f"personal model of {user} on {len(pairs)} pairs",
-        lapse=prior.taste_prior.lapse * (1 - taste.broad_probability),
+        lapse=prior.taste_prior.lapse,
         taste=taste,
         trained_on=(user,),
     )
@@ -312,18 +321,24 @@ def estimate_user_variance(
     (Laplace-approximate) marginal likelihood.
     """
     variances = np.full(2 * N_INTERPRETABLE, 1.0)
-    variances[~np.concatenate([PERSONAL, PERSONAL])] = 0.0
+    personal = np.concatenate([PERSONAL, PERSONAL])
+    variances[~personal] = 0.0
+    shown = np.zeros(2 * N_INTERPRETABLE, dtype=bool)
+    for rows in users_rows:
+        shown |= (np.abs(_user_columns(prior, rows)) > 0).any(axis=0)
     for _ in range(iterations):
         second_moments = []
         for rows in users_rows:
-            offset = rows @ prior.coefficients
-            user_rows = _user_columns(prior, rows)
-            mean, sd, _ = _broad_posterior(user_rows, offset, variances)
+            mean, sd, _ = _broad_posterior(_user_columns(prior, rows), rows @ prior.coefficients, variances)
             second_moments.append(mean**2 + sd**2)
         updated = np.maximum(np.mean(second_moments, axis=0), floor)
-        updated[variances == 0] = 0.0
-        if np.allclose(updated, variances, rtol=1e-3):
-            variances = updated
-            break
+        updated[~personal] = 0.0
+        converged = np.allclose(updated, variances, rtol=1e-3)
         variances = updated
+        if converged:
+            break
+    # a feature no user's pairs showed says nothing about how people differ on it: typical spread
+    unseen = personal & ~shown
+    if unseen.any() and (personal & shown).any():
+        variances[unseen] = float(np.median(variances[personal & shown]))
     return variances
