@@ -192,16 +192,19 @@ def leave_user_out_priors(
 ) -> dict[str, RewardModel]:
     """Refit, for each user, the population weights on the other users' pairs of `prior_splits`.
 
-    The question-kind probe and the taste prior (between-user variances) are `template`'s.
+    The question-kind probe and the taste prior (between-user variances) are `template`'s; the
+    probe is left out when the extractor's embedder is not the one it was fitted on.
     """
     pool = [pair for pair in pairs if split_of(pair) in prior_splits]
     extractor.pair_differences(pool)
-    everyone = fit_population(extractor, pool, axis=template.axis, taste_prior=template.taste_prior)
+    width = extractor.query_vectors(pool[:1]).shape[1] if pool else 0
+    axis = template.axis if template.axis.size == width + 1 else None
+    everyone = fit_population(extractor, pool, axis=axis, taste_prior=template.taste_prior)
     return {
         user: fit_population(
             extractor,
             [pair for pair in pool if pair.user_id != user],
-            axis=template.axis,
+            axis=axis,
             taste_prior=template.taste_prior,
             description=f"population prior without {user}",
             start=everyone,

@@ -1,8 +1,11 @@
 """Put a user's learnt taste into words: statements with the evidence behind them, and a persona.
 
-A statement appears only when the posterior says the user credibly departs from the population
-on a feature (`agent.taste`): a strong taste that explains their picks, or a broad departure
-whose posterior interval excludes the population's weight. Each names the pairs that back it.
+A statement appears only when the posterior gives the user's departure from the population on a
+feature real weight (`agent.taste`: a strong taste that explains their picks, or a broad
+departure whose posterior interval excludes the population's weight) and the user's own pairs
+back it: enough of them differ on the feature, and most of those went its way. Someone with
+several tastes spreads the posterior over several features, so the bar on the posterior is low
+and the bar on the pairs is what keeps a statement honest. Each names the pairs behind it.
 A taste that flips with the kind of question reads as such ("on technical questions, ...").
 """
 
@@ -18,7 +21,10 @@ from agent.features import INTERPRETABLE, N_INTERPRETABLE
 from agent.reward_model import RewardModel
 
 # posterior probability of a departure needed before it is stated
-CREDIBLE = 0.5
+CREDIBLE = 0.1
+# pairs that must show the feature, and the share of them that must have gone the statement's way
+MIN_PAIRS_SHOWN = 3
+MIN_BACKING = 0.7
 
 
 class PreferenceStatement(BaseModel):
@@ -83,7 +89,9 @@ def describe_preferences(
     """List the user's credible departures from the population, the most certain and largest first."""
     taste = user_model.taste
     statements = []
-    for index, conditional, mean, probability in _departures(user_model)[:top]:
+    for index, conditional, mean, probability in _departures(user_model):
+        if len(statements) == top:
+            break
         assert taste is not None
         spec = INTERPRETABLE[index]
         direction: Literal["more", "less"] = "more" if mean > 0 else "less"
@@ -105,6 +113,8 @@ def describe_preferences(
             weight = float(user_model.weights[index])
             population_weight = float(prior.weights[index])
             shown, backing = taste.shown[index], taste.agreeing[index]
+        if shown < MIN_PAIRS_SHOWN or backing < MIN_BACKING * shown:
+            continue
         statements.append(
             PreferenceStatement(
                 feature=spec.name,
