@@ -60,7 +60,7 @@ class JudgeAnswer(BaseModel):
     """Predict which of two replies this user would choose: reason briefly first, then choose."""
 
     reasoning: str = Field(
-        description="Two to four sentences: what this user wants here and how each reply meets it."
+        description="What this user wants here and how each reply meets it."
     )
     choice: Literal["First", "Second"] = Field(description="The reply this user would choose.")
 

@@ -193,7 +193,9 @@ async def test_malformed_output_is_retried_reported_and_never_crashes_the_fit() 
     assert len(result.skipped_pair_ids) == 1
     assert result.skipped_pair_ids[0] not in result.default_judge_correct
     assert len(result.reasoning) == 4
-    assert result.usage.stages["bootstrap"].calls == 5 + 1
+    # 5 first orders, 1 retry, and the swapped order of each pair the first order got right
+    verified = sum(r.verified for r in result.reasoning)
+    assert verified and result.usage.stages["bootstrap"].calls == 5 + 1 + verified
 
     induce_twice = MalformedChatModel(responder=default_responder(), bad_calls=1, tasks=("induce",))
     result = await SynthesizeMe(induce_twice).fit(make_pairs(4), [])
@@ -219,7 +221,7 @@ async def test_failing_val_comparisons_become_counted_fallbacks() -> None:
 async def test_budget_is_checked_before_any_call() -> None:
     model = CountingChatModel(responder=default_responder())
     fitter = SynthesizeMe(model, max_calls=4)
-    assert fitter.plan_calls(2, 0) == 5
+    assert fitter.plan_calls(2, 0) == 7  # both orders of 2 pairs, induction, 2 corrections
     with pytest.raises(BudgetExceeded):
         await fitter.fit(make_pairs(6), make_pairs(3, offset=100))
     assert model.calls == []
@@ -247,7 +249,8 @@ async def test_usage_is_reported_by_stage_and_matches_the_calls_made() -> None:
     result = await SynthesizeMe(model, concurrency=4).fit(make_pairs(8), make_pairs(3, offset=100))
     stages = result.usage.stages
     assert {"bootstrap", "induce", "select"} <= set(stages)
-    assert stages["bootstrap"].calls == 8 and stages["induce"].calls == 1
+    verified = sum(r.verified for r in result.reasoning)  # each asked in both orders
+    assert stages["bootstrap"].calls == 8 + verified and stages["induce"].calls == 1
     assert result.usage.total.calls == len(model.calls) <= result.planned_calls
     assert result.usage.total.prompt_tokens == model.prompt_tokens
 
