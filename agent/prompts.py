@@ -53,7 +53,7 @@ MAX_PERSONA_CHARS = 2_000
 MAX_DEMO_QUERY_CHARS = 400
 MAX_DEMO_REPLY_CHARS = 600
 MAX_DEMO_REASONING_CHARS = 500
-MAX_LABELLED_REPLY_CHARS = 400
+MAX_LABELLED_CHARS = 200
 MAX_INDUCTION_REASONING_CHARS = 2_000
 DEFAULT_INDUCTION_TOKENS = 16_000
 # What one choice in the induction prompt costs besides its texts: tags and the answer label.
@@ -129,11 +129,12 @@ JudgePurpose = Literal["judge", "bootstrap"]
 def render_demo(demo: Demo, number: int) -> str:
     """Render one demo: a past choice of this user and why it was made.
 
-    A labelled demo (no reasoning) shows shorter replies: it only tells which reply won.
+    A labelled demo (no reasoning) shows shorter texts: it only tells which reply won.
     """
-    reply_chars = MAX_DEMO_REPLY_CHARS if demo.reasoning else MAX_LABELLED_REPLY_CHARS
+    reply_chars = MAX_DEMO_REPLY_CHARS if demo.reasoning else MAX_LABELLED_CHARS
+    query_chars = MAX_DEMO_QUERY_CHARS if demo.reasoning else MAX_LABELLED_CHARS
     parts = [
-        section("turn", demo.pair.query, max_chars=MAX_DEMO_QUERY_CHARS, attrs='role="user"'),
+        section("turn", demo.pair.query, max_chars=query_chars, attrs='role="user"'),
         section("chosen_reply", demo.pair.chosen, max_chars=reply_chars),
         section("rejected_reply", demo.pair.rejected, max_chars=reply_chars),
     ]

@@ -147,7 +147,7 @@ class SynthesisResult(BaseModel):
 
 
 @dataclass(frozen=True)
-class _Trace:
+class Trace:
     """The default judge's reasoning about one train pair, in chosen/rejected terms."""
 
     pair: PreferencePair
@@ -281,7 +281,7 @@ class SynthesizeMe:
         user_id, train, val = self._start(train, val)
         train, val = self.trim(train, val, has_current=current is not None)
         planned = self.plan_calls(len(train), len(val), has_current=current is not None)
-        run = _FitRun(self, CallBudget(self.max_calls), UsageTracker(), asyncio.Semaphore(self.concurrency))
+        run = FitRun(self, CallBudget(self.max_calls), UsageTracker(), asyncio.Semaphore(self.concurrency))
 
         pool = labelled_pool(train, self.labelled_demos, self.seed)
         traces, skipped = await run.bootstrap_reasoning(train, pool)
@@ -365,7 +365,7 @@ def _random_sets(
     return drawn
 
 
-class _FitRun:
+class FitRun:
     """The shared budget, usage tracker and concurrency limit of one fit."""
 
     def __init__(
@@ -378,7 +378,7 @@ class _FitRun:
         self.fallbacks = 0
         self.exhausted = False
 
-    def _options(self, stage: str) -> dict[str, Any]:
+    def judge_options(self, stage: str) -> dict[str, Any]:
         return {
             "structured_method": self.owner.structured_method,
             "attempts": self.owner.attempts,
@@ -388,7 +388,7 @@ class _FitRun:
             "limiter": self.limiter,
         }
 
-    def _spent(self, stage: str, pair_id: str | None = None) -> None:
+    def spent(self, stage: str, pair_id: str | None = None) -> None:
         """Note that the call budget ran out; the fit goes on with what it has."""
         if not self.exhausted:
             logger.warning("%s: call budget spent (pair %s); ending with the best so far", stage, pair_id)
@@ -414,15 +414,15 @@ class _FitRun:
 
     async def bootstrap_reasoning(
         self, train: Sequence[PreferencePair], pool: Sequence[PreferencePair]
-    ) -> tuple[list[_Trace], list[str]]:
+    ) -> tuple[list[Trace], list[str]]:
         """Have the default judge, shown labelled pairs from `pool`, explain each train pair."""
 
-        async def reason(pair: PreferencePair) -> _Trace | None:
+        async def reason(pair: PreferencePair) -> Trace | None:
             judge = LLMJudge(
                 self.owner.judge_model,
                 demos=others(pool, pair, self.owner.labelled_demos),
                 purpose="bootstrap",
-                **self._options("bootstrap"),
+                **self.judge_options("bootstrap"),
             )
             chosen_first = self.order_of(pair)
             try:
@@ -431,9 +431,9 @@ class _FitRun:
                 logger.warning("bootstrap: skipped pair %s after unusable output: %s", pair.id, exc)
                 return None
             except BudgetExceeded:
-                self._spent("bootstrap", pair.id)
+                self.spent("bootstrap", pair.id)
                 return None
-            return _Trace(pair, chosen_first, reasoning)
+            return Trace(pair, chosen_first, reasoning)
 
         results = await asyncio.gather(*(reason(pair) for pair in train))
         traces = [trace for trace in results if trace is not None]
@@ -462,19 +462,21 @@ class _FitRun:
         answer, _ = await caller(induction_messages(examples, max_tokens=self.owner.induction_max_tokens))
         return clip(answer.persona, MAX_PERSONA_CHARS)
 
-    async def correct_misses(self, persona: str, missed: Sequence[_Trace]) -> list[Demo]:
+    async def correct_misses(self, persona: str, missed: Sequence[Trace]) -> list[Demo]:
         """Re-reason about recent misses with the persona; keep those it now predicts right."""
         chosen = sorted(missed, key=lambda t: t.pair.created_at, reverse=True)[: self.owner.max_demos]
-        judge = PersonaJudge(self.owner.judge_model, persona, purpose="bootstrap", **self._options("demos"))
+        judge = PersonaJudge(
+            self.owner.judge_model, persona, purpose="bootstrap", **self.judge_options("demos")
+        )
 
-        async def retry(trace: _Trace) -> Demo | None:
+        async def retry(trace: Trace) -> Demo | None:
             try:
                 reasoning = await self.explain(judge, trace.pair, trace.chosen_first, both_orders=False)
             except ModelOutputError as exc:
                 logger.warning("demos: no corrected reasoning for pair %s: %s", trace.pair.id, exc)
                 return None
             except BudgetExceeded:
-                self._spent("demos", trace.pair.id)
+                self.spent("demos", trace.pair.id)
                 return None
             if not reasoning.verified:
                 return None
@@ -501,11 +503,13 @@ class _FitRun:
 
         None when the call budget ran out before the score was complete.
         """
-        judge = PersonaJudge(self.owner.judge_model, persona, demos, purpose=purpose, **self._options(stage))
+        judge = PersonaJudge(
+            self.owner.judge_model, persona, demos, purpose=purpose, **self.judge_options(stage)
+        )
         try:
             report = await evaluate(judge, val, concurrency=max(1, self.owner.concurrency))
         except BudgetExceeded:
-            self._spent(stage)
+            self.spent(stage)
             return None
         finally:
             self.fallbacks += judge.fallbacks
@@ -521,7 +525,7 @@ class _FitRun:
         val: Sequence[PreferencePair],
         current: Persona | None,
         current_demos: Sequence[Demo],
-        traces: Sequence[_Trace],
+        traces: Sequence[Trace],
         skipped: list[str],
         planned: int,
         fallback_order: Sequence[str],
