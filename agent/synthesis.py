@@ -312,6 +312,12 @@ class SynthesizeMe:
         )
 
 
+def merge_demos(selected: Sequence[Demo], retrieved: Sequence[Demo]) -> list[Demo]:
+    """Return the val-selected demos, then the retrieved ones that show other pairs."""
+    shown = {demo.pair.id for demo in selected}
+    return [*selected, *(demo for demo in retrieved if demo.pair.id not in shown)]
+
+
 def _ids(demos: Sequence[Demo]) -> tuple[str, ...]:
     return tuple(demo.pair.id for demo in demos)
 
