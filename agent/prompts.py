@@ -299,7 +299,7 @@ def in_chosen_terms(reasoning: str, chosen_first: bool) -> str:
     def rename(match: re.Match[str]) -> str:
         is_first = match.group(1).lower() in _FIRST_WORDS
         name = "the chosen reply" if is_first == chosen_first else "the rejected reply"
-        at_start = match.start() == 0 or reasoning[: match.start()].rstrip().endswith((".", "!", "?", ":"))
+        at_start = match.start() == 0 or reasoning[: match.start()].rstrip().endswith((".", "!", "?"))
         return name[0].upper() + name[1:] if at_start else name
 
     for pattern in _POSITION_PHRASES:

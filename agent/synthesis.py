@@ -539,6 +539,9 @@ class FitRun:
     ) -> SynthesisResult:
         """Score the candidate demo sets on val, gate the best against `current`, build the result.
 
+        Sets are scored one after another (each with the judge's own concurrency), so the
+        result does not depend on how concurrent calls interleave.
+
         `pick` chooses among the scored sets (`select_best` by default); `fallback_order` names the
         set to use, first non-empty one, when nothing could be scored.
         """
@@ -546,19 +549,16 @@ class FitRun:
         baseline_accuracy: float | None = None
         gated = True
         if val:
-            baseline_task = (
-                self.score("current", current.text, current_demos, val, stage="gate") if current else None
-            )
-            results = await asyncio.gather(
-                *(self.score(name, persona_text, demos, val) for name, demos in options.items()),
-                *([baseline_task] if baseline_task else []),
-            )
+            # One after another, the gate first: when retries spend the budget, the sets scored
+            # so far still compete and the gate is not the part left out.
             if current is not None:
-                baseline = results[-1]
-                results = results[:-1]
+                baseline = await self.score("current", current.text, current_demos, val, stage="gate")
                 gated = baseline is not None
                 baseline_accuracy = baseline.val_accuracy if baseline else None
-            scored = [score for score in results if score is not None]
+            for name, demos in options.items():
+                score = await self.score(name, persona_text, demos, val) if not self.exhausted else None
+                if score is not None:
+                    scored.append(score)
         if scored:
             best = (pick or select_best)(scored)
             chosen_demos = options[best.name]
