@@ -48,7 +48,6 @@ from agent.synthesis import (
     labelled_demo,
     others,
 )
-from agent.usage import CallBudget, UsageTracker
 
 logger = logging.getLogger(__name__)
 
@@ -129,10 +128,7 @@ class ReferenceSearch(SynthesizeMe):
         current_demos: Sequence[Demo] = (),
     ) -> SynthesisResult:
         """Run both searches on `val`; gate the winner against `current` as the product does."""
-        user_id, train, val = self._start(train, val)
-        train, val = self.trim(train, val, has_current=current is not None)
-        planned = self.plan_calls(len(train), len(val), has_current=current is not None)
-        run = FitRun(self, CallBudget(self.max_calls), UsageTracker(), asyncio.Semaphore(self.concurrency))
+        user_id, train, val, run = self._start(train, val, has_current=current is not None)
         if not val:
             val = list(train)  # the library's choice: with no val set, train is the val set
 
@@ -157,7 +153,6 @@ class ReferenceSearch(SynthesizeMe):
             current_demos=current_demos,
             traces=traces,
             skipped=[],
-            planned=planned,
             fallback_order=[c.name for c in stage3],
             pick=lambda scores: pick_with_stop(scores, self.stop_at),
         )

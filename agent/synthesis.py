@@ -259,15 +259,19 @@ class SynthesizeMe:
         return _most_recent(train, n_train), _most_recent(val, n_val)
 
     def _start(
-        self, train: Sequence[PreferencePair], val: Sequence[PreferencePair]
-    ) -> tuple[str, list[PreferencePair], list[PreferencePair]]:
-        """Check that the pairs are one user's and enough; return the user."""
+        self, train: Sequence[PreferencePair], val: Sequence[PreferencePair], *, has_current: bool
+    ) -> tuple[str, list[PreferencePair], list[PreferencePair], FitRun]:
+        """Check that the pairs are one user's and enough, trim them to the budget, open the run."""
         if len(train) < 2:
             raise NotEnoughPreferences(f"a persona needs at least 2 train pairs, got {len(train)}")
         users = {pair.user_id for pair in [*train, *val]}
         if len(users) != 1:
             raise InvalidPreference(f"a fit reads one user's pairs, got users {sorted(users)}")
-        return users.pop(), list(train), list(val)
+        kept_train, kept_val = self.trim(train, val, has_current=has_current)
+        planned = self.plan_calls(len(kept_train), len(kept_val), has_current=has_current)
+        budget = CallBudget(self.max_calls)
+        run = FitRun(self, budget, UsageTracker(), asyncio.Semaphore(self.concurrency), planned=planned)
+        return users.pop(), kept_train, kept_val, run
 
     async def fit(
         self,
@@ -278,10 +282,7 @@ class SynthesizeMe:
         current_demos: Sequence[Demo] = (),
     ) -> SynthesisResult:
         """Synthesize a persona and demos from `train`, choose and gate them on `val`."""
-        user_id, train, val = self._start(train, val)
-        train, val = self.trim(train, val, has_current=current is not None)
-        planned = self.plan_calls(len(train), len(val), has_current=current is not None)
-        run = FitRun(self, CallBudget(self.max_calls), UsageTracker(), asyncio.Semaphore(self.concurrency))
+        user_id, train, val, run = self._start(train, val, has_current=current is not None)
 
         pool = labelled_pool(train, self.labelled_demos, self.seed)
         traces, skipped = await run.bootstrap_reasoning(train, pool)
@@ -307,7 +308,6 @@ class SynthesizeMe:
             current_demos=current_demos,
             traces=traces,
             skipped=skipped,
-            planned=planned,
             fallback_order=CANDIDATE_SETS[::-1],
         )
 
@@ -375,9 +375,16 @@ class FitRun:
     """The shared budget, usage tracker and concurrency limit of one fit."""
 
     def __init__(
-        self, owner: SynthesizeMe, budget: CallBudget, tracker: UsageTracker, limiter: asyncio.Semaphore
+        self,
+        owner: SynthesizeMe,
+        budget: CallBudget,
+        tracker: UsageTracker,
+        limiter: asyncio.Semaphore,
+        *,
+        planned: int = 0,
     ) -> None:
         self.owner = owner
+        self.planned = planned
         self.budget = budget
         self.tracker = tracker
         self.limiter = limiter
@@ -385,6 +392,7 @@ class FitRun:
         self.exhausted = False
 
     def judge_options(self, stage: str) -> dict[str, Any]:
+        """The options every model call of this fit shares: retries, usage stage, budget, limiter."""
         return {
             "structured_method": self.owner.structured_method,
             "attempts": self.owner.attempts,
@@ -455,16 +463,7 @@ class FitRun:
                 InductionExample(p.context, p.chosen, p.rejected, True, None)
                 for p in _most_recent(train, UNVERIFIED_INDUCTION_PAIRS)
             ]
-        caller = StructuredCaller(
-            self.owner.judge_model,
-            InducedPersona,
-            structured_method=self.owner.structured_method,
-            attempts=self.owner.attempts,
-            stage="induce",
-            callbacks=[self.tracker],
-            budget=self.budget,
-            limiter=self.limiter,
-        )
+        caller = StructuredCaller(self.owner.judge_model, InducedPersona, **self.judge_options("induce"))
         answer, _ = await caller(induction_messages(examples, max_tokens=self.owner.induction_max_tokens))
         return clip(answer.persona, MAX_PERSONA_CHARS)
 
@@ -533,7 +532,6 @@ class FitRun:
         current_demos: Sequence[Demo],
         traces: Sequence[Trace],
         skipped: list[str],
-        planned: int,
         fallback_order: Sequence[str],
         pick: Callable[[Sequence[CandidateScore]], CandidateScore] | None = None,
     ) -> SynthesisResult:
@@ -594,7 +592,7 @@ class FitRun:
             baseline_val_accuracy=baseline_accuracy,
             skipped_pair_ids=skipped,
             judge_fallbacks=self.fallbacks,
-            planned_calls=planned,
+            planned_calls=self.planned,
             train_pair_ids=[pair.id for pair in train],
             val_pair_ids=[pair.id for pair in val],
             budget_exhausted=self.exhausted,

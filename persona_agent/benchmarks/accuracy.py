@@ -178,38 +178,18 @@ def synthesizer_for(
     ``full`` mimics the original method's search: every pair within 200 is read, up to 4 demos
     per set, 8 more candidate demo sets drawn at random from all bootstrapped demos, no call cap.
     """
+    shared: dict[str, Any] = {
+        "judge_model": judge_model,
+        "structured_method": options.structured_method,
+        "concurrency": options.concurrency,
+        "seed": seed,
+        "induction_max_tokens": induction_max_tokens,
+    }
     if search == "reference":
-        return ReferenceSearch(
-            model,
-            judge_model=judge_model,
-            structured_method=options.structured_method,
-            concurrency=options.concurrency,
-            seed=seed,
-            induction_max_tokens=induction_max_tokens,
-        )
+        return ReferenceSearch(model, **shared)
     if search == "full":
-        return SynthesizeMe(
-            model,
-            judge_model=judge_model,
-            structured_method=options.structured_method,
-            concurrency=options.concurrency,
-            max_calls=100_000,
-            max_pairs=200,
-            max_demos=4,
-            random_sets=8,
-            seed=seed,
-            induction_max_tokens=induction_max_tokens,
-        )
-    return SynthesizeMe(
-        model,
-        judge_model=judge_model,
-        structured_method=options.structured_method,
-        concurrency=options.concurrency,
-        max_calls=max_calls,
-        max_pairs=max_pairs,
-        seed=seed,
-        induction_max_tokens=induction_max_tokens,
-    )
+        return SynthesizeMe(model, max_calls=100_000, max_pairs=200, max_demos=4, random_sets=8, **shared)
+    return SynthesizeMe(model, max_calls=max_calls, max_pairs=max_pairs, **shared)
 
 
 class OfflineModels:
