@@ -35,7 +35,7 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from agent.errors import BudgetExceeded, ModelOutputError
+from agent.errors import BudgetExceeded, ModelOutputError, NotEnoughPreferences
 from agent.judge import LLMJudge
 from agent.prompts import InductionExample, JudgePurpose
 from agent.records import Demo, Persona, PreferencePair
@@ -128,9 +128,9 @@ class ReferenceSearch(SynthesizeMe):
         current_demos: Sequence[Demo] = (),
     ) -> SynthesisResult:
         """Run both searches on `val`; gate the winner against `current` as the product does."""
+        if not val:  # as the library: every candidate is chosen on val
+            raise NotEnoughPreferences("the reference search needs at least 1 val pair")
         user_id, train, val, run = self._start(train, val, has_current=current is not None)
-        if not val:
-            val = list(train)  # the library's choice: with no val set, train is the val set
 
         stage1 = await self._candidates(run, None, train, zero_shot=False)
         scores1 = await self._scores(run, None, stage1, val, stage="bootstrap-select", purpose="bootstrap")

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 from typer.testing import CliRunner
 
+from agent.errors import NotEnoughPreferences
 from agent.reference_search import ReferenceSearch, pick_with_stop
 from agent.synthesis import CandidateScore
 from graphs.chat import ChatOptions
@@ -71,6 +73,13 @@ async def test_a_right_judge_stops_at_the_first_candidate_of_each_stage() -> Non
     assert result.accepted
     persona_calls = [c for c in model.calls_of("judge") if persona_of(c.messages)]
     assert any(demo_count(c.messages) > 4 for c in persona_calls)  # bootstrapped sets beyond 4 demos
+
+
+async def test_the_reference_search_needs_val_pairs() -> None:
+    model = judge_that(liked=True)
+    with pytest.raises(NotEnoughPreferences, match="val"):
+        await ReferenceSearch(model).fit(make_pairs(6), [])
+    assert model.calls == []
 
 
 def test_bench_accuracy_runs_the_reference_search_on_request(tmp_path: Path) -> None:
