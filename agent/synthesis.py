@@ -44,12 +44,18 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.errors import BudgetExceeded, InvalidPreference, ModelOutputError, NotEnoughPreferences
+from agent.errors import (
+    BudgetExceeded,
+    InvalidPreference,
+    ModelOutputError,
+    NotEnoughPreferences,
+    PersonaRejected,
+)
 from agent.evaluation import evaluate
 from agent.judge import LLMJudge, PersonaJudge, StructuredCaller
 from agent.prompts import (
@@ -67,6 +73,7 @@ from agent.usage import CallBudget, UsageReport, UsageTracker
 logger = logging.getLogger(__name__)
 
 CANDIDATE_SETS = ("persona only", "labelled", "verified")
+StageReporter = Callable[[str, str], None]
 UNVERIFIED_INDUCTION_PAIRS = 5
 LABELLED_DEMOS = 4
 # P(the user's choice) at or above 0.5 + this margin, read from token log-probabilities, verifies
@@ -91,7 +98,7 @@ class InducedPersona(BaseModel):
             raise ValueError("must not be empty")
         if _PLACEHOLDER.fullmatch(value.strip()):
             raise ValueError("is a placeholder, not a description of the user")
-        return check_persona_text(value.strip())  # directions to the judge: retried, then refused
+        return check_persona_text(value.strip())  # not a taste: retried, then the fit is rejected
 
 
 class CandidateScore(BaseModel):
@@ -102,6 +109,24 @@ class CandidateScore(BaseModel):
     name: str
     demo_pair_ids: tuple[str, ...]
     val_accuracy: float | None
+
+
+class PersonaSynthesizer(Protocol):
+    """What writes a user's persona from their pairs: `SynthesizeMe`, or the offline reward model's writer."""
+
+    max_pairs: int
+
+    async def fit(
+        self,
+        train: Sequence[PreferencePair],
+        val: Sequence[PreferencePair],
+        *,
+        current: Persona | None = None,
+        current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
+    ) -> SynthesisResult:
+        """Write a persona and demos from `train`, gated against `current` on `val`; report stages."""
+        ...
 
 
 class SynthesisResult(BaseModel):
@@ -124,6 +149,9 @@ class SynthesisResult(BaseModel):
     val_pair_ids: list[str] = Field(default_factory=list)
     budget_exhausted: bool = Field(
         False, description="Retries spent the call budget: the fit ended with the best it had."
+    )
+    rejected_because: str | None = Field(
+        None, description="Why the persona was not accepted, when not for a lower val accuracy."
     )
 
     def pair_annotations(self) -> dict[str, dict[str, Any]]:
@@ -280,15 +308,24 @@ class SynthesizeMe:
         *,
         current: Persona | None = None,
         current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
     ) -> SynthesisResult:
-        """Synthesize a persona and demos from `train`, choose and gate them on `val`."""
+        """Synthesize a persona and demos from `train`, choose and gate them on `val`.
+
+        `on_stage(stage, detail)` is told when each stage starts (bootstrap, induce, demos,
+        select, gate), for a progress display.
+        """
+        report = on_stage or no_report
         user_id, train, val, run = self._start(train, val, has_current=current is not None)
 
+        report("bootstrap", f"the default judge reasons about {len(train)} of your pairs")
         pool = labelled_pool(train, self.labelled_demos, self.seed)
         traces, skipped = await run.bootstrap_reasoning(train, pool)
         verified = [trace for trace in traces if trace.reasoning.verified]
+        report("induce", f"writing the persona from {len(verified) or len(train)} pairs")
         persona_text = await run.induce_persona([t.as_induction_example for t in verified], train)
         missed = [trace for trace in traces if not trace.reasoning.verified]
+        report("demos", f"re-checking {min(len(missed), self.max_demos)} missed pairs with the persona")
         corrected = await run.correct_misses(persona_text, missed)
 
         options = _candidate_sets(
@@ -309,6 +346,7 @@ class SynthesizeMe:
             traces=traces,
             skipped=skipped,
             fallback_order=CANDIDATE_SETS[::-1],
+            report=report,
         )
 
 
@@ -316,6 +354,10 @@ def merge_demos(selected: Sequence[Demo], retrieved: Sequence[Demo]) -> list[Dem
     """Return the val-selected demos, then the retrieved ones that show other pairs."""
     shown = {demo.pair.id for demo in selected}
     return [*selected, *(demo for demo in retrieved if demo.pair.id not in shown)]
+
+
+def no_report(stage: str, detail: str) -> None:
+    """Report nothing: the default when no progress display listens."""
 
 
 def _ids(demos: Sequence[Demo]) -> tuple[str, ...]:
@@ -464,7 +506,13 @@ class FitRun:
                 for p in _most_recent(train, UNVERIFIED_INDUCTION_PAIRS)
             ]
         caller = StructuredCaller(self.owner.judge_model, InducedPersona, **self.judge_options("induce"))
-        answer, _ = await caller(induction_messages(examples, max_tokens=self.owner.induction_max_tokens))
+        messages = induction_messages(examples, max_tokens=self.owner.induction_max_tokens)
+        try:
+            answer, _ = await caller(messages)
+        except ModelOutputError as exc:
+            # The call's own retries are spent; fitting again from scratch would repeat the
+            # bootstrap for the same verdict, so the fit ends here and the current persona stays.
+            raise PersonaRejected(f"the model wrote no usable persona: {_persona_problem_of(exc)}") from exc
         return clip(answer.persona, MAX_PERSONA_CHARS)
 
     async def correct_misses(self, persona: str, missed: Sequence[Trace]) -> list[Demo]:
@@ -534,6 +582,7 @@ class FitRun:
         skipped: list[str],
         fallback_order: Sequence[str],
         pick: Callable[[Sequence[CandidateScore]], CandidateScore] | None = None,
+        report: StageReporter | None = None,
     ) -> SynthesisResult:
         """Score the candidate demo sets on val, gate the best against `current`, build the result.
 
@@ -543,6 +592,7 @@ class FitRun:
         `pick` chooses among the scored sets (`select_best` by default); `fallback_order` names the
         set to use, first non-empty one, when nothing could be scored.
         """
+        report = report or no_report
         scored: list[CandidateScore] = []
         baseline_accuracy: float | None = None
         gated = True
@@ -550,9 +600,11 @@ class FitRun:
             # One after another, the gate first: when retries spend the budget, the sets scored
             # so far still compete and the gate is not the part left out.
             if current is not None:
+                report("gate", f"scoring the current persona v{current.version} on the same pairs")
                 baseline = await self.score("current", current.text, current_demos, val, stage="gate")
                 gated = baseline is not None
                 baseline_accuracy = baseline.val_accuracy if baseline else None
+            report("select", f"scoring {len(options)} demo sets on {len(val)} held-out pairs")
             for name, demos in options.items():
                 score = await self.score(name, persona_text, demos, val) if not self.exhausted else None
                 if score is not None:
@@ -605,6 +657,16 @@ def _confident(verdict: Verdict, chosen_first: bool) -> bool:
         return False
     prob_chosen = verdict.prob_first if chosen_first else 1.0 - verdict.prob_first
     return prob_chosen >= 0.5 + CONFIDENT_MARGIN
+
+
+def _persona_problem_of(error: BaseException) -> str:
+    """Return why the last persona answer was refused, as the validator worded it."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ValidationError):
+            return "; ".join(item["msg"].removeprefix("Value error, ") for item in cause.errors())
+        cause = cause.__cause__ or cause.__context__
+    return str(error)
 
 
 def _reasoning_of(pair_id: str, verdict: Verdict, chosen_first: bool) -> Reasoning:

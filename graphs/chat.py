@@ -6,6 +6,8 @@ user named in the run context (`ChatContext.user_id`)::
     START -> record_feedback -> [synthesize_persona]* -> load_persona
           -> (draft_replies and retrieve_demos, side by side)
           -> judge_replies -> [synthesize_persona]** -> END
+    draft_replies or judge_replies failing after retries -> its error handler
+          -> [synthesize_persona]** -> END
 
 1. `record_feedback` turns feedback on the previous turn into stored pairs (source "explicit"):
    ``{"choice": i}`` pairs candidate ``i`` against every other candidate of that turn and makes
@@ -31,18 +33,25 @@ user named in the run context (`ChatContext.user_id`)::
 Inline or deferred synthesis (``synthesis_mode``; a run may override it in its context):
 *inline* runs `synthesize_persona` before answering, so the reply already uses the new persona;
 *deferred* (the default) answers first and runs `synthesize_persona` at the end of the same run
-(``**``), so the reply is streamed before the slow fit starts. Both work under ``langgraph dev``
-and in the CLI. A feedback-only input (no new user message) ends after feedback, or after the
-synthesis it triggered. `synthesize_persona` invokes the synthesis graph (`graphs.synthesis`);
-a synthesis that fails is logged and recorded in ``state["synthesis"]``, the current persona
-stays, and the turn is still answered.
+(``**``), so the reply is streamed before the slow fit starts. Both work under ``langgraph dev``.
+*caller* (a run context value only, not a setting) runs no synthesis: the run ends with
+``state["synthesis_due"] == "caller"`` and the caller runs the synthesis graph itself
+(`graphs.synthesis.run_synthesis`) and reports the outcome to the thread with
+``update_state(config, synthesis_recorded(outcome, pair_count), as_node="synthesize_persona")``;
+`persona-agent chat` does this in the background, so no prompt waits on a fit. A feedback-only
+input (no new user message) ends after feedback, or after the synthesis it triggered.
+`synthesize_persona` invokes the synthesis graph (`graphs.synthesis`); a synthesis that fails is
+logged and recorded in ``state["synthesis"]``, the current persona stays, and the turn is still
+answered.
 
 Failures of models: drafting and judging have a declared `RetryPolicy` over transient errors
 (timeouts, connection errors, malformed output; `graphs.retry.is_transient`) and an optional
 per-attempt timeout. When drafting still fails the turn is answered with an apology that says the
 model failed (``state["reply_fallback"]`` holds the error, no candidates are kept); when judging
-fails the first candidate is the answer (``state["judge_fallback"]`` says why). A judge comparison
-whose output stays malformed is a tie inside the judge, counted in ``judge_fallback`` too.
+fails the first candidate is the answer (``state["judge_fallback"]`` says why). Each fallback is
+the node's error handler (`DRAFT_FALLBACK`, `JUDGE_FALLBACK`), routed on like `judge_replies`. A
+judge comparison whose output stays malformed is a tie inside the judge, counted in
+``judge_fallback`` too.
 
 Streaming: ``astream(..., stream_mode="updates")`` yields one ``{node: update}`` per finished node
 (``record_feedback``, ``load_persona``, ``draft_replies`` and ``retrieve_demos`` in either order,
@@ -67,14 +76,14 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Checkpointer, Command, RetryPolicy
+from langgraph.types import Checkpointer, RetryPolicy
 from pydantic import ValidationError
 
 from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.formats import describe_validation_error
 from agent.records import Demo, Limits, Persona, PreferencePair
-from agent.synthesis import SynthesizeMe, merge_demos
+from agent.synthesis import PersonaSynthesizer, SynthesizeMe, merge_demos
 from graphs import synthesis
 from graphs.judges import JudgeFactory, LLMJudges
 from graphs.retry import is_transient
@@ -84,7 +93,6 @@ from graphs.state import (
     Feedback,
     PersonaView,
     RankedView,
-    SynthesisContext,
     SynthesisMode,
     SynthesisOutcome,
     demo_from_state,
@@ -104,6 +112,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 8
+# LangGraph names the node that runs a node's `error_handler` after it; updates stream under it.
+DRAFT_FALLBACK = "__error_handler__draft_replies"
+JUDGE_FALLBACK = "__error_handler__judge_replies"
 APOLOGY = (
     "Sorry, I could not answer this time: the language model failed ({reason}). Please try again in a moment."
 )
@@ -192,6 +203,12 @@ def feedback_pairs(
     return pairs, chosen if has_choice else None
 
 
+def synthesis_recorded(result: SynthesisOutcome, pair_count: int) -> dict[str, Any]:
+    """Return the thread's update after a synthesis: its outcome, and when to try again if it failed."""
+    retry_after = None if result["status"] == "accepted" else pair_count
+    return {"synthesis": result, "synthesis_due": None, "synthesis_retry_after": retry_after}
+
+
 def _context_value(runtime: Runtime[ChatContext], name: str) -> Any:
     context = runtime.context
     return context.get(name) if isinstance(context, Mapping) else getattr(context, name, None)
@@ -229,7 +246,7 @@ def build_graph(
     judge_model: BaseChatModel,
     memory: PreferenceStore,
     checkpointer: Checkpointer = None,
-    synthesizer: SynthesizeMe | None = None,
+    synthesizer: PersonaSynthesizer | None = None,
     judges: JudgeFactory | None = None,
     options: ChatOptions | None = None,
     name: str = "chat",
@@ -295,24 +312,15 @@ def build_graph(
     def route_after_feedback(state: ChatState) -> str:
         """Synthesize first (inline), answer, or stop when there is nothing to answer."""
         due = state.get("synthesis_due")
-        if due == "inline" or (due and not _awaits_reply(state)):
+        if due == "inline" or (due == "deferred" and not _awaits_reply(state)):
             return "synthesize_persona"
         return "load_persona" if _awaits_reply(state) else END
 
     async def synthesize_persona(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Run the synthesis graph for this user; a failure is recorded, never raised."""
         user_id = user_of(runtime)
-        result: SynthesisOutcome
-        try:
-            final = await synthesis_graph.ainvoke({}, context=SynthesisContext(user_id=user_id))
-            result = final.get("outcome") or synthesis.outcome(
-                "failed", "the synthesis ended without outcome"
-            )
-        except Exception as exc:  # a failed synthesis must not fail the turn
-            logger.warning("synthesis for %s failed; the current persona stays: %r", user_id, exc)
-            result = synthesis.outcome("failed", f"{type(exc).__name__}: {exc}")
-        retry_after = None if result["status"] == "accepted" else state.get("pair_count", 0)
-        update = {"synthesis": result, "synthesis_due": None, "synthesis_retry_after": retry_after}
+        result = await synthesis.run_synthesis(synthesis_graph, user_id)
+        update = synthesis_recorded(result, state.get("pair_count", 0))
         if _awaits_reply(state):  # inline: this turn's reply uses the persona as it is now
             update["persona"] = persona_view(await asyncio.to_thread(memory.current_persona, user_id))
         return update
@@ -366,21 +374,18 @@ def build_graph(
             raise ModelOutputError("the chat model returned no usable reply")
         return {"candidates": drafts, "reply_fallback": None}
 
-    async def apologize(state: ChatState, error: NodeError) -> Command[Any]:
+    async def apologize(state: ChatState, error: NodeError) -> dict[str, Any]:
         """Answer with an apology that says the model failed; keep no candidates."""
         _raise_unless_model_failure(error.error, "drafting")
         reason = f"{type(error.error).__name__}: {error.error}"
-        return Command(
-            update={
-                "messages": [AIMessage(APOLOGY.format(reason=type(error.error).__name__))],
-                "candidates": [],
-                "ranking": [],
-                "judge": "none",
-                "judge_fallback": None,
-                "reply_fallback": reason,
-            },
-            goto=_after_reply(state),
-        )
+        return {
+            "messages": [AIMessage(APOLOGY.format(reason=type(error.error).__name__))],
+            "candidates": [],
+            "ranking": [],
+            "judge": "none",
+            "judge_fallback": None,
+            "reply_fallback": reason,
+        }
 
     async def judge_replies(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Rank the candidates with this user's judge and answer with the winner."""
@@ -405,25 +410,26 @@ def build_graph(
             "messages": [AIMessage(ranking.best.content)],
         }
 
-    async def answer_first_candidate(state: ChatState, error: NodeError) -> Command[Any]:
+    async def answer_first_candidate(state: ChatState, error: NodeError) -> dict[str, Any]:
         """Answer with the first candidate when judging failed, and record why."""
         _raise_unless_model_failure(error.error, "judging")
         candidates = state.get("candidates") or []
         reason = (
             f"judging failed, answered with the first candidate ({type(error.error).__name__}: {error.error})"
         )
-        return Command(
-            update={
-                "ranking": _first_candidate_ranking(candidates, reason),
-                "judge_fallback": reason,
-                "messages": [AIMessage(candidates[0])],
-            },
-            goto=_after_reply(state),
-        )
+        return {
+            "ranking": _first_candidate_ranking(candidates, reason),
+            "judge_fallback": reason,
+            "messages": [AIMessage(candidates[0])],
+        }
 
     retry = RetryPolicy(
         max_attempts=options.attempts, initial_interval=options.retry_interval_s, retry_on=is_transient
     )
+    # Every route out of a node is a conditional edge, the fallbacks' included (each error handler
+    # is a node of its own). `destinations` only declares, for drawing, the edge into a node's error
+    # handler, which LangGraph takes itself when retries are spent; mixing unlabelled Command
+    # destinations with conditional edges from one node breaks `get_graph()` (langgraph#7691).
     builder = StateGraph(ChatState, context_schema=ChatContext)
     builder.add_node(record_feedback)
     builder.add_node(synthesize_persona)
@@ -434,14 +440,14 @@ def build_graph(
         retry_policy=retry,
         timeout=options.reply_timeout_s,
         error_handler=apologize,
-        destinations=("judge_replies", "synthesize_persona", END),
+        destinations={DRAFT_FALLBACK: "error"},
     )
     builder.add_node(
         judge_replies,
         retry_policy=retry,
         timeout=options.reply_timeout_s,
         error_handler=answer_first_candidate,
-        destinations=("synthesize_persona", END),
+        destinations={JUDGE_FALLBACK: "error"},
     )
     builder.add_edge(START, "record_feedback")
     builder.add_conditional_edges(
@@ -451,7 +457,8 @@ def build_graph(
     builder.add_edge("load_persona", "draft_replies")
     builder.add_edge("load_persona", "retrieve_demos")
     builder.add_edge(["draft_replies", "retrieve_demos"], "judge_replies")
-    builder.add_conditional_edges("judge_replies", _after_reply, ["synthesize_persona", END])
+    for answered in ("judge_replies", DRAFT_FALLBACK, JUDGE_FALLBACK):
+        builder.add_conditional_edges(answered, _after_reply, ["synthesize_persona", END])
     return builder.compile(checkpointer=checkpointer, name=name)
 
 

@@ -19,6 +19,7 @@ from agent.records import Limits
 
 StructuredOutputMethod = Literal["json_schema", "function_calling", "json_mode"]
 JudgeKind = Literal["llm", "offline", "hybrid"]
+PersonaSource = Literal["llm", "offline", "auto"]
 SynthesisMode = Literal["inline", "deferred"]
 AuthMode = Literal["tokens", "dev"]
 CheckpointSync = Literal["normal", "full"]
@@ -81,6 +82,14 @@ class Settings(BaseSettings):
         "WAL checkpoints only, so a power cut may lose the last turns' checkpoints but never corrupts "
         "the file; full syncs every write (1-4 ms more per chat turn here).",
     )
+    checkpoint_url: SecretStr | None = Field(
+        None,
+        description="A postgresql:// URL: chat threads are checkpointed in that PostgreSQL database, "
+        "which several app processes can share; unset means a SQLite file under data_dir.",
+    )
+    checkpoint_pool_size: int = Field(
+        10, ge=1, le=200, description="Most PostgreSQL connections one process opens for checkpoints."
+    )
     checkpoint_durability: CheckpointDurability = Field(
         DEFAULT_CHECKPOINT_DURABILITY,
         description="When a chat turn's thread checkpoint is written (LangGraph `durability`): exit "
@@ -106,6 +115,12 @@ class Settings(BaseSettings):
         description="Which judge picks replies: llm, offline or hybrid. Unset: llm with an endpoint, "
         "offline with the embedded model (which judges at about chance; the offline reward model "
         "scores 75% on MT-Bench judges, see BENCHMARKS.md).",
+    )
+    persona_source: PersonaSource = Field(
+        "auto",
+        description="What writes a user's persona: llm (SynthesizeMe), offline (the personal reward "
+        "model's statements, no LLM call) or auto (llm with an endpoint, offline with the embedded "
+        "model, which cannot write a usable persona).",
     )
     demo_k: int = Field(3, ge=0, le=16, description="Demos retrieved per chat turn.")
     retrieval_similarity_weight: float = Field(1.0, ge=0.0)
@@ -144,11 +159,23 @@ class Settings(BaseSettings):
             raise ValueError(f"must be host:port, got {value!r}")
         return value
 
+    @field_validator("checkpoint_url")
+    @classmethod
+    def _checkpoint_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        # The URL may hold a password: the message names the problem, never the value.
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
     @model_validator(mode="after")
     def _resolve(self) -> Settings:
         self.data_dir = self.data_dir.expanduser()
         if self.judge is None:
             self.judge = "llm" if self.uses_endpoint else "offline"
+        if self.persona_source == "auto":
+            self.persona_source = "llm" if self.uses_endpoint else "offline"
         return self
 
     # --- derived ----------------------------------------------------------------------

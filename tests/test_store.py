@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -127,7 +128,12 @@ def test_persona_versions_history_and_rollback(store: PreferenceStore) -> None:
     saved = [
         store.save_persona(
             persona(
-                "alice", f"Alice v{i}", minutes=i, model="m", pair_ids=(pair.id,), val_accuracy=0.5 + i / 10
+                "alice",
+                f"Alice likes lists, v{i}",
+                minutes=i,
+                model="m",
+                pair_ids=(pair.id,),
+                val_accuracy=0.5 + i / 10,
             ),
             [Demo(pair=pair, reasoning=f"why {i}")],
         )
@@ -135,15 +141,19 @@ def test_persona_versions_history_and_rollback(store: PreferenceStore) -> None:
     ]
     assert [p.version for p in saved] == [1, 2, 3]
     assert store.current_persona("alice") == saved[2]
-    assert [p.text for p in store.persona_history("alice")] == ["Alice v1", "Alice v2", "Alice v3"]
+    assert [p.text for p in store.persona_history("alice")] == [
+        "Alice likes lists, v1",
+        "Alice likes lists, v2",
+        "Alice likes lists, v3",
+    ]
     assert store.get_persona("alice", 2).val_accuracy == pytest.approx(0.7)
     assert store.current_demos("alice")[0].reasoning == "why 3"
 
-    assert store.rollback("alice", 1).text == "Alice v1"
+    assert store.rollback("alice", 1).text == "Alice likes lists, v1"
     assert store.current_persona("alice") == saved[0]
     assert store.current_demos("alice")[0].reasoning == "why 1"
     assert len(store.persona_history("alice")) == 3
-    assert store.save_persona(persona("alice", "Alice v4"), []).version == 4
+    assert store.save_persona(persona("alice", "Alice likes lists, v4"), []).version == 4
     assert store.current_demos("alice") == []
 
     # Bob sees none of it and cannot move Alice's pointer.
@@ -162,7 +172,7 @@ def test_persona_versions_history_and_rollback(store: PreferenceStore) -> None:
 def test_persona_provenance_round_trips(store: PreferenceStore) -> None:
     reasoning = (Reasoning(pair_id="p1", text="she likes lists", predicted="chosen"),)
     original = persona(
-        "alice", "Likes lists.", model="smol", pair_ids=("p1", "p2"), demo_pair_ids=("p1",),
+        "alice", "Likes bullet lists.", model="smol", pair_ids=("p1", "p2"), demo_pair_ids=("p1",),
         val_accuracy=0.75, baseline_val_accuracy=0.5, reasoning=reasoning,
     )  # fmt: skip
     stored = store.save_persona(original, [])
@@ -172,7 +182,7 @@ def test_persona_provenance_round_trips(store: PreferenceStore) -> None:
 
 def test_demos_of_another_user_are_refused(store: PreferenceStore) -> None:
     with pytest.raises(InvalidPreference, match="belongs to 'bob'"):
-        store.save_persona(persona("alice", "A"), [Demo(pair=make_pair("bob", "q"))])
+        store.save_persona(persona("alice", "Likes short replies."), [Demo(pair=make_pair("bob", "q"))])
     assert store.persona_history("alice") == []
 
 
@@ -180,7 +190,7 @@ def test_pairs_since_persona(store: PreferenceStore) -> None:
     old = [make_pair("alice", f"old {i}", minutes=i) for i in range(3)]
     store.add_pairs("alice", old)
     assert {p.id for p in store.pairs_since_persona("alice")} == {p.id for p in old}
-    store.save_persona(persona("alice", "A", minutes=10), [])
+    store.save_persona(persona("alice", "Likes short replies.", minutes=10), [])
     new = [make_pair("alice", f"new {i}", minutes=11 + i) for i in range(2)]
     store.add_pairs("alice", new)
     assert [p.id for p in store.pairs_since_persona("alice")] == [new[1].id, new[0].id]
@@ -191,7 +201,7 @@ def test_a_half_written_version_stays_invisible_and_is_cleaned_up(make_store: St
     store = make_store(stale_write_s=3600)
     pair = make_pair("alice", "q")
     store.add_pairs("alice", [pair])
-    store.save_persona(persona("alice", "v1"), [Demo(pair=pair, reasoning="v1 demo")])
+    store.save_persona(persona("alice", "Likes lists, v1"), [Demo(pair=pair, reasoning="v1 demo")])
     # A writer claims v2 and writes a demo, then dies before marking the version complete.
     scope = store._scope("alice")
     assert store._claim_version(scope) == 2
@@ -201,22 +211,64 @@ def test_a_half_written_version_stays_invisible_and_is_cleaned_up(make_store: St
         documents=[Demo(pair=pair, reasoning="orphan").model_dump_json()],
         metadatas=[{"user_id": "alice", "version": 2, "position": 0}],
     )
-    assert store.current_persona("alice").text == "v1"  # type: ignore[union-attr]
+    assert store.current_persona("alice").text == "Likes lists, v1"  # type: ignore[union-attr]
     assert [p.version for p in store.persona_history("alice")] == [1]
     assert [d.reasoning for d in store.current_demos("alice")] == ["v1 demo"]
     with pytest.raises(NotFound):
         store.get_persona("alice", 2)
     # A recent claim may still be in progress elsewhere: the next write skips its number.
-    assert store.save_persona(persona("alice", "v3"), []).version == 3
+    assert store.save_persona(persona("alice", "Likes lists, v3"), []).version == 3
     # Once stale, the claim and its demos are deleted; version numbers keep increasing.
     store.stale_write_s = 0
-    saved = store.save_persona(persona("alice", "v4"), [Demo(pair=pair, reasoning="fresh")])
+    saved = store.save_persona(persona("alice", "Likes lists, v4"), [Demo(pair=pair, reasoning="fresh")])
     assert saved.version == 4
     assert [p.version for p in store.persona_history("alice")] == [1, 3, 4]
     assert store._personas.get(ids=["alice/v0000000002"])["ids"] == []
     demo_docs = store._demos.get(where={"user_id": "alice"})["documents"]
     assert not any("orphan" in doc for doc in demo_docs)
     assert [d.reasoning for d in store.current_demos("alice")] == ["fresh"]
+
+
+def test_one_lease_holder_at_a_time_and_alices_lease_never_blocks_bob(make_store: StoreFactory) -> None:
+    store, other_process = make_store(), make_store()
+    held = store.acquire_lease("alice")
+    assert held is not None
+    assert other_process.acquire_lease("alice") is None  # held: the second synthesis must wait
+    bob = other_process.acquire_lease("bob")
+    assert bob is not None and bob.user_id == "bob"
+    assert other_process.renew_lease(held)  # any store object renews the holder's lease
+    store.release_lease(held)
+    assert not store.renew_lease(held)  # released: gone
+    taken = other_process.acquire_lease("alice")
+    assert taken is not None and taken.number > held.number
+    store.release_lease(held)  # an old holder releasing again changes nothing
+    assert store.acquire_lease("alice") is None
+    assert store.list_users() == ["alice", "bob"]
+
+
+def test_a_crashed_holders_lease_expires_and_it_cannot_renew_after_a_takeover(
+    make_store: StoreFactory,
+) -> None:
+    crashed, successor = make_store(lease_s=0.2), make_store(lease_s=0.2)
+    held = crashed.acquire_lease("alice")
+    assert held is not None
+    time.sleep(0.1)
+    assert crashed.renew_lease(held) and successor.acquire_lease("alice") is None  # renewed: held
+    time.sleep(0.3)  # the holder died without releasing or renewing; its lease runs out
+    taken = successor.acquire_lease("alice")
+    assert taken is not None
+    assert not crashed.renew_lease(held)  # it may not resume as if it still held the lease
+    assert successor.renew_lease(taken)
+    assert crashed.acquire_lease("alice") is None
+
+
+def test_deleting_a_user_removes_their_leases(store: PreferenceStore) -> None:
+    store.add_pairs("alice", [make_pair("alice", "q")])
+    held = store.acquire_lease("alice")
+    assert held is not None
+    store.delete_user("alice")
+    assert store.list_users() == []
+    assert store.acquire_lease("alice") is not None
 
 
 # --- retrieval ---------------------------------------------------------------------------------
@@ -361,9 +413,11 @@ def _fill(store: PreferenceStore, user_id: str) -> list[str]:
     store.annotate_pairs(
         user_id, {pairs[0].id: {"default_judge_correct": False, "has_verified_reasoning": True}}
     )
-    store.save_persona(persona(user_id, f"{user_id} v1"), [Demo(pair=pairs[0], reasoning="r1", why="w")])
     store.save_persona(
-        persona(user_id, f"{user_id} v2", minutes=5), [Demo(pair=pairs[1]), Demo(pair=pairs[2])]
+        persona(user_id, f"{user_id} likes lists, v1"), [Demo(pair=pairs[0], reasoning="r1", why="w")]
+    )
+    store.save_persona(
+        persona(user_id, f"{user_id} likes lists, v2", minutes=5), [Demo(pair=pairs[1]), Demo(pair=pairs[2])]
     )
     store.rollback(user_id, 1)
     return [pair.id for pair in pairs]
@@ -451,7 +505,7 @@ def test_threads_lose_no_pairs_and_versions_stay_unique(store: PreferenceStore) 
                 store.add_pairs(
                     "alice", [make_pair("alice", f"w{worker} b{batch} q{i}", minutes=i) for i in range(5)]
                 )
-                store.save_persona(persona("alice", f"w{worker} b{batch}"), [])
+                store.save_persona(persona("alice", f"Likes lists, w{worker} b{batch}"), [])
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -474,7 +528,7 @@ def test_persistent_store_survives_reopening(tmp_path: Path) -> None:
     del first
     reopened = PreferenceStore(make_client(path=path), WordHashEmbeddings())
     assert sorted(p.id for p in reopened.list_pairs("alice")) == sorted(ids)
-    assert reopened.current_persona("alice").text == "alice v1"  # type: ignore[union-attr]
+    assert reopened.current_persona("alice").text == "alice likes lists, v1"  # type: ignore[union-attr]
     assert reopened.retrieve_demos("alice", "alice question 2", k=1)[0].pair.id == ids[2]
     assert reopened.count_pairs("bob") == 0
 
@@ -496,7 +550,7 @@ def test_pair_counts_follow_writes_and_the_current_persona(make_store: StoreFact
     here.add_pairs("alice", [make_pair("alice", f"question {i}", minutes=i) for i in range(3)])
     counts = here.pair_counts("alice")
     assert (counts.total, counts.since_persona, counts.persona) == (3, 3, None)
-    saved = here.save_persona(persona("alice", "likes lists", minutes=1))
+    saved = here.save_persona(persona("alice", "likes bullet lists", minutes=1))
     here.add_pairs("alice", [make_pair("alice", "question 9", minutes=9)])
     elsewhere.add_pairs("alice", [make_pair("alice", "question 8", minutes=8)])
     counts = here.pair_counts("alice")
