@@ -88,16 +88,16 @@ def test_judge_defaults_to_offline_with_the_embedded_model_and_llm_with_an_endpo
 def test_the_induction_budget_reaches_the_fit_within_the_embedded_context(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    from persona_agent.factory import build_synthesizer
+    from persona_agent.factory import build_synthesize_me
     from tests.fakes import CountingChatModel, default_responder
 
     monkeypatch.chdir(tmp_path)
     model = CountingChatModel(responder=default_responder())
     monkeypatch.setenv("PERSONA_AGENT_INDUCTION_MAX_TOKENS", "12000")
     monkeypatch.setenv("PERSONA_AGENT_EMBEDDED_CONTEXT_TOKENS", "8192")
-    assert build_synthesizer(load_settings(), model, model).induction_max_tokens == 4096
+    assert build_synthesize_me(load_settings(), model, model).induction_max_tokens == 4096
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
-    assert build_synthesizer(load_settings(), model, model).induction_max_tokens == 12000
+    assert build_synthesize_me(load_settings(), model, model).induction_max_tokens == 12000
     monkeypatch.setenv("PERSONA_AGENT_INDUCTION_MAX_TOKENS", "10")
     with pytest.raises(ConfigurationError, match="induction_max_tokens"):
         load_settings()
