@@ -88,7 +88,7 @@ def describe_preferences(
 ) -> list[PreferenceStatement]:
     """List the user's credible departures from the population, the most certain and largest first."""
     taste = user_model.taste
-    statements = []
+    statements: list[PreferenceStatement] = []
     for index, conditional, mean, probability in _departures(user_model):
         if len(statements) == top:
             break
