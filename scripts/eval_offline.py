@@ -13,7 +13,8 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * PRISM examples: the seeded split of `persona-agent eval`, the shipped prior;
 * loops: each real MT-Bench answer that does not itself loop, against a copy of another answer
   to the same question that breaks into a loop, judged for every planted user and the population;
-* `--ablate`: the same on planted users and MT-Bench `val` with one part of the design removed.
+* `--ablate`: the same on planted users and MT-Bench `val` with one part of the design removed;
+* `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached).
 
 `--curve` writes the learning curve (accuracy against training pairs) as an SVG picture.
 """
@@ -25,7 +26,9 @@ import asyncio
 import json
 import os
 import random
+import statistics
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -230,6 +233,29 @@ def ablate(
     return found
 
 
+def speed(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path, *, rounds: int = 20
+) -> dict[str, float]:
+    """Return median milliseconds to fit a user on 25 pairs and to compare one pair, features cached."""
+    pairs = read_pairs(folder / "visible_n20.jsonl")
+    extractor.pair_differences(pairs)
+    own = by_user([p for p in pairs if split_of(p) in ("train", "val")])
+    user_pairs = next(ps for ps in own.values() if len(ps) >= 25)[:25]
+    fits, compares = [], []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        judge = OfflineJudge.for_user(prior, extractor, user_pairs)
+        fits.append(time.perf_counter() - started)
+        pair = user_pairs[len(compares) % len(user_pairs)]
+        started = time.perf_counter()
+        asyncio.run(judge.compare(pair.context, pair.chosen, pair.rejected))
+        compares.append(time.perf_counter() - started)
+    return {
+        "fit 25 pairs (ms)": 1000 * statistics.median(fits),
+        "compare (ms)": 1000 * statistics.median(compares),
+    }
+
+
 def learning_curve_svg(table: dict[str, dict[str, float]]) -> str:
     """Draw accuracy against training pairs, one line per taste, as a small SVG."""
     width, height, left, bottom, top = 560, 320, 50, 40, 20
@@ -292,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache/minilm_mt_bench.npz"))
     parser.add_argument("--curve", type=Path, default=None, help="write the learning curve as SVG here")
     parser.add_argument("--ablate", action="store_true", help="also remove each part of the design in turn")
+    parser.add_argument("--speed", action="store_true", help="also time a fit and a comparison")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -307,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     report["loops"] = loops(extractor, prior, args.mt_bench, args.planted)
     if args.ablate:
         report["ablations"] = ablate(extractor, prior, args.planted, args.mt_bench)
+    if args.speed:
+        report["speed"] = speed(extractor, prior, args.planted)
     extractor.embedder.save(args.cache)
     if args.curve:
         args.curve.parent.mkdir(parents=True, exist_ok=True)
@@ -321,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
     if args.ablate:
         print_table("Ablations", report["ablations"])  # type: ignore[arg-type]
+    if args.speed:
+        print_table("Speed, median of 20 (features cached)", {"offline model": report["speed"]})  # type: ignore[dict-item]
     return 0
 
 
