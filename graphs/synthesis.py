@@ -2,10 +2,11 @@
 
 ``load_pairs -> fit_persona -> annotate_pairs -> save_persona (when accepted) -> END``
 
-- `load_pairs` reads the user's newest ``synthesizer.max_pairs`` pairs and splits them
-  deterministically: oldest first, every third pair (positions 2, 5, 8, ...) is held out for
-  validation, but only when there are at least `MIN_PAIRS_FOR_VAL` (6) pairs; with fewer, all
-  train (SynthesizeMe then accepts without a gate). Fewer than 2 pairs: outcome "skipped".
+- `load_pairs` reads the user's newest ``synthesizer.max_pairs`` pairs and splits them with
+  `agent.evaluation.split_train_val`: a pair validates or trains by a hash of its content,
+  siblings of one ``choice`` together, so no pair that any persona was fitted on ever validates
+  a later one. Validation pairs are never trained on, even when there are too few for a gate.
+  Fewer than 2 train pairs: outcome "skipped" (the next trigger tries again with more).
 - `fit_persona` runs `SynthesizeMe.fit` with the current persona and demos as the gate's baseline.
 - `annotate_pairs` records on every train pair whether the default judge predicted it
   (``default_judge_correct``) and whether it has verified reasoning (kept with the pair, so that
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langgraph.errors import NodeError
@@ -31,7 +31,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from agent.errors import NotFound
-from agent.records import PreferencePair, utc_now
+from agent.evaluation import MIN_TRAIN_PAIRS, split_train_val
+from agent.records import utc_now
 from agent.synthesis import SynthesisResult, SynthesizeMe
 from graphs.retry import is_transient
 from graphs.state import (
@@ -50,19 +51,6 @@ if TYPE_CHECKING:
     from memory.store import PreferenceStore
 
 logger = logging.getLogger(__name__)
-
-VAL_EVERY = 3
-MIN_PAIRS_FOR_VAL = 6
-
-
-def split_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Split oldest-first: every third pair to val when there are at least 6 pairs, else none."""
-    ordered = sorted(pairs, key=lambda pair: (pair.created_at, pair.id))
-    if len(ordered) < MIN_PAIRS_FOR_VAL:
-        return ordered, []
-    train = [pair for index, pair in enumerate(ordered) if index % VAL_EVERY != VAL_EVERY - 1]
-    val = [pair for index, pair in enumerate(ordered) if index % VAL_EVERY == VAL_EVERY - 1]
-    return train, val
 
 
 def outcome(
@@ -109,10 +97,14 @@ def build_graph(
         """Read the user's newest pairs and split them into train and val."""
         user_id = user_of(runtime)
         pairs = await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
-        train, val = split_pairs(pairs)
-        if len(train) < 2:
+        train, val = split_train_val(pairs)
+        if len(train) < MIN_TRAIN_PAIRS:
             skipped = outcome(
-                "skipped", f"{len(pairs)} pairs stored; a persona needs at least 2", train=len(train)
+                "skipped",
+                f"{len(pairs)} pairs stored, {len(train)} of them for training; a persona needs at least "
+                f"{MIN_TRAIN_PAIRS}",
+                train=len(train),
+                val=len(val),
             )
             return Command(update={"outcome": skipped, "result": None}, goto=END)
         return Command(

@@ -56,9 +56,9 @@ async def _run_demo(user_id: str, fresh: bool) -> None:
     from langchain_core.runnables import RunnableConfig
     from langgraph.checkpoint.memory import InMemorySaver
 
+    from agent.evaluation import split_train_val
     from agent.formats import read_pairs
     from graphs.state import ChatContext, SynthesisContext
-    from graphs.synthesis import split_pairs
     from persona_agent.factory import (
         build_chat_graph,
         build_chat_model,
@@ -82,7 +82,7 @@ async def _run_demo(user_id: str, fresh: bool) -> None:
 
     chat_model = build_chat_model(settings)
     judge_model = build_judge_model(settings)
-    train, val = split_pairs(pairs)
+    train, val = split_train_val(pairs)
     synthesizer = build_synthesizer(settings, chat_model, judge_model)
     train, val = synthesizer.trim(train, val)
     synthesis = build_synthesis_graph(settings, store=store, chat_model=chat_model, judge_model=judge_model)
