@@ -363,3 +363,6 @@ def test_eval_command_runs_end_to_end_on_the_embedded_model(
     assert user["reference_persona"] and user["persona"]
     assert user["fit_calls"] >= user["n_train"] + 1
     assert 0.0 <= document["macro_accuracy"] <= 1.0
+    for key in ("macro_accuracy_per_order", "position_consistency"):
+        assert 0.0 <= document[key] <= 1.0
+        assert user[key.removeprefix("macro_")] == document[key]  # one user: macro = that user

@@ -10,6 +10,7 @@ BENCHMARKS.md gives each suite's exact command, machine and figures.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -116,8 +117,11 @@ def accuracy(
     print_accuracy(document, Console())
 
 
-def _interval(low: float | None, high: float | None) -> str:
-    return "n/a" if low is None or high is None else f"{low:.1%} to {high:.1%}"
+def _with_interval(value: float | None, interval: Sequence[float | None] | None) -> str:
+    if value is None:
+        return "n/a"
+    low, high = interval or (None, None)
+    return _pct(value) if low is None or high is None else f"{value:.1%} ({low:.0%}-{high:.0%})"
 
 
 def print_accuracy(document: dict[str, Any], console: Console) -> None:
@@ -126,30 +130,17 @@ def print_accuracy(document: dict[str, Any], console: Console) -> None:
     if document["model_note"]:
         title += f"\n[yellow]{document['model_note']}[/yellow]"
     table = Table(
-        title=title, caption="debiased: both orders combined; per order: each order alone, ties wrong"
+        title=title,
+        caption="debiased: both orders combined; per order: each order alone, ties wrong (95% CI)",
     )
-    columns = (
-        "judge",
-        "debiased",
-        "95% CI",
-        "per order",
-        "95% CI",
-        "consistent",
-        "users",
-        "test pairs",
-        "skipped",
-        "seconds",
-    )
+    columns = ("judge", "debiased", "per order", "consistent", "users", "pairs", "skipped", "s")
     for column in columns:
         table.add_column(column, justify="left" if column == "judge" else "right")
     for name, row in document["judges"].items():
-        per_order = row["ci_per_order"] or (None, None)
         table.add_row(
             name,
-            _pct(row["macro_accuracy"]),
-            _interval(row["ci_low"], row["ci_high"]),
-            _pct(row["macro_accuracy_per_order"]),
-            _interval(*per_order),
+            _with_interval(row["macro_accuracy"], (row["ci_low"], row["ci_high"])),
+            _with_interval(row["macro_accuracy_per_order"], row["ci_per_order"]),
             _pct(row["position_consistency"]),
             str(row["n_users"]),
             str(row["n_pairs"]),
