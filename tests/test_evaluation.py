@@ -36,7 +36,7 @@ SECOND = Verdict(preferred="second", prob_first=0.0)
 TIE = Verdict(preferred="tie", prob_first=0.5)
 
 
-def pair(user: str, n: int) -> PreferencePair:
+def pair(user: str, n: int | str) -> PreferencePair:
     return PreferencePair(
         user_id=user, context=(Turn(role="user", content=f"q{n}"),), chosen=f"good {n}", rejected=f"bad {n}"
     )
@@ -178,15 +178,7 @@ def test_summarize_is_macro_not_micro() -> None:
 
 
 def user_pairs(user: str, n: int) -> list[PreferencePair]:
-    return [
-        PreferencePair(
-            user_id=user,
-            context=(Turn(role="user", content=f"{user} q{k}"),),
-            chosen=f"good {k}",
-            rejected=f"bad {k}",
-        )
-        for k in range(n)
-    ]
+    return [pair(user, f"{user}-{k}") for k in range(n)]
 
 
 class RightOnSome:
@@ -202,7 +194,7 @@ class RightOnSome:
 
 
 def right_on(fractions: dict[str, float], n: int) -> RightOnSome:
-    return RightOnSome({f"{user} q{k}" for user, share in fractions.items() for k in range(round(share * n))})
+    return RightOnSome({f"q{user}-{k}" for user, share in fractions.items() for k in range(round(share * n))})
 
 
 async def test_paired_bootstrap_of_two_judges_on_the_same_users() -> None:
