@@ -14,7 +14,7 @@ export LANGGRAPH_NO_VERSION_CHECK := 1
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-fast lint typecheck serve bench clean browser
+.PHONY: install demo test test-fast lint typecheck serve bench clean browser postgres
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,15 +34,20 @@ install: $(STAMP) ## Create .venv and install everything (idempotent)
 demo: install ## Learn the sample user's taste and answer two questions, offline
 	$(VENV)/bin/persona-agent demo
 
-test: install browser ## Run the whole test suite
+test: install browser postgres ## Run the whole test suite
 	$(PY) -m pytest
 
 browser: ## Install headless Chromium for the inspector's browser test (apt; needs root)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver) \
 		|| echo "warning: could not install chromium; the browser test will fail"
 
-test-fast: install ## Run the suite without the slow real-part tests
-	$(PY) -m pytest -m "not slow"
+postgres: ## Install Debian's PostgreSQL server for the scale-out tests (apt; needs root)
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
+		|| (apt-get update -qq && apt-get install -y -qq postgresql) \
+		|| echo "warning: could not install postgresql; the scaleout tests will fail"
+
+test-fast: install ## Run the suite without the slow real-part tests and without PostgreSQL
+	$(PY) -m pytest -m "not slow and not scaleout"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -1,11 +1,12 @@
 """The composition root for serving: settings, auth, memory routes and the graphs `langgraph.json` names.
 
 `langgraph dev` (started by ``persona-agent serve``) imports this module as ``server`` for three
-things: `chat_graph` and `synthesis_graph` (async graph factories, built on first use and then
-cached), `auth` (a langgraph-sdk `Auth`: bearer tokens mapped to user ids, every thread and run
+things: `chat_graph` and `synthesis_graph` (async graph factories returning the graphs built at
+start), `auth` (a langgraph-sdk `Auth`: bearer tokens mapped to user ids, every thread and run
 owned by the user that made it) and `app` (Starlette routes mounted beside the graph API: the
-memory inspector and its JSON routes). Nothing is built at import time; `ServerResources` builds
-the store and graphs from `Settings` the first time they are needed.
+memory inspector and its JSON routes). Nothing is built at import time; when the server starts,
+`app`'s lifespan has `ServerResources` build the store, models and graphs from `Settings`, so no
+request waits for them (and LangGraph does not log a slow graph load).
 
 The memory routes authenticate themselves with the same token map as `auth` (the graph API's
 auth middleware is not applied to custom routes, so that the inspector page loads in a browser
@@ -60,6 +61,7 @@ class ServerResources:
     settings_factory: Callable[[], Settings] = load_settings
     store_factory: Callable[[Settings], PreferenceStore] | None = None
     graph_factories: dict[str, GraphFactory] = field(default_factory=dict)
+    build_at_start: tuple[str, ...] = ()
     _settings: Settings | None = None
     _tokens: TokenMap | None = None
     _store: PreferenceStore | None = None
@@ -113,6 +115,21 @@ class ServerResources:
                 build = self.graph_factories.get(name) or _DEFAULT_GRAPHS[name]
                 self._graphs[name] = build(self)
             return self._graphs[name]
+
+    async def agraph(self, name: str) -> Pregel:
+        """Return the named graph; one already built comes without waiting for a worker thread."""
+        built = self._graphs.get(name)
+        return built if built is not None else await asyncio.to_thread(self.graph, name)
+
+    def start(self) -> None:
+        """Read the tokens, build the graphs in `build_at_start` and load their models' weights (blocking)."""
+        self.tokens  # noqa: B018 - fails here, at start-up, on bad settings or a bad tokens file
+        for name in self.build_at_start:
+            self.graph(name)
+        if self.build_at_start:  # and the weights loaded at first use, so the first turn does not wait
+            from persona_agent.factory import warm_up
+
+            warm_up(self.store, self.models)
 
     def authenticate(self, authorization: str | None) -> str:
         """Return the user id behind an Authorization header, or raise Unauthenticated."""
@@ -393,8 +410,8 @@ def create_app(resources: ServerResources) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        # Fail at start-up, not at the first request, on bad settings or a bad tokens file.
-        await asyncio.to_thread(lambda: resources.tokens)
+        # Fail at start-up, not at the first request, on bad settings; no request pays for building.
+        await asyncio.to_thread(resources.start)
         yield
 
     return Starlette(
@@ -495,16 +512,16 @@ def create_auth(resources: ServerResources) -> Auth:
 
 
 # --- what langgraph.json names -----------------------------------------------------------------
-resources = ServerResources()
+resources = ServerResources(build_at_start=tuple(_DEFAULT_GRAPHS))
 app = create_app(resources)
 auth = create_auth(resources)
 
 
 async def chat_graph() -> Pregel:
-    """Return the chat graph (built on first use, then shared by every run)."""
-    return await asyncio.to_thread(resources.graph, "chat")
+    """Return the chat graph (built at start, shared by every run)."""
+    return await resources.agraph("chat")
 
 
 async def synthesis_graph() -> Pregel:
-    """Return the persona-synthesis graph (built on first use, then shared by every run)."""
-    return await asyncio.to_thread(resources.graph, "synthesis")
+    """Return the persona-synthesis graph (built at start, shared by every run)."""
+    return await resources.agraph("synthesis")

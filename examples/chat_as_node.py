@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.channels import EphemeralValue
-from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.pregel.protocol import PregelProtocol
 from langgraph.types import Checkpointer
+from typing_extensions import TypedDict
 
 from graphs.state import ChatContext, Feedback
 
@@ -55,9 +56,9 @@ async def answer_help(state: SupportState) -> dict[str, Any]:
 
 
 def build_support_graph(
-    assistant: CompiledStateGraph[Any, Any, Any, Any], *, checkpointer: Checkpointer = None
+    assistant: PregelProtocol[Any, Any, Any, Any], *, checkpointer: Checkpointer = None
 ) -> CompiledStateGraph[SupportState, ChatContext, SupportState, SupportState]:
-    """Compile the outer graph around an already compiled chat graph."""
+    """Compile the outer graph around the chat graph: compiled here, or served (`examples.remote_chat`)."""
     builder = StateGraph(SupportState, context_schema=ChatContext)
     builder.add_node(triage)
     builder.add_node(answer_help)
@@ -71,15 +72,21 @@ def build_support_graph(
 
 async def main(user_id: str, question: str) -> None:
     """Build the parts from settings, ask one question through the outer graph, print the reply."""
-    from persona_agent.factory import build_chat_graph
+    from persona_agent.factory import build_chat_graph, build_checkpointer
     from persona_agent.settings import load_settings
 
-    assistant = build_chat_graph(load_settings(), checkpointer=True)
-    graph = build_support_graph(assistant, checkpointer=InMemorySaver())
-    config: RunnableConfig = {"configurable": {"thread_id": "example"}}
-    state = await graph.ainvoke(
-        {"messages": [HumanMessage(question)]}, config, context=ChatContext(user_id=user_id)
-    )
+    settings = load_settings()
+    assistant = build_chat_graph(settings, checkpointer=True)
+    # The thread lives where the settings say: PostgreSQL with a checkpoint URL, else SQLite.
+    async with build_checkpointer(settings) as checkpointer:
+        graph = build_support_graph(assistant, checkpointer=checkpointer)
+        config: RunnableConfig = {"configurable": {"thread_id": f"example-{user_id}"}}
+        state = await graph.ainvoke(
+            {"messages": [HumanMessage(question)]},
+            config,
+            context=ChatContext(user_id=user_id),
+            durability=settings.checkpoint_durability,
+        )
     print(state["messages"][-1].content)
     print(f"({len(state.get('candidates', []))} candidates, judged by the {state.get('judge')} judge)")
 

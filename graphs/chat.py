@@ -6,6 +6,8 @@ user named in the run context (`ChatContext.user_id`)::
     START -> record_feedback -> [synthesize_persona]* -> load_persona
           -> (draft_replies and retrieve_demos, side by side)
           -> judge_replies -> [synthesize_persona]** -> END
+    draft_replies or judge_replies failing after retries -> its error handler
+          -> [synthesize_persona]** -> END
 
 1. `record_feedback` turns feedback on the previous turn into stored pairs (source "explicit"):
    ``{"choice": i}`` pairs candidate ``i`` against every other candidate of that turn and makes
@@ -40,8 +42,10 @@ Failures of models: drafting and judging have a declared `RetryPolicy` over tran
 (timeouts, connection errors, malformed output; `graphs.retry.is_transient`) and an optional
 per-attempt timeout. When drafting still fails the turn is answered with an apology that says the
 model failed (``state["reply_fallback"]`` holds the error, no candidates are kept); when judging
-fails the first candidate is the answer (``state["judge_fallback"]`` says why). A judge comparison
-whose output stays malformed is a tie inside the judge, counted in ``judge_fallback`` too.
+fails the first candidate is the answer (``state["judge_fallback"]`` says why). Each fallback is
+the node's error handler (`DRAFT_FALLBACK`, `JUDGE_FALLBACK`), routed on like `judge_replies`. A
+judge comparison whose output stays malformed is a tie inside the judge, counted in
+``judge_fallback`` too.
 
 Streaming: ``astream(..., stream_mode="updates")`` yields one ``{node: update}`` per finished node
 (``record_feedback``, ``load_persona``, ``draft_replies`` and ``retrieve_demos`` in either order,
@@ -66,7 +70,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
-from langgraph.types import Checkpointer, Command, RetryPolicy
+from langgraph.types import Checkpointer, RetryPolicy
 from pydantic import ValidationError
 
 from agent.drafting import draft_candidates
@@ -103,6 +107,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 8
+# LangGraph names the node that runs a node's `error_handler` after it; updates stream under it.
+DRAFT_FALLBACK = "__error_handler__draft_replies"
+JUDGE_FALLBACK = "__error_handler__judge_replies"
 APOLOGY = (
     "Sorry, I could not answer this time: the language model failed ({reason}). Please try again in a moment."
 )
@@ -362,21 +369,18 @@ def build_graph(
             raise ModelOutputError("the chat model returned no usable reply")
         return {"candidates": drafts, "reply_fallback": None}
 
-    async def apologize(state: ChatState, error: NodeError) -> Command[Any]:
+    async def apologize(state: ChatState, error: NodeError) -> dict[str, Any]:
         """Answer with an apology that says the model failed; keep no candidates."""
         _raise_unless_model_failure(error.error, "drafting")
         reason = f"{type(error.error).__name__}: {error.error}"
-        return Command(
-            update={
-                "messages": [AIMessage(APOLOGY.format(reason=type(error.error).__name__))],
-                "candidates": [],
-                "ranking": [],
-                "judge": "none",
-                "judge_fallback": None,
-                "reply_fallback": reason,
-            },
-            goto=_after_reply(state),
-        )
+        return {
+            "messages": [AIMessage(APOLOGY.format(reason=type(error.error).__name__))],
+            "candidates": [],
+            "ranking": [],
+            "judge": "none",
+            "judge_fallback": None,
+            "reply_fallback": reason,
+        }
 
     async def judge_replies(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Rank the candidates with this user's judge and answer with the winner."""
@@ -401,25 +405,26 @@ def build_graph(
             "messages": [AIMessage(ranking.best.content)],
         }
 
-    async def answer_first_candidate(state: ChatState, error: NodeError) -> Command[Any]:
+    async def answer_first_candidate(state: ChatState, error: NodeError) -> dict[str, Any]:
         """Answer with the first candidate when judging failed, and record why."""
         _raise_unless_model_failure(error.error, "judging")
         candidates = state.get("candidates") or []
         reason = (
             f"judging failed, answered with the first candidate ({type(error.error).__name__}: {error.error})"
         )
-        return Command(
-            update={
-                "ranking": _first_candidate_ranking(candidates, reason),
-                "judge_fallback": reason,
-                "messages": [AIMessage(candidates[0])],
-            },
-            goto=_after_reply(state),
-        )
+        return {
+            "ranking": _first_candidate_ranking(candidates, reason),
+            "judge_fallback": reason,
+            "messages": [AIMessage(candidates[0])],
+        }
 
     retry = RetryPolicy(
         max_attempts=options.attempts, initial_interval=options.retry_interval_s, retry_on=is_transient
     )
+    # Every route out of a node is a conditional edge, the fallbacks' included (each error handler
+    # is a node of its own). `destinations` only declares, for drawing, the edge into a node's error
+    # handler, which LangGraph takes itself when retries are spent; mixing unlabelled Command
+    # destinations with conditional edges from one node breaks `get_graph()` (langgraph#7691).
     builder = StateGraph(ChatState, context_schema=ChatContext)
     builder.add_node(record_feedback)
     builder.add_node(synthesize_persona)
@@ -430,14 +435,14 @@ def build_graph(
         retry_policy=retry,
         timeout=options.reply_timeout_s,
         error_handler=apologize,
-        destinations=("judge_replies", "synthesize_persona", END),
+        destinations={DRAFT_FALLBACK: "error"},
     )
     builder.add_node(
         judge_replies,
         retry_policy=retry,
         timeout=options.reply_timeout_s,
         error_handler=answer_first_candidate,
-        destinations=("synthesize_persona", END),
+        destinations={JUDGE_FALLBACK: "error"},
     )
     builder.add_edge(START, "record_feedback")
     builder.add_conditional_edges(
@@ -447,7 +452,8 @@ def build_graph(
     builder.add_edge("load_persona", "draft_replies")
     builder.add_edge("load_persona", "retrieve_demos")
     builder.add_edge(["draft_replies", "retrieve_demos"], "judge_replies")
-    builder.add_conditional_edges("judge_replies", _after_reply, ["synthesize_persona", END])
+    for answered in ("judge_replies", DRAFT_FALLBACK, JUDGE_FALLBACK):
+        builder.add_conditional_edges(answered, _after_reply, ["synthesize_persona", END])
     return builder.compile(checkpointer=checkpointer, name=name)
 
 

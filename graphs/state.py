@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.channels import EphemeralValue
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
+from typing_extensions import TypedDict
 
 from agent.errors import InvalidPreference
 from agent.records import STORED_LIMITS, Demo, Persona, PreferencePair, Ranking, Turn
@@ -125,12 +126,13 @@ class ChatState(TypedDict, total=False):
 
 
 class SynthesisState(TypedDict, total=False):
-    """The synthesis graph's state: the split pairs (as JSON), the fit result and the outcome."""
+    """The synthesis graph's state: the split pairs (as JSON), the fit result, the outcome, the lease."""
 
     train: list[dict[str, Any]]
     val: list[dict[str, Any]]
     result: dict[str, Any] | None
     outcome: SynthesisOutcome | None
+    lease: dict[str, Any] | None  # the user's synthesis lease while this run holds it (`Lease.as_dict`)
 
 
 # --- conversions between records and state values ---------------------------------------------

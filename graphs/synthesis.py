@@ -13,16 +13,22 @@
   retrieved demos carry it); pairs the new persona corrected count as verified when it is accepted.
 - `save_persona` stores the persona and demos as the user's next version.
 
-A fit that fails (after the node's declared retries of transient errors) ends the run with the
-outcome "failed" and the error's text; the current persona stays in place. The run's context
-carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The graph is
-usable on its own (``langgraph.json`` names it) and from the chat graph, which invokes it.
+One synthesis of a user runs at a time, across every process sharing the store: `load_pairs`
+takes the user's synthesis lease (`PreferenceStore.acquire_lease`) and ends the run as "skipped"
+while another run holds it; the fit renews the lease while it runs, `save_persona` saves only
+while the lease is still held, and every way out of the graph releases it (a crashed process's
+lease runs out). A fit that fails (after the node's declared retries of transient errors) ends
+the run with the outcome "failed" and the error's text; the current persona stays in place. The
+run's context carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The
+graph is usable on its own (``langgraph.json`` names it) and from the chat graph, which invokes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from langgraph.errors import NodeError
@@ -44,6 +50,7 @@ from graphs.state import (
     pair_to_state,
     user_of,
 )
+from memory.store import Lease
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
@@ -51,6 +58,10 @@ if TYPE_CHECKING:
     from memory.store import PreferenceStore
 
 logger = logging.getLogger(__name__)
+
+SYNTHESIS_LEASE = "synthesis"
+# LangGraph names the node that runs fit_persona's `error_handler` after it; its update streams under it.
+FIT_FALLBACK = "__error_handler__fit_persona"
 
 
 def outcome(
@@ -76,6 +87,36 @@ def outcome(
     )
 
 
+async def _release(memory: PreferenceStore, held: Mapping[str, Any] | None) -> None:
+    """Release the run's synthesis lease, if it holds one."""
+    if held is not None:
+        await asyncio.to_thread(memory.release_lease, Lease.from_dict(held))
+
+
+@asynccontextmanager
+async def _renewing(memory: PreferenceStore, held: Mapping[str, Any] | None) -> AsyncIterator[None]:
+    """Renew the run's synthesis lease every third of its duration while the block runs."""
+    if held is None:
+        yield
+        return
+    lease = Lease.from_dict(held)
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(max(memory.lease_s / 3, 0.05))
+            if not await asyncio.to_thread(memory.renew_lease, lease):
+                logger.warning("the synthesis lease of %s was taken over", lease.user_id)
+                return
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+
+
 def build_graph(
     *,
     synthesizer: SynthesizeMe,
@@ -96,9 +137,18 @@ def build_graph(
     async def load_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> Command[Any]:
         """Read the user's newest pairs and split them into train and val."""
         user_id = user_of(runtime)
-        pairs = await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
+        lease = await asyncio.to_thread(memory.acquire_lease, user_id, SYNTHESIS_LEASE)
+        if lease is None:
+            busy = outcome("skipped", "another synthesis of this user is running")
+            return Command(update={"outcome": busy, "result": None, "lease": None}, goto=END)
+        try:
+            pairs = await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
+        except BaseException:
+            await _release(memory, lease.as_dict())
+            raise
         train, val = split_train_val(pairs)
         if len(train) < MIN_TRAIN_PAIRS:
+            await _release(memory, lease.as_dict())
             skipped = outcome(
                 "skipped",
                 f"{len(pairs)} pairs stored, {len(train)} of them for training; a persona needs at least "
@@ -106,9 +156,13 @@ def build_graph(
                 train=len(train),
                 val=len(val),
             )
-            return Command(update={"outcome": skipped, "result": None}, goto=END)
+            return Command(update={"outcome": skipped, "result": None, "lease": None}, goto=END)
         return Command(
-            update={"train": [pair_to_state(p) for p in train], "val": [pair_to_state(p) for p in val]},
+            update={
+                "train": [pair_to_state(p) for p in train],
+                "val": [pair_to_state(p) for p in val],
+                "lease": lease.as_dict(),
+            },
             goto="fit_persona",
         )
 
@@ -119,24 +173,27 @@ def build_graph(
             asyncio.to_thread(memory.current_persona, user_id),
             asyncio.to_thread(memory.current_demos, user_id),
         )
-        result = await synthesizer.fit(
+        fit = synthesizer.fit(
             [pair_from_state(p) for p in state.get("train", [])],
             [pair_from_state(p) for p in state.get("val", [])],
             current=current,
             current_demos=current_demos,
         )
+        async with _renewing(memory, state.get("lease")):
+            result = await fit
         return {"result": result.model_dump(mode="json")}
 
-    async def record_failure(state: SynthesisState, error: NodeError) -> Command[Any]:
+    async def record_failure(state: SynthesisState, error: NodeError) -> dict[str, Any]:
         """End the run with a "failed" outcome; the current persona stays in place."""
         logger.warning("synthesis failed; the current persona stays in place: %r", error.error)
+        await _release(memory, state.get("lease"))
         failed = outcome(
             "failed",
             f"{type(error.error).__name__}: {error.error}",
             train=len(state.get("train", [])),
             val=len(state.get("val", [])),
         )
-        return Command(update={"outcome": failed, "result": None}, goto=END)
+        return {"outcome": failed, "result": None, "lease": None}
 
     async def annotate_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Record what the default judge made of each train pair, and any verified reasoning."""
@@ -144,24 +201,29 @@ def build_graph(
         result = SynthesisResult.model_validate(state["result"])
         notes = result.pair_annotations()
         try:
-            await asyncio.to_thread(memory.annotate_pairs, user_id, notes)
-        except NotFound as exc:  # a pair deleted while the fit ran: the other notes still matter
-            logger.info("annotating after synthesis: %s", exc)
-            present = {
-                p.id for p in await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
-            }
-            await asyncio.to_thread(
-                memory.annotate_pairs, user_id, {k: v for k, v in notes.items() if k in present}
-            )
+            try:
+                await asyncio.to_thread(memory.annotate_pairs, user_id, notes)
+            except NotFound as exc:  # a pair deleted while the fit ran: the other notes still matter
+                logger.info("annotating after synthesis: %s", exc)
+                present = {
+                    p.id for p in await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
+                }
+                await asyncio.to_thread(
+                    memory.annotate_pairs, user_id, {k: v for k, v in notes.items() if k in present}
+                )
+        except BaseException:
+            await _release(memory, state.get("lease"))
+            raise
         if result.accepted:
             return {}
+        await _release(memory, state.get("lease"))
         rejected = outcome(
             "rejected",
             f"val accuracy {result.persona.val_accuracy} below the current persona's "
             f"{result.baseline_val_accuracy}",
             result=result,
         )
-        return {"outcome": rejected}
+        return {"outcome": rejected, "lease": None}
 
     def route_after_annotation(state: SynthesisState) -> str:
         """Save only an accepted persona."""
@@ -171,23 +233,39 @@ def build_graph(
     async def save_persona(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Store the persona and its demos as the user's next version."""
         result = SynthesisResult.model_validate(state["result"])
-        stored = await asyncio.to_thread(memory.save_persona, result.persona, result.demos)
+        held = state.get("lease")
+        try:
+            if held is not None and not await asyncio.to_thread(memory.renew_lease, Lease.from_dict(held)):
+                # It expired and another run took it over: that run's persona must not be outrun.
+                lost = outcome("failed", "the synthesis lease expired before the persona was saved")
+                return {"outcome": lost, "lease": None}
+            stored = await asyncio.to_thread(memory.save_persona, result.persona, result.demos)
+        finally:
+            await _release(memory, held)
         accepted = outcome(
             "accepted",
             f"persona v{stored.version} with {len(result.demos)} demos",
             result=result,
             version=stored.version,
         )
-        return {"outcome": accepted}
+        return {"outcome": accepted, "lease": None}
 
     retry = RetryPolicy(max_attempts=attempts, initial_interval=retry_interval_s, retry_on=is_transient)
     builder = StateGraph(SynthesisState, context_schema=SynthesisContext)
     builder.add_node(load_pairs, destinations=("fit_persona", END))
-    builder.add_node(fit_persona, retry_policy=retry, timeout=timeout_s, error_handler=record_failure)
+    # `destinations` declares, for drawing, the edge LangGraph takes into the error handler.
+    builder.add_node(
+        fit_persona,
+        retry_policy=retry,
+        timeout=timeout_s,
+        error_handler=record_failure,
+        destinations={FIT_FALLBACK: "error"},
+    )
     builder.add_node(annotate_pairs)
     builder.add_node(save_persona)
     builder.add_edge(START, "load_pairs")
     builder.add_edge("fit_persona", "annotate_pairs")
     builder.add_conditional_edges("annotate_pairs", route_after_annotation, ["save_persona", END])
     builder.add_edge("save_persona", END)
+    builder.add_edge(FIT_FALLBACK, END)
     return builder.compile(checkpointer=checkpointer, name=name)

@@ -31,6 +31,14 @@ complete only after the version's demos are written, and the user's current-vers
 last, so readers never see a half-written version. Claims left incomplete (a crash) for longer
 than ``stale_write_s`` are deleted, with their demos, at the start of the next save.
 
+Leases: one synthesis of a user at a time, across processes. `acquire_lease` claims the next
+number of the user's lease records (``{user}/lease/{name}/{n}`` in the users collection) the way
+a persona version is claimed, but only while the highest record is released or past its expiry;
+a holder renews it (`renew_lease`) while it works and releases it at the end. A lease not renewed
+for ``lease_s`` (a crashed holder's) counts as over, as stale version claims do after
+``stale_write_s``: every store sharing the collections must use the same ``lease_s``, and the
+processes' clocks must agree to well under it.
+
 Chroma's client is synchronous; async callers use ``asyncio.to_thread``.
 """
 
@@ -138,6 +146,25 @@ class _Row:
 
 
 @dataclass(frozen=True)
+class Lease:
+    """A held lease on one of a user's activities (``name``, e.g. "synthesis"), until released."""
+
+    user_id: str
+    name: str
+    number: int
+    token: str
+
+    def as_dict(self) -> dict[str, str | int]:
+        """Return the lease as JSON-plain values (graph state holds it so)."""
+        return {"user_id": self.user_id, "name": self.name, "number": self.number, "token": self.token}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Lease:
+        """Rebuild a lease from `as_dict`'s values."""
+        return cls(str(data["user_id"]), str(data["name"]), int(data["number"]), str(data["token"]))
+
+
+@dataclass(frozen=True)
 class PairCounts:
     """How many pairs a user has: in all, and made after their current `persona` (all, without one)."""
 
@@ -159,6 +186,7 @@ class PreferenceStore:
         cache_size: int = 8192,
         cached_vectors: int = 200_000,
         stale_write_s: float = 300.0,
+        lease_s: float = 120.0,
     ) -> None:
         self._client = client
         self._embeddings = (
@@ -168,6 +196,7 @@ class PreferenceStore:
         )
         self.limits = limits
         self.stale_write_s = stale_write_s
+        self.lease_s = lease_s
         self._pairs = self._collection(f"{prefix}_pairs")
         self._personas = self._collection(f"{prefix}_personas")
         self._demos = self._collection(f"{prefix}_demos")
@@ -608,6 +637,63 @@ class PreferenceStore:
             self._get(self._demos, scope, version=version), key=lambda row: row.metadata["position"]
         )
         return [Demo.model_validate_json(row.document) for row in rows]
+
+    # --- leases ----------------------------------------------------------------------------
+    def _lease_rows(self, scope: _UserScope, name: str) -> list[_Row]:
+        rows = self._get(self._users, scope, documents=False, lease=name)
+        return sorted(rows, key=lambda row: int(row.metadata["number"]))
+
+    def acquire_lease(self, user_id: str, name: str = "synthesis") -> Lease | None:
+        """Take the user's lease `name`; None while another holder has it (renewed within `lease_s`)."""
+        scope = self._scope(user_id)
+        rows = self._lease_rows(scope, name)
+        now = time.time_ns() // 1_000
+        latest = rows[-1].metadata if rows else None
+        live_since = now - int(self.lease_s * 1_000_000)
+        if latest and not latest.get("released") and int(latest["renewed_us"]) > live_since:
+            return None
+        number = int(latest["number"]) + 1 if latest else 1
+        lease = Lease(scope.user_id, name, number, uuid.uuid4().hex)
+        key = f"lease/{name}/{number:010d}"
+        self._users.add(  # ignored when another process claimed this number first
+            ids=[scope.record_id(key)],
+            embeddings=_placeholder_vectors(1),
+            metadatas=[
+                {
+                    "user_id": scope.user_id,
+                    "lease": name,
+                    "number": number,
+                    "token": lease.token,
+                    "renewed_us": now,
+                    "released": False,
+                }
+            ],
+        )
+        winner = self._get(self._users, scope, keys=[key], documents=False)
+        if not winner or winner[0].metadata.get("token") != lease.token:
+            return None
+        self._delete_ids(self._users, [row.id for row in rows])  # earlier leases, all over
+        return lease
+
+    def renew_lease(self, lease: Lease) -> bool:
+        """Mark a held lease renewed now; False when it was released or taken over."""
+        scope = self._scope(lease.user_id)
+        rows = self._lease_rows(scope, lease.name)
+        if not rows:
+            return False
+        latest = rows[-1].metadata
+        if latest.get("token") != lease.token or latest.get("released"):
+            return False
+        self._users.update(ids=[rows[-1].id], metadatas=[{"renewed_us": time.time_ns() // 1_000}])
+        return True
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give a held lease back so the next holder need not wait for its expiry."""
+        scope = self._scope(lease.user_id)
+        key = f"lease/{lease.name}/{lease.number:010d}"
+        rows = self._get(self._users, scope, keys=[key], documents=False)
+        if rows and rows[0].metadata.get("token") == lease.token:
+            self._users.update(ids=[rows[0].id], metadatas=[{"released": True}])
 
     # --- retrieval --------------------------------------------------------------------------
     def retrieve_demos(

@@ -13,6 +13,7 @@ from persona_agent.commands import bench, memory, pairs, persona
 from persona_agent.commands.chat import chat
 from persona_agent.commands.demo import demo
 from persona_agent.commands.evaluate import evaluate
+from persona_agent.commands.graph import graph
 from persona_agent.commands.serve import serve
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app.command()(chat)
 app.command()(demo)
 app.command("eval")(evaluate)
 app.command()(serve)
+app.command()(graph)
 app.add_typer(pairs.app, name="pairs")
 app.add_typer(persona.app, name="persona")
 app.add_typer(memory.app, name="memory")

@@ -158,6 +158,10 @@ class ChatLlamaCpp(BaseChatModel):
         """The GGUF file's name without extension."""
         return self.model_path.stem
 
+    def load(self) -> None:
+        """Load the weights now instead of at the first call (a server does it at start)."""
+        self._model()
+
     def _model(self) -> _LoadedModel:
         if self._loaded is None:
             self._loaded = _LoadedModel.get(str(self.model_path), self.n_threads, self.n_ctx)

@@ -6,7 +6,8 @@ the benchmarks call it, and library code receives the objects it builds.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -18,6 +19,8 @@ from agent.errors import ConfigurationError
 from persona_agent.settings import CheckpointSync, Settings
 
 if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph.state import CompiledStateGraph
 
@@ -100,6 +103,21 @@ def build_store(settings: Settings) -> PreferenceStore:
     return PreferenceStore(client, build_embeddings(settings, purpose="retrieval"), limits=settings.limits)
 
 
+def warm_up(store: PreferenceStore, models: Iterable[BaseChatModel]) -> None:
+    """Load the weights the parts otherwise load at first use: the embedded LLM's, the embedding model's.
+
+    The server calls this at start, so that its first request does not wait for them.
+    """
+    from memory.embedding_cache import TextEmbedder
+    from persona_agent.embedded_llm import ChatLlamaCpp
+
+    for model in models:
+        if isinstance(model, ChatLlamaCpp):
+            model.load()
+    embedder = store.embeddings.model
+    (embedder.embed if isinstance(embedder, TextEmbedder) else embedder.embed_documents)(["warm-up"])
+
+
 @asynccontextmanager
 async def open_checkpointer(
     path: Path, *, sync: CheckpointSync = "normal"
@@ -117,12 +135,70 @@ async def open_checkpointer(
         yield AsyncSqliteSaver(conn)
 
 
-def build_checkpointer(settings: Settings) -> AbstractAsyncContextManager[AsyncSqliteSaver]:
-    """Open the SQLite checkpointer of chat threads under the data directory; use as ``async with``.
+# Serializes `setup()` (the saver's schema migrations) across processes starting at once: two
+# concurrent migrations of a fresh database collide on the migrations table.
+_TRY_SETUP_LOCK = "SELECT pg_try_advisory_lock(1885696627) AS locked"  # the key spells "pers"
 
-    The saver needs a running event loop and an open connection, so it is a context manager
-    that closes the connection on exit. Threads survive restarts over the same data directory.
+
+@asynccontextmanager
+async def open_postgres_checkpointer(url: str, *, pool_size: int = 10) -> AsyncIterator[AsyncPostgresSaver]:
+    """Open an `AsyncPostgresSaver` over a connection pool to `url`, its tables set up; ``async with``.
+
+    Several processes may open one database at once: the first creates or migrates the tables
+    under a PostgreSQL advisory lock, the others wait for it and find them ready.
     """
+    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+    from psycopg import AsyncConnection, OperationalError
+    from psycopg.rows import DictRow, dict_row
+    from psycopg_pool import AsyncConnectionPool
+
+    # The saver's own settings for its connections (see `AsyncPostgresSaver.from_conn_string`).
+    options: dict[str, Any] = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+    try:
+        async with await AsyncConnection.connect(url, connect_timeout=10, **options) as conn:
+            # Poll instead of blocking in pg_advisory_lock: a migration creates an index
+            # CONCURRENTLY, which waits for every open transaction, a blocked lock call included.
+            while not (await (await conn.execute(_TRY_SETUP_LOCK)).fetchone() or {}).get("locked"):
+                await asyncio.sleep(0.05)
+            await AsyncPostgresSaver(conn).setup()  # the lock goes with the connection
+    except OperationalError as exc:
+        raise ConfigurationError(
+            f"checkpoint URL: cannot use PostgreSQL at {_without_password(url)}: {exc}"
+        ) from None
+    async with AsyncConnectionPool(
+        url,
+        connection_class=AsyncConnection[DictRow],
+        min_size=1,
+        max_size=pool_size,
+        kwargs=options,
+        open=False,
+    ) as pool:
+        yield AsyncPostgresSaver(pool)
+
+
+def _without_password(url: str) -> str:
+    """Return `url` with any password replaced by ``***``, fit for error messages."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+def build_checkpointer(settings: Settings) -> AbstractAsyncContextManager[BaseCheckpointSaver[Any]]:
+    """Open the checkpointer of chat threads; use as ``async with``.
+
+    With `checkpoint_url` set, threads live in that PostgreSQL database (`AsyncPostgresSaver` over
+    a connection pool), so several app processes serve one user's thread; otherwise in the SQLite
+    file under the data directory. Either way the saver needs a running event loop and open
+    connections, closed on exit; threads survive restarts.
+    """
+    if settings.checkpoint_url is not None:
+        return open_postgres_checkpointer(
+            settings.checkpoint_url.get_secret_value(), pool_size=settings.checkpoint_pool_size
+        )
     return open_checkpointer(settings.checkpoint_path, sync=settings.checkpoint_sync)
 
 
@@ -149,12 +225,17 @@ def chat_options(settings: Settings) -> ChatOptions:
 
 
 def build_synthesizer(
-    settings: Settings, chat_model: BaseChatModel, judge_model: BaseChatModel, *, seed: int = 0
+    settings: Settings,
+    chat_model: BaseChatModel,
+    judge_model: BaseChatModel,
+    *,
+    seed: int = 0,
+    kind: type[SynthesizeMe] | None = None,
 ) -> SynthesizeMe:
-    """Return SynthesizeMe with the configured budget and pair cap."""
+    """Return SynthesizeMe (or the subclass `kind`) with the configured budget and pair cap."""
     from agent.synthesis import SynthesizeMe
 
-    return SynthesizeMe(
+    return (kind or SynthesizeMe)(
         chat_model,
         judge_model=judge_model,
         structured_method=settings.structured_output_method,
@@ -193,6 +274,7 @@ def build_chat_graph(
     checkpointer: Checkpointer = None,
     chat_model: BaseChatModel | None = None,
     judge_model: BaseChatModel | None = None,
+    synthesizer: SynthesizeMe | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the chat graph from settings; parts not passed are built here."""
     from graphs.chat import build_graph
@@ -205,7 +287,7 @@ def build_chat_graph(
         judge_model=judge_model,
         memory=store,
         checkpointer=checkpointer,
-        synthesizer=build_synthesizer(settings, chat_model, judge_model),
+        synthesizer=synthesizer or build_synthesizer(settings, chat_model, judge_model),
         judges=build_judges(settings, store=store, judge_model=judge_model),
         options=chat_options(settings),
     )

@@ -81,6 +81,14 @@ class Settings(BaseSettings):
         "WAL checkpoints only, so a power cut may lose the last turns' checkpoints but never corrupts "
         "the file; full syncs every write (1-4 ms more per chat turn here).",
     )
+    checkpoint_url: SecretStr | None = Field(
+        None,
+        description="A postgresql:// URL: chat threads are checkpointed in that PostgreSQL database, "
+        "which several app processes can share; unset means a SQLite file under data_dir.",
+    )
+    checkpoint_pool_size: int = Field(
+        10, ge=1, le=200, description="Most PostgreSQL connections one process opens for checkpoints."
+    )
     checkpoint_durability: CheckpointDurability = Field(
         DEFAULT_CHECKPOINT_DURABILITY,
         description="When a chat turn's thread checkpoint is written (LangGraph `durability`): exit "
@@ -133,6 +141,16 @@ class Settings(BaseSettings):
         host, _, port = value.rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise ValueError(f"must be host:port, got {value!r}")
+        return value
+
+    @field_validator("checkpoint_url")
+    @classmethod
+    def _checkpoint_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        # The URL may hold a password: the message names the problem, never the value.
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL")
         return value
 
     @model_validator(mode="after")

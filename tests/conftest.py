@@ -1,12 +1,15 @@
-"""Shared test setup: offline environment, repo paths, a network guard."""
+"""Shared test setup: offline environment, repo paths, a network guard, a PostgreSQL server."""
 
 from __future__ import annotations
 
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from persona_agent.benchmarks.postgres import PostgresCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -71,3 +74,23 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[object]]:
     monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
     monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
     yield attempts
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A real PostgreSQL server (Debian's packages) in a temporary folder, removed after the session."""
+    with PostgresCluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def checkpoint_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """The URL of a fresh, empty database on the session's PostgreSQL server, dropped after the test."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_cluster.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield postgres_cluster.url.rpartition("/")[0] + f"/{name}"
+    with psycopg.connect(postgres_cluster.url, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

@@ -115,6 +115,19 @@ async def give(graph: Any, user: str, feedback: dict[str, Any], thread: str = "t
     return (await graph.aget_state(run_config(thread))).values
 
 
+async def streamed_nodes(graph: Any, thread: str) -> list[str]:
+    """Send alice's fifth explicit pair with a new message; return the nodes in stream order."""
+    nodes = []
+    async for update in graph.astream(
+        {"feedback": explicit("question 5 about gardens", 5), "messages": [HumanMessage("Any news?")]},
+        run_config(thread),
+        context={"user_id": "alice"},
+        stream_mode="updates",
+    ):
+        nodes += list(update)
+    return nodes
+
+
 def explicit(question: str, number: int) -> dict[str, Any]:
     """An explicit pair for a one-turn conversation; the chosen reply is the shorter one."""
     return {
@@ -259,14 +272,7 @@ async def test_stream_updates_show_each_node_and_deferred_synthesis_comes_after_
     graph, _ = make_graph(memory)
     for number in range(1, 5):
         await give(graph, "alice", explicit(f"question {number} about gardens", number))
-    nodes = []
-    async for update in graph.astream(
-        {"feedback": explicit("question 5 about gardens", 5), "messages": [HumanMessage("Any news?")]},
-        run_config("t1"),
-        context={"user_id": "alice"},
-        stream_mode="updates",
-    ):
-        nodes += list(update)
+    nodes = await streamed_nodes(graph, "t1")
     assert nodes[:2] == ["record_feedback", "load_persona"]
     assert set(nodes[2:4]) == {"draft_replies", "retrieve_demos"}  # side by side, either order
     assert nodes[4:] == ["judge_replies", "synthesize_persona"]
@@ -389,6 +395,53 @@ async def test_a_judge_with_malformed_output_falls_back_to_ties_and_the_first_ca
     state = await say(graph, "alice", "Hello?")
     assert state["messages"][-1].content == state["candidates"][0]
     assert "no usable verdict" in state["judge_fallback"]
+
+
+class DraftlessChatModel(CountingChatModel):
+    """Judges and induces personas but cannot draft: every drafting call loses its connection."""
+
+    def answer(self, messages: list[BaseMessage]) -> AIMessage:
+        if task_of(messages) == "other":
+            raise ConnectionError("the drafting endpoint went away")
+        return self.responder(messages)
+
+
+async def broken_judges(user_id: str, persona: Any, demos: Any) -> Any:
+    """A judge factory whose judge cannot be reached."""
+    raise TimeoutError("the judge timed out")
+
+
+@pytest.mark.parametrize(
+    ("broken", "fallback"),
+    [("drafting", "__error_handler__draft_replies"), ("judging", "__error_handler__judge_replies")],
+)
+async def test_a_fallback_answer_is_followed_by_the_deferred_synthesis_it_triggered(
+    broken: str, fallback: str
+) -> None:
+    memory = make_memory()
+    good, model = make_graph(memory)
+    for number in range(1, 5):
+        await give(good, "alice", explicit(f"question {number} about gardens", number))
+    if broken == "drafting":
+        graph, _ = make_graph(memory, DraftlessChatModel(responder=chat_responder()))
+    else:
+        graph = build_graph(
+            chat_model=model,
+            judge_model=model,
+            memory=memory,
+            checkpointer=InMemorySaver(),
+            judges=broken_judges,
+            options=FAST,
+        )
+    nodes = await streamed_nodes(graph, "t2")
+    assert nodes[-2:] == [fallback, "synthesize_persona"]
+    state = (await graph.aget_state(run_config("t2"))).values
+    if broken == "drafting":
+        assert "language model failed" in state["messages"][-1].content and state["candidates"] == []
+    else:
+        assert state["messages"][-1].content == state["candidates"][0]
+        assert "TimeoutError" in state["judge_fallback"]
+    assert state["synthesis"]["status"] == "accepted" and memory.current_persona("alice") is not None
 
 
 # --- persistence and isolation ----------------------------------------------------------------

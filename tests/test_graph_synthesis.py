@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -158,3 +159,75 @@ async def test_the_fit_respects_the_synthesizers_pair_cap() -> None:
     assert final["outcome"]["status"] == "accepted" and persona is not None
     newest = {p.id for p in memory.newest_pairs("alice", 6)}
     assert set(persona.pair_ids) <= newest
+
+
+async def test_a_second_synthesis_of_a_user_is_skipped_while_the_first_holds_the_lease() -> None:
+    memory = make_memory()
+    store_pairs(memory, "alice", 6)
+    store_pairs(memory, "bob", 6)
+    other_process = memory.acquire_lease("alice")  # another process is synthesizing alice
+    assert other_process is not None
+    model = CountingChatModel(responder=taste_responder(GOOD))
+    graph = synthesis_graph(memory, model)
+    final = await graph.ainvoke({}, context={"user_id": "alice"})
+    assert final["outcome"]["status"] == "skipped" and "another synthesis" in final["outcome"]["detail"]
+    assert model.calls == [] and memory.persona_history("alice") == []
+    # bob is not held up by alice's lease
+    assert (await graph.ainvoke({}, context={"user_id": "bob"}))["outcome"]["status"] == "accepted"
+    memory.release_lease(other_process)
+    assert (await graph.ainvoke({}, context={"user_id": "alice"}))["outcome"]["status"] == "accepted"
+
+
+async def test_every_way_out_of_a_synthesis_releases_its_lease() -> None:
+    memory = make_memory()
+    store_pairs(memory, "alice", 1)  # too few pairs
+    model = CountingChatModel(responder=taste_responder(GOOD))
+    await synthesis_graph(memory, model).ainvoke({}, context={"user_id": "alice"})
+    assert memory.acquire_lease("alice") is not None  # skipped: released
+
+    memory = make_memory()
+    store_pairs(memory, "alice", 6)
+    memory.save_persona(Persona(user_id="alice", text=GOOD))
+
+    def broken(messages: list[BaseMessage]) -> AIMessage:
+        raise ConnectionError("endpoint unreachable")
+
+    graph = synthesis_graph(memory, CountingChatModel(responder=broken), attempts=1)
+    assert (await graph.ainvoke({}, context={"user_id": "alice"}))["outcome"]["status"] == "failed"
+    assert memory.acquire_lease("alice") is not None  # failed: released
+
+    memory = make_memory()
+    store_pairs(memory, "alice", 9)
+    memory.save_persona(Persona(user_id="alice", text=GOOD))
+    graph = synthesis_graph(memory, CountingChatModel(responder=taste_responder(BAD)))
+    assert (await graph.ainvoke({}, context={"user_id": "alice"}))["outcome"]["status"] == "rejected"
+    assert memory.acquire_lease("alice") is not None  # rejected: released
+
+    memory = make_memory()
+    store_pairs(memory, "alice", 6)
+    graph = synthesis_graph(memory, CountingChatModel(responder=taste_responder(GOOD)))
+    assert (await graph.ainvoke({}, context={"user_id": "alice"}))["outcome"]["status"] == "accepted"
+    assert memory.acquire_lease("alice") is not None  # accepted: released
+
+
+async def test_a_synthesis_whose_lease_was_taken_over_does_not_save() -> None:
+    memory = make_memory()
+    store_pairs(memory, "alice", 6)
+    memory.lease_s = 0.05
+    model = CountingChatModel(responder=taste_responder(GOOD))
+    graph = synthesis_graph(memory, model)
+    successor: list[object] = []
+
+    async def slow_save(state: Any) -> None:
+        await asyncio.sleep(0.1)  # past the lease; another process takes over
+        successor.append(memory.acquire_lease("alice"))
+
+    updates = []
+    async for update in graph.astream({}, context={"user_id": "alice"}, stream_mode="updates"):
+        updates.append(update)
+        if "annotate_pairs" in update:
+            await slow_save(update)
+    final = updates[-1]["save_persona"]["outcome"]
+    assert successor[0] is not None
+    assert final["status"] == "failed" and "lease expired" in final["detail"]
+    assert memory.persona_history("alice") == []

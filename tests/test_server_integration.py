@@ -1,29 +1,38 @@
 """`persona-agent serve` end to end: langgraph dev on loopback, the model an OpenAI-compatible stub.
 
 One server for the module; each test uses its own users, so tests do not see each other's memory.
+Besides turns, auth and isolation: the graph API LangGraph Studio and `RemoteGraph` read, and the
+RemoteGraph example.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from langgraph.pregel.remote import RemoteGraph
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from examples import remote_chat
+from graphs.chat import DRAFT_FALLBACK, JUDGE_FALLBACK
 from tests.langgraph_server import LangGraphServer
 from tests.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.slow
 
+CAROL_TOKEN = "carol-integration-token"
 TOKENS = {
     "alice-integration-token": "alice",
     "bob-integration-token": "bob",
     "erin-integration-token": "erin",
+    CAROL_TOKEN: "carol",
 }
 
 
@@ -229,3 +238,66 @@ async def test_one_user_cannot_read_or_use_another_users_thread_or_memory(server
     state = await erin.threads.get_state(thread_id)
     assert state["values"]["messages"][-1]["type"] == "ai"
     assert thread_id not in {t["thread_id"] for t in await bob.threads.search(limit=100)}
+
+
+# --- the graph API of Studio and RemoteGraph ----------------------------------------------------
+async def test_every_assistant_draws_and_describes_itself(server: LangGraphServer) -> None:
+    async with httpx.AsyncClient(base_url=server.url, timeout=60, headers=_bearer("carol")) as http:
+        assistants = (await http.post("/assistants/search", json={"limit": 100})).json()
+        assert sorted(assistant["graph_id"] for assistant in assistants) == ["chat", "synthesis"]
+        answers = {}
+        for assistant in assistants:
+            base = f"/assistants/{assistant['assistant_id']}"
+            for path in (f"{base}/graph", f"{base}/graph?xray=true", f"{base}/schemas", f"{base}/subgraphs"):
+                response = await http.get(path)
+                assert response.status_code == 200, (path, response.status_code, response.text[:500])
+                answers[assistant["graph_id"], path.removeprefix(base)] = response.json()
+
+    chat = answers["chat", "/graph?xray=true"]
+    nodes = {node["id"] for node in chat["nodes"]}
+    assert {"draft_replies", "judge_replies", DRAFT_FALLBACK, JUDGE_FALLBACK} <= nodes
+    drawn = {(edge["source"], edge["target"]) for edge in chat["edges"]}
+    assert {("draft_replies", DRAFT_FALLBACK), (DRAFT_FALLBACK, "synthesize_persona")} <= drawn
+    schemas = answers["chat", "/schemas"]
+    assert "messages" in schemas["input_schema"]["properties"]
+    assert "user_id" in schemas["context_schema"]["properties"]
+    synthesis = answers["synthesis", "/graph"]
+    assert "fit_persona" in {node["id"] for node in synthesis["nodes"]}
+
+
+async def test_the_remote_graph_example_answers_learns_from_a_pick_and_draws(
+    server: LangGraphServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await remote_chat.main(server.url, CAROL_TOKEN, ["How do I boil pasta?"], pick=1)
+    reply, summary, picked = capsys.readouterr().out.splitlines()
+    assert "How do I boil pasta?" in reply
+    assert summary == "(3 candidates, judged by the default judge)"
+    assert picked.startswith("(you preferred: ") and "How do I boil pasta?" in picked
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as http:
+        pairs = (await http.get("/memory/pairs", headers=_bearer("carol"))).json()
+    # The token's user got the pick's pairs (the chosen reply against each other candidate).
+    assert pairs["total"] == 2 and {pair["user_id"] for pair in pairs["pairs"]} == {"carol"}
+    assert {pair["chosen"] for pair in pairs["pairs"]} == {picked.removeprefix("(you preferred: ")[:-1]}
+
+    # Drawing the outer graph with xray fetches the served chat graph's drawing.
+    outer = remote_chat.build_remote_support_graph(server.url, CAROL_TOKEN)
+    drawing = await asyncio.to_thread(lambda: outer.get_graph(xray=True))
+    assert {"assistant:draft_replies", f"assistant:{JUDGE_FALLBACK}"} <= set(drawing.nodes)
+    assert "subgraph assistant" in drawing.draw_mermaid()
+    drawing = await RemoteGraph("chat", url=server.url, headers=_bearer("carol")).aget_graph()
+    assert DRAFT_FALLBACK in drawing.draw_mermaid()
+
+    stranger = remote_chat.build_remote_support_graph(server.url, "not-a-token")
+    with pytest.raises(httpx.HTTPStatusError, match="unknown token") as refused:
+        await stranger.ainvoke({"messages": [{"role": "user", "content": "Hello?"}]})
+    assert refused.value.response.status_code == 401
+
+
+def test_the_graphs_are_built_at_start_so_no_request_logs_a_slow_load(server: LangGraphServer) -> None:
+    with httpx.Client(base_url=server.url, timeout=60, headers=_bearer("carol")) as http:
+        for assistant in http.post("/assistants/search", json={}).json():
+            assert http.get(f"/assistants/{assistant['assistant_id']}/graph").status_code == 200
+    log = re.sub(r"\x1b\[[0-9;]*m", "", server.log_tail(10**7))  # without the console's colours
+    assert "Application started up" in log
+    # langgraph-api logs a factory call over 250 ms as an error, over 100 ms as a warning.
+    assert not re.findall(r"\[error\s*\] Slow graph load.*", log)

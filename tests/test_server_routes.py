@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -138,6 +140,30 @@ def test_dev_tokens_work_only_in_dev_mode(store: PreferenceStore) -> None:
         response = dev.get("/memory/pairs", headers={"Authorization": "Bearer dev-dave"})
         assert response.status_code == 200
         assert response.json()["total"] == 1
+
+
+def test_the_server_builds_its_graphs_and_loads_the_embedder_before_the_first_request(
+    store: PreferenceStore,
+) -> None:
+    built: list[str] = []
+    graph = object()
+
+    def build_chat(resources: server.ServerResources) -> Any:
+        built.append("chat")
+        return graph
+
+    resources = server.ServerResources(
+        settings_factory=lambda: Settings(tokens=TOKENS, openai_base_url="http://127.0.0.1:9/v1"),  # type: ignore[call-arg]
+        store_factory=lambda _settings: store,
+        graph_factories={"chat": build_chat},
+        build_at_start=("chat",),
+    )
+    embedder = store.embeddings.model
+    loads = embedder.calls
+    with TestClient(server.create_app(resources)) as client:
+        assert built == ["chat"] and embedder.calls == loads + 1  # before any request
+        assert client.get("/memory/pairs", headers=ALICE).status_code == 200
+        assert asyncio.run(resources.agraph("chat")) is graph and built == ["chat"]  # built once
 
 
 # --- persona -----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -217,6 +218,48 @@ def test_a_half_written_version_stays_invisible_and_is_cleaned_up(make_store: St
     demo_docs = store._demos.get(where={"user_id": "alice"})["documents"]
     assert not any("orphan" in doc for doc in demo_docs)
     assert [d.reasoning for d in store.current_demos("alice")] == ["fresh"]
+
+
+def test_one_lease_holder_at_a_time_and_alices_lease_never_blocks_bob(make_store: StoreFactory) -> None:
+    store, other_process = make_store(), make_store()
+    held = store.acquire_lease("alice")
+    assert held is not None
+    assert other_process.acquire_lease("alice") is None  # held: the second synthesis must wait
+    bob = other_process.acquire_lease("bob")
+    assert bob is not None and bob.user_id == "bob"
+    assert other_process.renew_lease(held)  # any store object renews the holder's lease
+    store.release_lease(held)
+    assert not store.renew_lease(held)  # released: gone
+    taken = other_process.acquire_lease("alice")
+    assert taken is not None and taken.number > held.number
+    store.release_lease(held)  # an old holder releasing again changes nothing
+    assert store.acquire_lease("alice") is None
+    assert store.list_users() == ["alice", "bob"]
+
+
+def test_a_crashed_holders_lease_expires_and_it_cannot_renew_after_a_takeover(
+    make_store: StoreFactory,
+) -> None:
+    crashed, successor = make_store(lease_s=0.2), make_store(lease_s=0.2)
+    held = crashed.acquire_lease("alice")
+    assert held is not None
+    time.sleep(0.1)
+    assert crashed.renew_lease(held) and successor.acquire_lease("alice") is None  # renewed: held
+    time.sleep(0.3)  # the holder died without releasing or renewing; its lease runs out
+    taken = successor.acquire_lease("alice")
+    assert taken is not None
+    assert not crashed.renew_lease(held)  # it may not resume as if it still held the lease
+    assert successor.renew_lease(taken)
+    assert crashed.acquire_lease("alice") is None
+
+
+def test_deleting_a_user_removes_their_leases(store: PreferenceStore) -> None:
+    store.add_pairs("alice", [make_pair("alice", "q")])
+    held = store.acquire_lease("alice")
+    assert held is not None
+    store.delete_user("alice")
+    assert store.list_users() == []
+    assert store.acquire_lease("alice") is not None
 
 
 # --- retrieval ---------------------------------------------------------------------------------

@@ -39,10 +39,16 @@ def scripted_model(tag: str) -> CountingChatModel:
     return CountingChatModel(responder=respond, keep_messages=False)
 
 
-def open_store(path: Path, prefix: str, *, stale_write_s: float = 300.0) -> PreferenceStore:
+def open_store(
+    path: Path, prefix: str, *, stale_write_s: float = 300.0, lease_s: float = 120.0
+) -> PreferenceStore:
     """Open the store the test and the worker share (the worker never sets stale_write_s to 0)."""
     return PreferenceStore(
-        make_client(path=path), WordHashEmbeddings(), prefix=prefix, stale_write_s=stale_write_s
+        make_client(path=path),
+        WordHashEmbeddings(),
+        prefix=prefix,
+        stale_write_s=stale_write_s,
+        lease_s=lease_s,
     )
 
 

@@ -128,7 +128,8 @@ def test_sigkill_during_resynthesis_leaves_a_whole_current_persona(tmp_path: Pat
         saved = _saved_versions(progress)
         figures["versions_saved_by_killed_workers"] += len(saved)
 
-        reopened = open_store(path, prefix, stale_write_s=0.0)
+        # Zero windows: the killed writer's claim is stale and its synthesis lease over at once.
+        reopened = open_store(path, prefix, stale_write_s=0.0, lease_s=0.0)
         before = reopened.current_persona(USER)
         assert before is not None
         leftovers = check_consistent(reopened, max(saved, default=0))
