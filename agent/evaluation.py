@@ -34,8 +34,9 @@ test pairs; a user a judge could not be built for is left out of *every* judge's
 (`Evaluation.users`), so judges are compared on the same users, and `paired_difference` gives the
 difference of two judges with a paired bootstrap interval (users resampled, both judges together).
 
-Demos never include the pair being judged: `judge_user` refuses a judge whose ``demos`` hold the
-pair or a sibling of it, and `demos_without` filters per-pair demos before a judge is built.
+Demos never include the pair being judged: `judge_user` (so `run_judges`, which `eval` and
+`bench accuracy` run) refuses a judge whose ``demos`` hold the pair or a sibling of it, and
+`demos_without` filters per-pair demos before a judge is built.
 """
 
 from __future__ import annotations
@@ -424,15 +425,19 @@ def paired_difference(
 
 async def judge_pair(judge: Comparer, pair: PreferencePair) -> PairOutcome:
     """Judge one pair in both orders, each alone, and score it under both protocols."""
-    check_no_demo_leak(judge, pair)
     return outcome_of(pair, *(await verdicts_of(judge, pair)))
 
 
 async def judge_user(pair_judge: PairJudge, test: Sequence[PreferencePair]) -> list[PairOutcome]:
-    """Judge each test pair with the judge built for it; the judges' own limits gate the calls."""
+    """Judge each test pair with the judge built for it, never one that shows it as a demo.
+
+    The judges' own concurrency limits gate the model calls.
+    """
 
     async def one(pair: PreferencePair) -> PairOutcome:
-        return await judge_pair(await pair_judge(pair), pair)
+        judge = await pair_judge(pair)
+        check_no_demo_leak(judge, pair)
+        return await judge_pair(judge, pair)
 
     return list(await asyncio.gather(*(one(pair) for pair in test)))
 
@@ -447,7 +452,9 @@ async def evaluate(
     """Judge every pair in both orders and report accuracy per user and macro-averaged.
 
     `judge` is one judge for all pairs, or a function giving the judge for a pair (each user has
-    their own persona).
+    their own persona). Demos are the caller's to keep apart from `pairs` (the synthesis scores
+    val pairs with demos from train, which `split_train_val` keeps sibling-free); `run_judges`
+    checks it.
     """
     gate = asyncio.Semaphore(concurrency)
     judge_for = None if isinstance(judge, Comparer) else judge

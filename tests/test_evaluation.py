@@ -319,8 +319,13 @@ async def test_a_judge_is_never_shown_the_pair_it_judges() -> None:
     leaking = PersonaJudge(
         PositionBiasedChatModel(), "Likes soup.", [Demo(pair=pairs[1])], structured_method="function_calling"
     )
-    with pytest.raises(ValueError, match="as a demo"):
-        await evaluate(leaking, pairs[:1])  # pairs[1] is a sibling of pairs[0]
+    split = UserSplit("fay", pairs[1:], [], pairs[:1], "test")
+
+    async def build(split: UserSplit):  # type: ignore[no-untyped-def]
+        return same_judge(leaking)
+
+    with pytest.raises(ValueError, match="as a demo"):  # pairs[1] is a sibling of pairs[0]
+        await run_judges([split], {"leaking": build})
     demos = [Demo(pair=p) for p in pairs[1:]]
     assert [d.pair.id for d in demos_without(pairs[0], demos)] == [p.id for p in pairs[2:]]
     assert [d.pair.id for d in demos_without(pairs[3], demos)] == [p.id for p in pairs[1:3]]

@@ -25,7 +25,6 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
-from agent.evaluation import sibling_groups
 from agent.judge import PersonaJudge
 from agent.records import Demo, PreferencePair, Turn
 from agent.synthesis import SynthesisResult, SynthesizeMe
@@ -62,9 +61,7 @@ def load_cost_pairs(data: Path | None, *, needed: int = 36, seed: int = 0) -> Co
         pairs = read_pairs(data, skip_invalid=True)
         votes = Counter(pair.user_id for pair in pairs)
         user, count = votes.most_common(1)[0]
-        # One pair per sibling group, so no val pair is a sibling of a train pair (a demo).
-        siblings = sibling_groups(pair for pair in pairs if pair.user_id == user)
-        own = sorted((group[0] for group in siblings.values()), key=lambda pair: pair.id)
+        own = sorted((pair for pair in pairs if pair.user_id == user), key=lambda pair: pair.id)
         random.Random(seed).shuffle(own)
         return CostPairs(user, own, f"{data} (judge {user}, {count} votes)")
     return CostPairs("synthetic", synthetic_pairs(needed, seed=seed), "synthetic pairs (no data file)")
