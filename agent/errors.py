@@ -64,3 +64,10 @@ class BudgetExceeded(PersonaAgentError):
 
     exit_code = 7
     http_status = 429
+
+
+class PersonaRejected(PersonaAgentError, ValueError):
+    """A persona text does not describe a user's taste (junk, directions to the judge); nothing stored."""
+
+    exit_code = 2
+    http_status = 422

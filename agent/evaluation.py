@@ -536,3 +536,36 @@ async def run_judges(
             excluded[user][name] = why
     users = tuple(split.user_id for split in splits if split.user_id not in excluded)
     return Evaluation(runs=runs, users=users, excluded=dict(excluded))
+
+
+class JudgeAgreement(BaseModel):
+    """Of a user's last picks among drafted replies, how many the judge had ranked first."""
+
+    model_config = ConfigDict(frozen=True)
+
+    picks: int
+    agreed: int
+    rate: float | None
+    recent: tuple[bool, ...] = ()  # per pick, oldest first: did the judge rank it first?
+
+
+def judge_agreement(pairs: Sequence[PreferencePair], *, last: int = 20) -> JudgeAgreement:
+    """Count how often the judge had ranked the user's pick first, over their `last` picks.
+
+    A pick stores one pair per rejected candidate, all with the same ``judge_agreed`` mark; they
+    count once. Pairs without the mark (imported or explicit pairs) are no picks.
+    """
+    picks: dict[tuple[object, ...], bool] = {}  # oldest pick first
+    for pair in sorted(pairs, key=lambda pair: pair.created_at):
+        agreed = pair.metadata.get("judge_agreed")
+        if isinstance(agreed, bool):
+            key = (tuple((turn.role, turn.content) for turn in pair.context), pair.chosen)
+            picks.setdefault(key, agreed)
+    recent = tuple(picks.values())[-last:] if last > 0 else ()
+    agreed_count = sum(recent)
+    return JudgeAgreement(
+        picks=len(recent),
+        agreed=agreed_count,
+        rate=agreed_count / len(recent) if recent else None,
+        recent=recent,
+    )

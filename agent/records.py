@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from pydantic import (
 
 Role = Literal["system", "user", "assistant"]
 PairSource = Literal["explicit", "implicit", "import"]
+PersonaSource = Literal["llm", "offline"]
 MetadataValue = str | int | float | bool
 
 
@@ -73,23 +75,94 @@ def check_text(value: str, *, max_chars: int) -> str:
 
 
 # Directions to the judge have no place in a description of a user's taste. First/Second are
-# matched only capitalized, as the judge's answer format writes them ("answers first" is a taste).
+# matched only capitalized, as the judge's answer format writes them ("answers first" is a taste);
+# "ignore"/"disregard" count only with an object that is the judge's own input ("ignore the previous
+# turns" and "always answer directly" are tastes).
 _JUDGE_DIRECTIONS = re.compile(
-    r"\bignore\b[^.\n]{0,40}\b(instructions?|persona|rules|prompt|above|previous)\b"
-    r"|\bdisregard\b"
-    r"|\b(answer|choose|pick|select|say|output|respond|reply|prefer)\s+(with\s+|only\s+)?[\"'“‘]?(?-i:First|Second)\b"
-    r"|\b(always|only)\s+(answer|choose|pick|select|say|output)\b",
+    r"\b(ignore|disregard|forget|override)\s+(?:(?:all|any|the|your|these|those|of|every|previous|"
+    r"prior|above|earlier|system|judge'?s?|its)\s+){0,4}(instructions?|persona|rules|prompts?|"
+    r"guidelines|examples|demos|the\s+above|everything)\b"
+    r"|\bnew\s+instructions\b"
+    r"|\b(answer|choose|pick|select|say|output|respond|reply|prefer|return|write|vote)\s+"
+    r"(with\s+|only\s+)?[\"'“‘]?(?-i:First|Second|FIRST|SECOND)\b"
+    r"|\b(choose|pick|select)\s+(the\s+)?(first|second|other|former|latter)\s+"
+    r"(reply|response|answer|option|candidate|one)\b",
+    re.IGNORECASE,
+)
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+MIN_PERSONA_WORDS = 3
+# A text loops when a phrase of LOOP_WORDS words comes back, or when under MIN_DISTINCT_SHARE of
+# its three-word phrases are distinct (short lines repeated); real personas stay above 0.8.
+LOOP_WORDS = 10
+MIN_DISTINCT_SHARE = 0.6
+# Text that stops on a comma, an opening bracket or a word that needs a continuation was cut off.
+_FRAGMENT_END = re.compile(
+    r"([,;:(\[{–—-]|\b(?i:and|or|but|nor|the|an|of|to|that|which|who|whose|with|in|on|for|"
+    r"from|by|as|than|is|are|was|were|be|their|its|very|more|most)|\ba)\s*$"
+)
+# Words that show a text is about a user's taste: the user (whole words), a preference or what
+# replies are like (word beginnings).
+_TASTE_WORDS = re.compile(
+    r"\b(user|users|they|them|their|themselves|he|him|his|she|her|i|me|my|we|us|our|person|someone|"
+    r"somebody|individual|people|reader)\b"
+    r"|\b(prefer|like|love|enjoy|valu|want|wish|appreciat|favo|dislike|hate|avoid|care|interest|"
+    r"expect|need|seek|rather|fond|keen|taste|priorit|emphasi|gravitat|toleran|annoy|frustrat|"
+    r"irritat|impatien|skeptic|trust|averse|aversion|satisf|bother|respond|repl|answer|explanation|"
+    r"tone|style|format|length|detail|example|list|bullet|summar|brevity|brief|concise|verbose|"
+    r"short|long|direct|formal|casual|friendly|warm|jargon|hedg|padding|filler)",
     re.IGNORECASE,
 )
 
 
-def check_persona_text(value: str) -> str:
-    """Reject persona text that gives the judge directions instead of describing the user."""
-    found = _JUDGE_DIRECTIONS.search(value)
+def persona_problem(text: str) -> str | None:
+    """Say why `text` is not a persona (a description of one user's taste); None when it is one.
+
+    Refused: directions to the judge, a word or two, a phrase that loops, a text cut off
+    mid-sentence, and a text that mentions neither the user, nor a preference, nor what replies
+    are like.
+    """
+    found = _JUDGE_DIRECTIONS.search(text)
     if found:
-        raise ValueError(
-            f"gives the judge directions ({found.group(0)[:60]!r}); a persona describes the user's taste"
+        return f"gives the judge directions ({found.group(0)[:60]!r}); a persona describes the user's taste"
+    words = [word.lower() for word in _WORD.findall(text)]
+    if len(words) < MIN_PERSONA_WORDS:
+        return (
+            f"is {len(words)} word{'' if len(words) == 1 else 's'} ({text.strip()[:40]!r}); a persona "
+            f"describes the user's taste in at least {MIN_PERSONA_WORDS} words"
         )
+    loop = _repeated_phrase(words)
+    if loop:
+        return f"repeats itself ({loop!r} comes back); a persona states each taste once"
+    cut = _FRAGMENT_END.search(text)
+    if cut:
+        return f"breaks off mid-sentence (it ends with {text.rstrip()[-30:]!r})"
+    if not _TASTE_WORDS.search(text):
+        return (
+            f"mentions neither the user nor any preference ({text.strip()[:60]!r}); a persona "
+            "describes what the user values in replies"
+        )
+    return None
+
+
+def _repeated_phrase(words: list[str]) -> str | None:
+    """Return a phrase that makes `words` a loop, or None."""
+    seen: set[tuple[str, ...]] = set()
+    for start in range(len(words) - LOOP_WORDS + 1):
+        phrase = tuple(words[start : start + LOOP_WORDS])
+        if phrase in seen:
+            return " ".join(phrase)
+        seen.add(phrase)
+    triples = [tuple(words[start : start + 3]) for start in range(len(words) - 2)]
+    if len(triples) >= 4 and len(set(triples)) < MIN_DISTINCT_SHARE * len(triples):
+        return " ".join(Counter(triples).most_common(1)[0][0])
+    return None
+
+
+def check_persona_text(value: str) -> str:
+    """Reject text that is not a description of a user's taste (see `persona_problem`)."""
+    problem = persona_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -242,6 +315,14 @@ class Persona(BaseModel):
         None, ge=0.0, le=1.0, description="The replaced persona's accuracy on the same validation pairs."
     )
     reasoning: tuple[Reasoning, ...] = ()
+    source: PersonaSource = Field(
+        "llm", description="What wrote it: SynthesizeMe (llm) or the personal reward model (offline)."
+    )
+    statements: tuple[dict[str, Any], ...] = Field(
+        (),
+        description="For an offline persona, the reward model's preference statements it renders "
+        "(`PreferenceStatement` dumps: feature, direction, text, weights, pairs behind each).",
+    )
 
     @field_validator("text")
     @classmethod

@@ -34,14 +34,20 @@ import asyncio
 import logging
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from langchain_core.language_models import BaseChatModel
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agent.errors import BudgetExceeded, InvalidPreference, ModelOutputError, NotEnoughPreferences
+from agent.errors import (
+    BudgetExceeded,
+    InvalidPreference,
+    ModelOutputError,
+    NotEnoughPreferences,
+    PersonaRejected,
+)
 from agent.evaluation import evaluate
 from agent.judge import DefaultJudge, PersonaJudge, StructuredCaller
 from agent.prompts import MAX_PERSONA_CHARS, InductionExample, clip, induction_messages, order_note
@@ -51,6 +57,7 @@ from agent.usage import CallBudget, UsageReport, UsageTracker
 logger = logging.getLogger(__name__)
 
 CANDIDATE_SETS = ("persona only", "corrected misses", "verified")
+StageReporter = Callable[[str, str], None]
 UNVERIFIED_INDUCTION_PAIRS = 5
 # Small models sometimes echo a format hint ("<the statements>") instead of writing a persona.
 _PLACEHOLDER = re.compile(r"<[^<>]{0,60}>|\.\.\.|…")
@@ -71,7 +78,7 @@ class InducedPersona(BaseModel):
             raise ValueError("must not be empty")
         if _PLACEHOLDER.fullmatch(value.strip()):
             raise ValueError("is a placeholder, not a description of the user")
-        return check_persona_text(value.strip())  # directions to the judge: retried, then refused
+        return check_persona_text(value.strip())  # not a taste: retried, then the fit is rejected
 
 
 class CandidateScore(BaseModel):
@@ -82,6 +89,24 @@ class CandidateScore(BaseModel):
     name: str
     demo_pair_ids: tuple[str, ...]
     val_accuracy: float | None
+
+
+class PersonaSynthesizer(Protocol):
+    """What writes a user's persona from their pairs: `SynthesizeMe`, or the offline reward model's writer."""
+
+    max_pairs: int
+
+    async def fit(
+        self,
+        train: Sequence[PreferencePair],
+        val: Sequence[PreferencePair],
+        *,
+        current: Persona | None = None,
+        current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
+    ) -> SynthesisResult:
+        """Write a persona and demos from `train`, gated against `current` on `val`; report stages."""
+        ...
 
 
 class SynthesisResult(BaseModel):
@@ -102,6 +127,9 @@ class SynthesisResult(BaseModel):
     planned_calls: int = 0
     train_pair_ids: list[str] = Field(default_factory=list)
     val_pair_ids: list[str] = Field(default_factory=list)
+    rejected_because: str | None = Field(
+        None, description="Why the persona was not accepted, when not for a lower val accuracy."
+    )
 
     def pair_annotations(self) -> dict[str, dict[str, Any]]:
         """Return what the memory store records per train pair: judge correctness, verified reasoning.
@@ -217,8 +245,14 @@ class SynthesizeMe:
         *,
         current: Persona | None = None,
         current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
     ) -> SynthesisResult:
-        """Synthesize a persona and demos from `train`, choose and gate them on `val`."""
+        """Synthesize a persona and demos from `train`, choose and gate them on `val`.
+
+        `on_stage(stage, detail)` is told when each stage starts (bootstrap, induce, demos,
+        select, gate), for a progress display.
+        """
+        report = on_stage or _no_report
         if len(train) < 2:
             raise NotEnoughPreferences(f"a persona needs at least 2 train pairs, got {len(train)}")
         users = {pair.user_id for pair in [*train, *val]}
@@ -229,10 +263,13 @@ class SynthesizeMe:
         planned = self.plan_calls(len(train), len(val), has_current=current is not None)
         run = _FitRun(self, CallBudget(self.max_calls), UsageTracker(), asyncio.Semaphore(self.concurrency))
 
+        report("bootstrap", f"the default judge reasons about {len(train)} of your pairs")
         traces, skipped = await run.bootstrap_reasoning(train)
         verified = [trace for trace in traces if trace.reasoning.verified]
+        report("induce", f"writing the persona from {len(verified) or len(train)} pairs")
         persona_text = await run.induce_persona(verified, train)
         missed = [trace for trace in traces if not trace.reasoning.verified]
+        report("demos", f"re-checking {min(len(missed), self.max_demos)} missed pairs with the persona")
         corrected = await run.correct_misses(persona_text, missed)
 
         options = _candidate_sets(corrected, [t.as_demo for t in verified], self.max_demos)
@@ -240,11 +277,14 @@ class SynthesizeMe:
             pool = [*corrected, *(t.as_demo for t in verified)]
             options.update(_random_sets(pool, options, self.random_sets, self.max_demos, self.seed))
         if val:
+            report("select", f"scoring {len(options)} demo sets on {len(val)} held-out pairs")
             scores = await asyncio.gather(
                 *(run.score(name, persona_text, demos, val) for name, demos in options.items())
             )
             best = select_best(scores)
             chosen_demos = options[best.name]
+            if current:
+                report("gate", f"scoring the current persona v{current.version} on the same pairs")
             baseline = (
                 await run.score("current", current.text, current_demos, val, stage="gate")
                 if current
@@ -286,6 +326,10 @@ class SynthesizeMe:
             train_pair_ids=[pair.id for pair in train],
             val_pair_ids=[pair.id for pair in val],
         )
+
+
+def _no_report(stage: str, detail: str) -> None:
+    """Report nothing: the default when no progress display listens."""
 
 
 def _ids(demos: Sequence[Demo]) -> tuple[str, ...]:
@@ -406,7 +450,12 @@ class _FitRun:
             budget=self.budget,
             limiter=self.limiter,
         )
-        answer, _ = await caller(induction_messages(examples))
+        try:
+            answer, _ = await caller(induction_messages(examples))
+        except ModelOutputError as exc:
+            # The call's own retries are spent; fitting again from scratch would repeat the
+            # bootstrap for the same verdict, so the fit ends here and the current persona stays.
+            raise PersonaRejected(f"the model wrote no usable persona: {_persona_problem_of(exc)}") from exc
         return clip(answer.persona, MAX_PERSONA_CHARS)
 
     async def correct_misses(self, persona: str, missed: Sequence[_Trace]) -> list[Demo]:
@@ -450,6 +499,16 @@ class _FitRun:
         report = await evaluate(judge, val, concurrency=max(1, self.owner.concurrency))
         self.fallbacks += judge.fallbacks
         return CandidateScore(name=name, demo_pair_ids=_ids(demos), val_accuracy=report.macro_accuracy)
+
+
+def _persona_problem_of(error: BaseException) -> str:
+    """Return why the last persona answer was refused, as the validator worded it."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ValidationError):
+            return "; ".join(item["msg"].removeprefix("Value error, ") for item in cause.errors())
+        cause = cause.__cause__ or cause.__context__
+    return str(error)
 
 
 def _reasoning_of(pair_id: str, verdict: Verdict, chosen_first: bool) -> Reasoning:

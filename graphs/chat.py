@@ -32,11 +32,16 @@ user named in the run context (`ChatContext.user_id`)::
 Inline or deferred synthesis (``synthesis_mode``; a run may override it in its context):
 *inline* runs `synthesize_persona` before answering, so the reply already uses the new persona;
 *deferred* (the default) answers first and runs `synthesize_persona` at the end of the same run
-(``**``), so the reply is streamed before the slow fit starts. Both work under ``langgraph dev``
-and in the CLI. A feedback-only input (no new user message) ends after feedback, or after the
-synthesis it triggered. `synthesize_persona` invokes the synthesis graph (`graphs.synthesis`);
-a synthesis that fails is logged and recorded in ``state["synthesis"]``, the current persona
-stays, and the turn is still answered.
+(``**``), so the reply is streamed before the slow fit starts. Both work under ``langgraph dev``.
+*caller* (a run context value only, not a setting) runs no synthesis: the run ends with
+``state["synthesis_due"] == "caller"`` and the caller runs the synthesis graph itself
+(`graphs.synthesis.run_synthesis`) and reports the outcome to the thread with
+``update_state(config, synthesis_recorded(outcome, pair_count), as_node="synthesize_persona")``;
+`persona-agent chat` does this in the background, so no prompt waits on a fit. A feedback-only
+input (no new user message) ends after feedback, or after the synthesis it triggered.
+`synthesize_persona` invokes the synthesis graph (`graphs.synthesis`); a synthesis that fails is
+logged and recorded in ``state["synthesis"]``, the current persona stays, and the turn is still
+answered.
 
 Failures of models: drafting and judging have a declared `RetryPolicy` over transient errors
 (timeouts, connection errors, malformed output; `graphs.retry.is_transient`) and an optional
@@ -77,7 +82,7 @@ from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.formats import describe_validation_error
 from agent.records import Limits, Persona, PreferencePair
-from agent.synthesis import SynthesizeMe
+from agent.synthesis import PersonaSynthesizer, SynthesizeMe
 from graphs import synthesis
 from graphs.judges import JudgeFactory, LLMJudges
 from graphs.retry import is_transient
@@ -87,7 +92,6 @@ from graphs.state import (
     Feedback,
     PersonaView,
     RankedView,
-    SynthesisContext,
     SynthesisMode,
     SynthesisOutcome,
     demo_from_state,
@@ -198,6 +202,12 @@ def feedback_pairs(
     return pairs, chosen if has_choice else None
 
 
+def synthesis_recorded(result: SynthesisOutcome, pair_count: int) -> dict[str, Any]:
+    """Return the thread's update after a synthesis: its outcome, and when to try again if it failed."""
+    retry_after = None if result["status"] == "accepted" else pair_count
+    return {"synthesis": result, "synthesis_due": None, "synthesis_retry_after": retry_after}
+
+
 def _context_value(runtime: Runtime[ChatContext], name: str) -> Any:
     context = runtime.context
     return context.get(name) if isinstance(context, Mapping) else getattr(context, name, None)
@@ -235,7 +245,7 @@ def build_graph(
     judge_model: BaseChatModel,
     memory: PreferenceStore,
     checkpointer: Checkpointer = None,
-    synthesizer: SynthesizeMe | None = None,
+    synthesizer: PersonaSynthesizer | None = None,
     judges: JudgeFactory | None = None,
     options: ChatOptions | None = None,
     name: str = "chat",
@@ -301,24 +311,15 @@ def build_graph(
     def route_after_feedback(state: ChatState) -> str:
         """Synthesize first (inline), answer, or stop when there is nothing to answer."""
         due = state.get("synthesis_due")
-        if due == "inline" or (due and not _awaits_reply(state)):
+        if due == "inline" or (due == "deferred" and not _awaits_reply(state)):
             return "synthesize_persona"
         return "load_persona" if _awaits_reply(state) else END
 
     async def synthesize_persona(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Run the synthesis graph for this user; a failure is recorded, never raised."""
         user_id = user_of(runtime)
-        result: SynthesisOutcome
-        try:
-            final = await synthesis_graph.ainvoke({}, context=SynthesisContext(user_id=user_id))
-            result = final.get("outcome") or synthesis.outcome(
-                "failed", "the synthesis ended without outcome"
-            )
-        except Exception as exc:  # a failed synthesis must not fail the turn
-            logger.warning("synthesis for %s failed; the current persona stays: %r", user_id, exc)
-            result = synthesis.outcome("failed", f"{type(exc).__name__}: {exc}")
-        retry_after = None if result["status"] == "accepted" else state.get("pair_count", 0)
-        update = {"synthesis": result, "synthesis_due": None, "synthesis_retry_after": retry_after}
+        result = await synthesis.run_synthesis(synthesis_graph, user_id)
+        update = synthesis_recorded(result, state.get("pair_count", 0))
         if _awaits_reply(state):  # inline: this turn's reply uses the persona as it is now
             update["persona"] = persona_view(await asyncio.to_thread(memory.current_persona, user_id))
         return update

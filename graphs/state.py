@@ -21,7 +21,8 @@ from typing_extensions import TypedDict
 from agent.errors import InvalidPreference
 from agent.records import STORED_LIMITS, Demo, Persona, PreferencePair, Ranking, Turn
 
-SynthesisMode = Literal["inline", "deferred"]
+# inline and deferred run the synthesis inside the chat run; "caller" leaves it to the caller.
+SynthesisMode = Literal["inline", "deferred", "caller"]
 SynthesisStatus = Literal["accepted", "rejected", "failed", "skipped"]
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system"}

@@ -7,7 +7,9 @@
   siblings of one ``choice`` together, so no pair that any persona was fitted on ever validates
   a later one. Validation pairs are never trained on, even when there are too few for a gate.
   Fewer than 2 train pairs: outcome "skipped" (the next trigger tries again with more).
-- `fit_persona` runs `SynthesizeMe.fit` with the current persona and demos as the gate's baseline.
+- `fit_persona` runs the synthesizer's `fit` (SynthesizeMe, or the offline reward model's
+  `agent.offline_persona.OfflinePersonaWriter`, as the settings choose) with the current persona
+  and demos as the gate's baseline.
 - `annotate_pairs` records on every train pair whether the default judge predicted it
   (``default_judge_correct``) and whether it has verified reasoning (kept with the pair, so that
   retrieved demos carry it); pairs the new persona corrected count as verified when it is accepted.
@@ -18,9 +20,12 @@ takes the user's synthesis lease (`PreferenceStore.acquire_lease`) and ends the 
 while another run holds it; the fit renews the lease while it runs, `save_persona` saves only
 while the lease is still held, and every way out of the graph releases it (a crashed process's
 lease runs out). A fit that fails (after the node's declared retries of transient errors) ends
-the run with the outcome "failed" and the error's text; the current persona stays in place. The
-run's context carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The
-graph is usable on its own (``langgraph.json`` names it) and from the chat graph, which invokes it.
+the run with the outcome "failed" and the error's text; a fit whose model wrote no description
+of a taste (`agent.records.persona_problem`: junk, loops, directions to the judge) ends
+"rejected" with the reason. Either way the current persona stays in place. The run's context
+carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The graph is usable
+on its own (``langgraph.json`` names it) and from the chat graph, which invokes it. Each stage
+is streamed as it starts (``stream_mode="custom"``; `run_synthesis` hands them to a callback).
 """
 
 from __future__ import annotations
@@ -36,10 +41,10 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy
 
-from agent.errors import NotFound
+from agent.errors import NotFound, PersonaRejected
 from agent.evaluation import MIN_TRAIN_PAIRS, split_train_val
 from agent.records import utc_now
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.synthesis import PersonaSynthesizer, StageReporter, SynthesisResult
 from graphs.retry import is_transient
 from graphs.state import (
     SynthesisContext,
@@ -87,6 +92,42 @@ def outcome(
     )
 
 
+def _report(runtime: Runtime[SynthesisContext], stage: str, detail: str) -> None:
+    """Stream the stage that starts now (``stream_mode="custom"``): ``{"synthesis_stage", "detail"}``."""
+    runtime.stream_writer({"synthesis_stage": stage, "detail": detail})
+
+
+async def run_synthesis(
+    graph: CompiledStateGraph[SynthesisState, SynthesisContext, SynthesisState, SynthesisState],
+    user_id: str,
+    *,
+    on_stage: StageReporter | None = None,
+) -> SynthesisOutcome:
+    """Run the synthesis graph for one user and return its outcome; a failure is returned, never raised.
+
+    `on_stage(stage, detail)` hears each stage as it starts: load, then the synthesizer's own
+    (SynthesizeMe: bootstrap, induce, demos, select, gate; the offline writer: offline), then
+    annotate and save.
+    """
+    result: SynthesisOutcome | None = None
+    context = SynthesisContext(user_id=user_id)
+    try:
+        if on_stage is None:  # invoked, so that a parent graph's stream still sees the stages
+            result = (await graph.ainvoke({}, context=context)).get("outcome")
+        else:
+            async for mode, chunk in graph.astream({}, context=context, stream_mode=["updates", "custom"]):
+                if mode == "custom" and isinstance(chunk, dict) and "synthesis_stage" in chunk:
+                    on_stage(str(chunk["synthesis_stage"]), str(chunk.get("detail", "")))
+                elif mode == "updates" and isinstance(chunk, dict):
+                    for values in chunk.values():
+                        if isinstance(values, dict) and values.get("outcome"):
+                            result = values["outcome"]
+    except Exception as exc:  # a failed synthesis must not fail what runs it
+        logger.warning("synthesis for %s failed; the current persona stays: %r", user_id, exc)
+        return outcome("failed", f"{type(exc).__name__}: {exc}")
+    return result or outcome("failed", "the synthesis ended without outcome")
+
+
 async def _release(memory: PreferenceStore, held: Mapping[str, Any] | None) -> None:
     """Release the run's synthesis lease, if it holds one."""
     if held is not None:
@@ -119,7 +160,7 @@ async def _renewing(memory: PreferenceStore, held: Mapping[str, Any] | None) -> 
 
 def build_graph(
     *,
-    synthesizer: SynthesizeMe,
+    synthesizer: PersonaSynthesizer,
     memory: PreferenceStore,
     checkpointer: Checkpointer = None,
     attempts: int = 2,
@@ -127,7 +168,7 @@ def build_graph(
     timeout_s: float | None = None,
     name: str = "synthesis",
 ) -> CompiledStateGraph[SynthesisState, SynthesisContext, SynthesisState, SynthesisState]:
-    """Compile the synthesis graph over a synthesizer and a memory store.
+    """Compile the synthesis graph over a persona synthesizer (SynthesizeMe, the offline writer) and a store.
 
     `attempts` and `retry_interval_s` declare the fit's retries of transient errors (timeouts,
     connection errors, unusable model output); `timeout_s` caps one fit attempt.
@@ -137,6 +178,7 @@ def build_graph(
     async def load_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> Command[Any]:
         """Read the user's newest pairs and split them into train and val."""
         user_id = user_of(runtime)
+        _report(runtime, "load", "reading your pairs")
         lease = await asyncio.to_thread(memory.acquire_lease, user_id, SYNTHESIS_LEASE)
         if lease is None:
             busy = outcome("skipped", "another synthesis of this user is running")
@@ -178,26 +220,29 @@ def build_graph(
             [pair_from_state(p) for p in state.get("val", [])],
             current=current,
             current_demos=current_demos,
+            on_stage=lambda stage, detail: _report(runtime, stage, detail),
         )
         async with _renewing(memory, state.get("lease")):
             result = await fit
         return {"result": result.model_dump(mode="json")}
 
     async def record_failure(state: SynthesisState, error: NodeError) -> dict[str, Any]:
-        """End the run with a "failed" outcome; the current persona stays in place."""
+        """End the run "failed" ("rejected" when the persona was not a taste); the current one stays."""
         logger.warning("synthesis failed; the current persona stays in place: %r", error.error)
         await _release(memory, state.get("lease"))
-        failed = outcome(
-            "failed",
-            f"{type(error.error).__name__}: {error.error}",
+        rejected = isinstance(error.error, PersonaRejected)
+        ended = outcome(
+            "rejected" if rejected else "failed",
+            str(error.error) if rejected else f"{type(error.error).__name__}: {error.error}",
             train=len(state.get("train", [])),
             val=len(state.get("val", [])),
         )
-        return {"outcome": failed, "result": None, "lease": None}
+        return {"outcome": ended, "result": None, "lease": None}
 
     async def annotate_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Record what the default judge made of each train pair, and any verified reasoning."""
         user_id = user_of(runtime)
+        _report(runtime, "annotate", "recording what the judge made of each pair")
         result = SynthesisResult.model_validate(state["result"])
         notes = result.pair_annotations()
         try:
@@ -219,7 +264,8 @@ def build_graph(
         await _release(memory, state.get("lease"))
         rejected = outcome(
             "rejected",
-            f"val accuracy {result.persona.val_accuracy} below the current persona's "
+            result.rejected_because
+            or f"val accuracy {result.persona.val_accuracy} below the current persona's "
             f"{result.baseline_val_accuracy}",
             result=result,
         )
@@ -232,6 +278,7 @@ def build_graph(
 
     async def save_persona(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Store the persona and its demos as the user's next version."""
+        _report(runtime, "save", "saving the new persona")
         result = SynthesisResult.model_validate(state["result"])
         held = state.get("lease")
         try:

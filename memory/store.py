@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from pydantic import ValidationError
 
-from agent.errors import InvalidPreference, NotFound, UnknownUser
+from agent.errors import InvalidPreference, NotFound, PersonaRejected, UnknownUser
 from agent.formats import describe_validation_error, pair_from_record, pair_to_record, parse_jsonl
 from agent.records import (
     DEFAULT_LIMITS,
@@ -65,7 +65,9 @@ from agent.records import (
     Persona,
     PreferencePair,
     Turn,
+    check_persona_text,
     check_user_id,
+    persona_problem,
 )
 from memory.chroma import check_collection_name
 from memory.embedding_cache import CachedEmbeddings
@@ -550,7 +552,14 @@ class PreferenceStore:
         raise RuntimeError(f"could not claim a persona version for {scope.user_id!r}")
 
     def save_persona(self, persona: Persona, demos: Sequence[Demo] = ()) -> Persona:
-        """Store a persona as the user's next version with its demos, and make it current."""
+        """Store a persona as the user's next version with its demos, and make it current.
+
+        A text that does not describe a taste (`agent.records.persona_problem`) is refused with
+        `PersonaRejected`; nothing is stored.
+        """
+        problem = persona_problem(persona.text)
+        if problem:
+            raise PersonaRejected(f"persona text {problem}")
         scope = self._scope(persona.user_id)
         for position, demo in enumerate(demos, start=1):
             if demo.pair.user_id != scope.user_id:
@@ -881,6 +890,7 @@ class PreferenceStore:
                 if record["kind"] != "persona":
                     raise ValueError(f"unknown kind {record['kind']!r}")
                 persona = Persona.model_validate({**record["persona"], "user_id": owner})
+                check_persona_text(persona.text)  # refused before any record of the import is stored
                 demos = [
                     Demo.model_validate(
                         {**demo, "pair": {**demo["pair"], "user_id": owner}}, context={"limits": self.limits}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
@@ -24,7 +25,9 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph.state import CompiledStateGraph
 
-    from agent.synthesis import SynthesizeMe
+    from agent.features import FeatureExtractor
+    from agent.reward_model import RewardModel
+    from agent.synthesis import PersonaSynthesizer, SynthesizeMe
     from graphs.chat import ChatOptions
     from graphs.judges import JudgeFactory
     from memory.embeddings import MiniLMEmbeddings
@@ -224,7 +227,40 @@ def chat_options(settings: Settings) -> ChatOptions:
     )
 
 
+@dataclass(frozen=True)
+class OfflineParts:
+    """The offline reward model's population prior and reply features, shared by its judge and writer."""
+
+    prior: RewardModel
+    extractor: FeatureExtractor
+
+
+def build_offline_parts(settings: Settings) -> OfflineParts:
+    """Load the shipped population prior and a feature extractor over the reply embedder."""
+    from agent.features import FeatureExtractor
+    from agent.reward_model import RewardModel
+
+    return OfflineParts(RewardModel.load(), FeatureExtractor(build_embeddings(settings, purpose="replies")))
+
+
 def build_synthesizer(
+    settings: Settings,
+    chat_model: BaseChatModel,
+    judge_model: BaseChatModel,
+    *,
+    seed: int = 0,
+    offline: OfflineParts | None = None,
+) -> PersonaSynthesizer:
+    """Return what `settings.persona_source` names: SynthesizeMe, or the offline reward model's writer."""
+    if settings.persona_source == "offline":
+        from agent.offline_persona import OfflinePersonaWriter
+
+        parts = offline or build_offline_parts(settings)
+        return OfflinePersonaWriter(parts.prior, parts.extractor, max_pairs=settings.max_pairs_per_synthesis)
+    return build_synthesize_me(settings, chat_model, judge_model, seed=seed)
+
+
+def build_synthesize_me(
     settings: Settings,
     chat_model: BaseChatModel,
     judge_model: BaseChatModel,
@@ -246,7 +282,13 @@ def build_synthesizer(
     )
 
 
-def build_judges(settings: Settings, *, store: PreferenceStore, judge_model: BaseChatModel) -> JudgeFactory:
+def build_judges(
+    settings: Settings,
+    *,
+    store: PreferenceStore,
+    judge_model: BaseChatModel,
+    offline_parts: OfflineParts | None = None,
+) -> JudgeFactory:
     """Return the per-turn judge factory that `settings.judge` names (llm, offline or hybrid)."""
     from graphs.judges import HybridJudges, LLMJudges, OfflineJudges
 
@@ -255,15 +297,8 @@ def build_judges(settings: Settings, *, store: PreferenceStore, judge_model: Bas
     )
     if settings.judge == "llm":
         return llm
-    from agent.features import FeatureExtractor
-    from agent.reward_model import RewardModel
-
-    offline = OfflineJudges(
-        store,
-        RewardModel.load(),
-        FeatureExtractor(build_embeddings(settings, purpose="replies")),
-        max_pairs=settings.max_pairs_per_synthesis,
-    )
+    parts = offline_parts or build_offline_parts(settings)
+    offline = OfflineJudges(store, parts.prior, parts.extractor, max_pairs=settings.max_pairs_per_synthesis)
     return offline if settings.judge == "offline" else HybridJudges(llm, offline)
 
 
@@ -274,7 +309,8 @@ def build_chat_graph(
     checkpointer: Checkpointer = None,
     chat_model: BaseChatModel | None = None,
     judge_model: BaseChatModel | None = None,
-    synthesizer: SynthesizeMe | None = None,
+    offline_parts: OfflineParts | None = None,
+    synthesizer: PersonaSynthesizer | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the chat graph from settings; parts not passed are built here."""
     from graphs.chat import build_graph
@@ -282,13 +318,16 @@ def build_chat_graph(
     store = store or build_store(settings)
     chat_model = chat_model or build_chat_model(settings)
     judge_model = judge_model or build_judge_model(settings)
+    if offline_parts is None and (settings.judge != "llm" or settings.persona_source == "offline"):
+        offline_parts = build_offline_parts(settings)  # one embedder and feature cache for judge and writer
     return build_graph(
         chat_model=chat_model,
         judge_model=judge_model,
         memory=store,
         checkpointer=checkpointer,
-        synthesizer=synthesizer or build_synthesizer(settings, chat_model, judge_model),
-        judges=build_judges(settings, store=store, judge_model=judge_model),
+        synthesizer=synthesizer
+        or build_synthesizer(settings, chat_model, judge_model, offline=offline_parts),
+        judges=build_judges(settings, store=store, judge_model=judge_model, offline_parts=offline_parts),
         options=chat_options(settings),
     )
 
@@ -299,13 +338,18 @@ def build_synthesis_graph(
     store: PreferenceStore | None = None,
     chat_model: BaseChatModel | None = None,
     judge_model: BaseChatModel | None = None,
+    offline_parts: OfflineParts | None = None,
 ) -> CompiledStateGraph[Any, Any, Any, Any]:
     """Compile the standalone synthesis graph from settings."""
     from graphs.synthesis import build_graph
 
     chat_model = chat_model or build_chat_model(settings)
     judge_model = judge_model or build_judge_model(settings)
+    options = chat_options(settings)  # the same retries and timeout as a synthesis inside a chat
     return build_graph(
-        synthesizer=build_synthesizer(settings, chat_model, judge_model),
+        synthesizer=build_synthesizer(settings, chat_model, judge_model, offline=offline_parts),
         memory=store or build_store(settings),
+        attempts=options.attempts,
+        retry_interval_s=options.retry_interval_s,
+        timeout_s=options.synthesis_timeout_s,
     )

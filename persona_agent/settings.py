@@ -19,6 +19,7 @@ from agent.records import Limits
 
 StructuredOutputMethod = Literal["json_schema", "function_calling", "json_mode"]
 JudgeKind = Literal["llm", "offline", "hybrid"]
+PersonaSource = Literal["llm", "offline", "auto"]
 SynthesisMode = Literal["inline", "deferred"]
 AuthMode = Literal["tokens", "dev"]
 CheckpointSync = Literal["normal", "full"]
@@ -115,6 +116,12 @@ class Settings(BaseSettings):
         "offline with the embedded model (which judges at about chance; the offline reward model "
         "scores 75% on MT-Bench judges, see BENCHMARKS.md).",
     )
+    persona_source: PersonaSource = Field(
+        "auto",
+        description="What writes a user's persona: llm (SynthesizeMe), offline (the personal reward "
+        "model's statements, no LLM call) or auto (llm with an endpoint, offline with the embedded "
+        "model, which cannot write a usable persona).",
+    )
     demo_k: int = Field(3, ge=0, le=16, description="Demos retrieved per chat turn.")
     retrieval_similarity_weight: float = Field(1.0, ge=0.0)
     retrieval_informativeness_weight: float = Field(0.3, ge=0.0)
@@ -158,6 +165,8 @@ class Settings(BaseSettings):
         self.data_dir = self.data_dir.expanduser()
         if self.judge is None:
             self.judge = "llm" if self.uses_endpoint else "offline"
+        if self.persona_source == "auto":
+            self.persona_source = "llm" if self.uses_endpoint else "offline"
         return self
 
     # --- derived ----------------------------------------------------------------------

@@ -2,33 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+from langchain_core.messages import BaseMessage
+from langchain_core.outputs import ChatResult
 from typer.testing import CliRunner
 
 from memory.store import PreferenceStore
 from persona_agent import factory
 from persona_agent.cli import app
-from tests.fakes import CountingChatModel
-from tests.test_graph_chat import STYLE_REPLIES, chat_responder, make_memory
+from tests.fakes import CountingChatModel, task_of
+from tests.test_graph_chat import PERSONA_TEXT, STYLE_REPLIES, chat_responder, make_memory
+
+
+class SlowInductionModel(CountingChatModel):
+    """The chat fake, whose persona induction takes `delay_s` (none unless a test sets it)."""
+
+    delay_s: float = 0.0
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        if task_of(messages) == "induce" and self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self._generate(messages)
 
 
 @pytest.fixture
-def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[CountingChatModel, PreferenceStore]:
+def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[SlowInductionModel, PreferenceStore]:
     """Swap the factory's models and store for fakes; the store lives under this test's data dir."""
-    model = CountingChatModel(responder=chat_responder())
+    model = SlowInductionModel(responder=chat_responder())
     memory = make_memory(tmp_path / "chroma", prefix="cli_chat")
     monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
     monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
     monkeypatch.setattr(factory, "build_store", lambda settings: memory)
     # The scripted model stands in for an LLM judge (the embedded default would be the offline one).
     monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
+    monkeypatch.setenv("PERSONA_AGENT_PERSONA_SOURCE", "llm")  # and it writes the persona
     return model, memory
 
 
 def test_chat_picks_a_candidate_and_the_pair_count_grows(
-    parts: tuple[CountingChatModel, PreferenceStore],
+    parts: tuple[SlowInductionModel, PreferenceStore],
 ) -> None:
     _, memory = parts
     script = "\n".join(
@@ -49,28 +69,32 @@ def test_chat_picks_a_candidate_and_the_pair_count_grows(
 
 
 def test_chat_resumes_the_thread_and_reports_a_new_persona(
-    parts: tuple[CountingChatModel, PreferenceStore],
+    parts: tuple[SlowInductionModel, PreferenceStore],
 ) -> None:
     _, memory = parts
     runner = CliRunner()
     first = runner.invoke(app, ["chat", "-u", "alice"], input="Tell me about ferns\n/pick 1\n")
     assert first.exit_code == 0, first.output
     # a second session resumes the same thread: its candidates can still be picked
-    second = runner.invoke(
-        app, ["chat", "-u", "alice"], input="/pick 2\nAnd about moss?\n/pick 3\n/persona\n/quit\n"
-    )
+    second = runner.invoke(app, ["chat", "-u", "alice"], input="/pick 2\nAnd about moss?\n/pick 3\n/quit\n")
     assert second.exit_code == 0, second.output
     assert memory.count_pairs("alice") == 6
+    # the update runs in the background; leaving waits for it and reports it
+    assert "Updating your persona from 6 pairs in the background" in second.output
     assert "Persona updated to v1" in second.output
-    assert "Persona v1 of alice" in second.output and "synthesized" in second.output
+    third = runner.invoke(app, ["chat", "-u", "alice"], input="/persona\n")
+    assert "Persona v1 of alice" in third.output and "synthesized" in third.output
+    assert "update is running" not in third.output
+    # Three picks in all; the scripted judge ranks the warm third candidate first, picked once.
+    assert "Judge agreement: of your last 3 picks, the judge had ranked 1 first (33%)." in third.output
 
 
-def test_chat_refuses_a_bad_user_id(parts: tuple[CountingChatModel, PreferenceStore]) -> None:
+def test_chat_refuses_a_bad_user_id(parts: tuple[SlowInductionModel, PreferenceStore]) -> None:
     result = CliRunner().invoke(app, ["chat", "--user", "a/b"], input="/quit\n")
     assert result.exit_code != 0 and "may only hold" in result.output
 
 
-def test_the_judge_setting_picks_the_judge_factory(parts: tuple[CountingChatModel, PreferenceStore]) -> None:
+def test_the_judge_setting_picks_the_judge_factory(parts: tuple[SlowInductionModel, PreferenceStore]) -> None:
     from graphs.judges import HybridJudges, LLMJudges, OfflineJudges
     from persona_agent.settings import load_settings
 
@@ -86,7 +110,7 @@ def test_the_judge_setting_picks_the_judge_factory(parts: tuple[CountingChatMode
 
 @pytest.mark.parametrize(("durability", "saved"), [("exit", 2), ("async", 12)])
 def test_chat_writes_thread_checkpoints_as_the_durability_setting_says(
-    parts: tuple[CountingChatModel, PreferenceStore],
+    parts: tuple[SlowInductionModel, PreferenceStore],
     monkeypatch: pytest.MonkeyPatch,
     durability: str,
     saved: int,
@@ -112,3 +136,91 @@ def test_chat_writes_thread_checkpoints_as_the_durability_setting_says(
     # feedback, persona, draft + retrieve, judge), exit only each turn's last, the same step 10.
     assert len(written) == saved
     assert written[0] == 10
+
+
+class ScriptedStdin(io.RawIOBase):
+    """Standard input that gives one line per read, each once its condition holds.
+
+    It notes when each line was asked for: the moment the chat showed its prompt again.
+    """
+
+    def __init__(self, steps: list[tuple[str, Callable[[], bool] | None]]) -> None:
+        self.steps = list(steps)
+        self.asked: list[float] = []
+        self.given: list[tuple[str, float]] = []
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if len(buffer) == 0:  # a probe (read(0)), not a request for a line
+            return 0
+        self.asked.append(time.monotonic())
+        if not self.steps:
+            return 0
+        line, ready = self.steps.pop(0)
+        deadline = time.monotonic() + 20
+        while ready is not None and not ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        data = (line + "\n").encode()
+        buffer[: len(data)] = data
+        self.given.append((line, time.monotonic()))
+        return len(data)
+
+    def seconds_to_prompt_after(self, line: str) -> list[float]:
+        """Return, for each time `line` was given, the seconds until the next prompt asked for input."""
+        return [
+            min(asked for asked in self.asked if asked > given) - given
+            for text, given in self.given
+            if text == line
+        ]
+
+
+def test_picks_that_trigger_a_synthesis_return_at_once_and_the_persona_follows(
+    parts: tuple[SlowInductionModel, PreferenceStore],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model, memory = parts
+    model.delay_s = 4.0  # every synthesis outlasts the 2 s a pick may take
+    # every pick (2 pairs) is due a synthesis: the first at 2 pairs, then after each 2 more
+    monkeypatch.setenv("PERSONA_AGENT_FIRST_SYNTHESIS_AT", "2")
+    monkeypatch.setenv("PERSONA_AGENT_RESYNTHESIZE_EVERY", "2")
+
+    def saved(version: int) -> Callable[[], bool]:
+        return lambda: len(memory.persona_history("alice")) >= version
+
+    stdin = ScriptedStdin(
+        [
+            ("How do I water plants?", None),
+            ("/pick 3", None),
+            ("And what about ferns?", None),  # answered while the first synthesis runs
+            ("/persona", None),
+            ("And moss?", saved(1)),
+            ("/pick 1", None),
+            ("And roses?", saved(2)),
+            ("/pick 2", None),
+            ("/persona", saved(3)),
+        ]
+    )
+    # typer's runner takes text only as standard input: the command reads the scripted stream
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin), encoding="utf-8"))
+    app(["chat", "-u", "alice"], standalone_mode=False)
+    out = capsys.readouterr().out
+
+    waits = stdin.seconds_to_prompt_after("/pick 1") + stdin.seconds_to_prompt_after("/pick 2")
+    waits += stdin.seconds_to_prompt_after("/pick 3")
+    assert len(waits) == 3 and max(waits) < 2.0, waits  # each synthesis takes over 4 s
+    assert out.count("in the background; keep chatting") == 3
+    assert "A persona update is running" in out and "(updating persona: " in out
+    assert [p.version for p in memory.persona_history("alice")] == [1, 2, 3]
+    assert all(f"Persona updated to v{version}" in out for version in (1, 2, 3))
+    assert "Persona v3 of alice" in out
+    # the turn during the first synthesis was drafted without a persona; the turn after it was
+    # saved, with it
+    drafts = [call for call in model.calls if task_of(call.messages) == "other"]
+    ferns = [call.messages[0].text for call in drafts if call.messages[-1].text == "And what about ferns?"]
+    moss = [call.messages[0].text for call in drafts if call.messages[-1].text == "And moss?"]
+    assert len(ferns) == len(moss) == 3
+    assert not any("<persona>" in system for system in ferns)
+    assert all(f"<persona>\n{PERSONA_TEXT}\n</persona>" in system for system in moss)

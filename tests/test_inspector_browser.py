@@ -28,6 +28,22 @@ TOKEN = "carol-browser-token"
 ARTIFACTS = REPO_ROOT / "test-artifacts"
 PERSONA_V1 = "Carol likes short answers."
 PERSONA_V2 = "Carol likes short answers that end with one concrete example."
+# The offline reward model's persona: what it renders, and the statements the chart draws.
+STATEMENTS = [
+    {"feature": "length", "direction": "less", "text": "prefers shorter replies than most people",
+     "weight": -0.9, "population_weight": 2.1, "deviation": -3.0, "n_pairs": 3},
+    {"feature": "lists", "direction": "more", "text": "favours bullet lists",
+     "weight": 0.8, "population_weight": 0.0, "deviation": 0.8, "n_pairs": 3},
+    {"feature": "hedging", "direction": "less", "text": "dislikes hedging",
+     "weight": -0.6, "population_weight": 0.4, "deviation": -1.0, "n_pairs": 3},
+]  # fmt: skip
+PERSONA_V3 = (
+    "Measured on 3 of this user's choices, compared with most people's:\n- prefers shorter replies than "
+    "most people\n- favours bullet lists\n- dislikes hedging\nWriting for them: keep it short; use a "
+    "bullet list; no hedging."
+)
+# Whether the judge had ranked each seeded pick first, oldest first.
+AGREED = [True, False, True]
 
 
 def chromium_executable() -> str:
@@ -134,6 +150,7 @@ def _seed(url: str) -> None:
             "chosen": {"role": "assistant", "content": chosen},
             "rejected": {"role": "assistant", "content": f"A very long essay about question {i}..."},
             "created_at": f"2026-01-0{i + 1}T10:00:00+00:00",
+            "metadata": {"judge_agreed": AGREED[i], "persona_version": 1},
         }
         if i == 0:
             record["annotations"] = {
@@ -142,8 +159,14 @@ def _seed(url: str) -> None:
                 "reasoning": "Carol wants the short answer with an example.",
             }
         lines.append(record)
-    for version, text in ((1, PERSONA_V1), (2, PERSONA_V2)):
-        persona = {"user_id": "carol", "text": text, "version": version, "model": "stub"}
+    for version, text, accuracy in ((1, PERSONA_V1, 0.5), (2, PERSONA_V2, 0.75)):
+        persona = {
+            "user_id": "carol",
+            "text": text,
+            "version": version,
+            "model": "stub",
+            "val_accuracy": accuracy,
+        }
         persona["created_at"] = f"2026-02-0{version}T10:00:00+00:00"
         lines.append({"kind": "persona", "current": version == 2, "persona": persona, "demos": []})
     body = "\n".join(json.dumps(line) for line in lines)
@@ -154,7 +177,27 @@ def _seed(url: str) -> None:
     assert response.json()["imported"] == {"pairs": 3, "personas": 2}
 
 
-def test_inspector_shows_persona_history_pairs_and_retrieval(
+def _seed_offline_persona(url: str) -> None:
+    """Import a third version, written by the offline reward model, as the current persona."""
+    persona = {
+        "user_id": "carol",
+        "text": PERSONA_V3,
+        "version": 3,
+        "model": "offline reward model (features v1)",
+        "source": "offline",
+        "statements": STATEMENTS,
+        "pair_ids": ["p1", "p2", "p3"],
+        "val_accuracy": 0.625,
+        "created_at": "2026-02-03T10:00:00+00:00",
+    }
+    body = json.dumps({"kind": "persona", "current": True, "persona": persona, "demos": []})
+    response = httpx.post(
+        f"{url}/memory/pairs/import", content=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
+    )
+    assert response.status_code == 201, response.text
+
+
+def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
     tmp_path: Path, chromium: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = {**os.environ, "PERSONA_AGENT_TOKENS": f"{TOKEN}=carol,other-user-token=dave"}
@@ -218,13 +261,67 @@ def test_inspector_shows_persona_history_pairs_and_retrieval(
             assert len(demos) == 2
             assert "How do I boil pasta?" in demos[0] and "similarity" in demos[0]
 
-            ARTIFACTS.mkdir(exist_ok=True)
-            shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-            (ARTIFACTS / "inspector.png").write_bytes(base64.b64decode(shot["data"]))
+            # An LLM wrote the current persona: what the offline model measures is shown beside it.
+            source = page.wait_for("document.getElementById('learnt-source').textContent")
+            assert "What the offline reward model measured on your 3 newest pairs" in source
+            # Judge agreement: of the 3 picks, the judge had ranked 2 first; one dot per pick.
+            agreement = page.evaluate("document.getElementById('agreement-text').textContent")
+            assert agreement == "Of your last 3 picks, the judge had ranked your pick first 2 times (67%)."
+            dots = page.evaluate(
+                "[...document.querySelectorAll('#agreement-chart circle.pick')].map(c => c.classList[1])"
+            )
+            assert dots == ["agreed" if agreed else "missed" for agreed in AGREED]
 
             # Rolling back from the page makes version 1 current.
             page.evaluate("document.querySelector('#history-body tr[data-version=\"1\"] button').click()")
             page.wait_for(f"document.getElementById('persona-text').textContent === {json.dumps(PERSONA_V1)}")
+
+            # A persona the offline reward model wrote: its statements as a bar chart, the pairs behind
+            # each, and its accuracy in the chart of every version's.
+            _seed_offline_persona(server.url)
+            page.call("Page.navigate", url=f"{server.url}/inspector#token={TOKEN}")
+            page.wait_for(
+                "document.body.dataset.loaded === 'true'"
+                " && document.querySelectorAll('#statements-chart g.statement').length > 0"
+            )
+            assert page.evaluate("document.getElementById('persona-text').textContent") == PERSONA_V3
+            assert "written by the offline reward model" in page.evaluate(
+                "document.getElementById('persona-meta').textContent"
+            )
+            assert page.evaluate("document.getElementById('learnt-source').textContent") == (
+                "The current persona's statements, written by the offline reward model from 3 pairs."
+            )
+            bars = page.evaluate(
+                "[...document.querySelectorAll('#statements-chart g.statement')].map(g => ({"
+                " feature: g.dataset.feature, text: g.querySelector('text.label').textContent,"
+                " kind: g.querySelector('rect.bar').classList[1],"
+                " width: g.querySelector('rect.bar').getBBox().width,"
+                " x: g.querySelector('rect.bar').getBBox().x,"
+                " pairs: g.querySelector('text.pairs').textContent }))"
+            )
+            assert [bar["feature"] for bar in bars] == ["length", "lists", "hedging"]
+            assert [bar["text"] for bar in bars] == [item["text"] for item in STATEMENTS]
+            assert [bar["kind"] for bar in bars] == ["disliked", "liked", "disliked"]
+            assert all(bar["pairs"] == "3 pairs" for bar in bars)
+            # Bar lengths follow the weights; negative weights extend left of the axis.
+            assert bars[0]["width"] > bars[1]["width"] > bars[2]["width"] > 0
+            assert bars[0]["x"] < bars[1]["x"] and bars[2]["x"] < bars[1]["x"]
+            points = page.evaluate(
+                "[...document.querySelectorAll('#accuracy-chart circle.point')]"
+                ".map(c => [c.dataset.version, c.classList.contains('current'),"
+                " Number(c.getAttribute('cy'))])"
+            )
+            assert [(version, current) for version, current, _ in points] == [
+                ("1", False),
+                ("2", False),
+                ("3", True),
+            ]
+            heights = [cy for _, _, cy in points]  # SVG y grows downward: 75% sits above 62.5% above 50%
+            assert heights[1] < heights[2] < heights[0]
+
+            ARTIFACTS.mkdir(exist_ok=True)
+            shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+            (ARTIFACTS / "inspector.png").write_bytes(base64.b64decode(shot["data"]))
 
             # Another user's token opens an empty memory, not Carol's.
             page.call("Page.navigate", url=f"{server.url}/inspector#token=other-user-token")

@@ -176,7 +176,12 @@ def test_persona_show_puts_the_offline_reward_models_view_beside_the_llm_persona
     # plants and recovers preferences); here: it is fitted on this user's stored pairs and shown.
     assert offline["text"].startswith(("Compared with most people, from 10 pairs", "No clear departure"))
     assert all(statement["n_pairs"] == len(topics) for statement in offline["statements"])
+    assert offline["statements_from"] == "offline model" and offline["n_pairs"] == len(topics)
     text = runner.invoke(cli.app, ["persona", "show", "--user", "alice"]).stdout
-    assert "offline reward model (no LLM)" in text
-    assert " ".join(offline["text"].split()) in " ".join(text.split())
+    assert "offline reward model (no LLM), measured on the same 10 pairs" in text
+    for statement in offline["statements"]:
+        assert f"{statement['text']}  (weight {statement['weight']:+.2f}" in text
+    # imported pairs are no picks among drafted replies: nothing to agree with yet
+    assert shown["judge_agreement"] == {"picks": 0, "agreed": 0, "rate": None, "recent": []}
+    assert "Judge agreement: no picks yet" in text
     assert run_json("persona", "show", "--user", "alice", "--no-offline")["offline_persona"] is None

@@ -66,6 +66,7 @@ def _fill(store: PreferenceStore, user_id: str, n: int, *, source: str = "explic
 # --- auth ------------------------------------------------------------------------------------
 ROUTES = [
     ("GET", "/memory/persona"),
+    ("GET", "/memory/learnt"),
     ("GET", "/memory/pairs"),
     ("GET", "/memory/demos?q=pasta"),
     ("GET", "/memory/export"),
@@ -217,6 +218,53 @@ def test_persona_route_shows_current_and_history_and_rollback_moves_current(
     assert client.get("/memory/persona", headers=BOB).json()["history"] == []
     assert client.post("/memory/persona/rollback", json={"version": 2}, headers=BOB).status_code == 404
     assert store.current_persona("alice").version == 1  # type: ignore[union-attr]
+
+
+def test_learnt_route_shows_the_offline_personas_statements_and_the_judge_agreement(
+    client: TestClient, store: PreferenceStore
+) -> None:
+    picks = [
+        make_pair("alice", f"alice question {i}", chosen=f"answer {i}", minutes=i).model_copy(
+            update={"metadata": {"judge_agreed": agreed, "persona_version": 1}}
+        )
+        for i, agreed in enumerate([True, True, False, True])
+    ]
+    ids = tuple(store.add_pairs("alice", picks))
+    statement = {
+        "feature": "lists",
+        "direction": "more",
+        "text": "favours bullet lists",
+        "weight": 0.8,
+        "population_weight": 0.0,
+        "deviation": 0.8,
+        "n_pairs": 4,
+    }
+    store.save_persona(
+        Persona(
+            user_id="alice",
+            text="Measured on 4 of this user's choices:\n- favours bullet lists",
+            pair_ids=ids,
+            source="offline",
+            statements=(statement,),
+        )
+    )
+    body = client.get("/memory/learnt", headers=ALICE).json()
+    assert body["user_id"] == "alice" and body["statements_from"] == "persona" and body["n_pairs"] == 4
+    assert body["statements"] == [statement]
+    assert body["judge_agreement"] == {
+        "picks": 4,
+        "agreed": 3,
+        "rate": 0.75,
+        "recent": [True, True, False, True],
+    }
+    # Bob has nothing stored: nothing learnt, nothing to agree with.
+    assert client.get("/memory/learnt", headers=BOB).json() == {
+        "user_id": "bob",
+        "statements": [],
+        "statements_from": "offline model",
+        "n_pairs": 0,
+        "judge_agreement": {"picks": 0, "agreed": 0, "rate": None, "recent": []},
+    }
 
 
 # --- pairs -------------------------------------------------------------------------------------

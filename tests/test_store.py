@@ -128,7 +128,12 @@ def test_persona_versions_history_and_rollback(store: PreferenceStore) -> None:
     saved = [
         store.save_persona(
             persona(
-                "alice", f"Alice v{i}", minutes=i, model="m", pair_ids=(pair.id,), val_accuracy=0.5 + i / 10
+                "alice",
+                f"Alice likes lists, v{i}",
+                minutes=i,
+                model="m",
+                pair_ids=(pair.id,),
+                val_accuracy=0.5 + i / 10,
             ),
             [Demo(pair=pair, reasoning=f"why {i}")],
         )
@@ -136,15 +141,19 @@ def test_persona_versions_history_and_rollback(store: PreferenceStore) -> None:
     ]
     assert [p.version for p in saved] == [1, 2, 3]
     assert store.current_persona("alice") == saved[2]
-    assert [p.text for p in store.persona_history("alice")] == ["Alice v1", "Alice v2", "Alice v3"]
+    assert [p.text for p in store.persona_history("alice")] == [
+        "Alice likes lists, v1",
+        "Alice likes lists, v2",
+        "Alice likes lists, v3",
+    ]
     assert store.get_persona("alice", 2).val_accuracy == pytest.approx(0.7)
     assert store.current_demos("alice")[0].reasoning == "why 3"
 
-    assert store.rollback("alice", 1).text == "Alice v1"
+    assert store.rollback("alice", 1).text == "Alice likes lists, v1"
     assert store.current_persona("alice") == saved[0]
     assert store.current_demos("alice")[0].reasoning == "why 1"
     assert len(store.persona_history("alice")) == 3
-    assert store.save_persona(persona("alice", "Alice v4"), []).version == 4
+    assert store.save_persona(persona("alice", "Alice likes lists, v4"), []).version == 4
     assert store.current_demos("alice") == []
 
     # Bob sees none of it and cannot move Alice's pointer.
@@ -163,7 +172,7 @@ def test_persona_versions_history_and_rollback(store: PreferenceStore) -> None:
 def test_persona_provenance_round_trips(store: PreferenceStore) -> None:
     reasoning = (Reasoning(pair_id="p1", text="she likes lists", predicted="chosen"),)
     original = persona(
-        "alice", "Likes lists.", model="smol", pair_ids=("p1", "p2"), demo_pair_ids=("p1",),
+        "alice", "Likes bullet lists.", model="smol", pair_ids=("p1", "p2"), demo_pair_ids=("p1",),
         val_accuracy=0.75, baseline_val_accuracy=0.5, reasoning=reasoning,
     )  # fmt: skip
     stored = store.save_persona(original, [])
@@ -173,7 +182,7 @@ def test_persona_provenance_round_trips(store: PreferenceStore) -> None:
 
 def test_demos_of_another_user_are_refused(store: PreferenceStore) -> None:
     with pytest.raises(InvalidPreference, match="belongs to 'bob'"):
-        store.save_persona(persona("alice", "A"), [Demo(pair=make_pair("bob", "q"))])
+        store.save_persona(persona("alice", "Likes short replies."), [Demo(pair=make_pair("bob", "q"))])
     assert store.persona_history("alice") == []
 
 
@@ -181,7 +190,7 @@ def test_pairs_since_persona(store: PreferenceStore) -> None:
     old = [make_pair("alice", f"old {i}", minutes=i) for i in range(3)]
     store.add_pairs("alice", old)
     assert {p.id for p in store.pairs_since_persona("alice")} == {p.id for p in old}
-    store.save_persona(persona("alice", "A", minutes=10), [])
+    store.save_persona(persona("alice", "Likes short replies.", minutes=10), [])
     new = [make_pair("alice", f"new {i}", minutes=11 + i) for i in range(2)]
     store.add_pairs("alice", new)
     assert [p.id for p in store.pairs_since_persona("alice")] == [new[1].id, new[0].id]
@@ -192,7 +201,7 @@ def test_a_half_written_version_stays_invisible_and_is_cleaned_up(make_store: St
     store = make_store(stale_write_s=3600)
     pair = make_pair("alice", "q")
     store.add_pairs("alice", [pair])
-    store.save_persona(persona("alice", "v1"), [Demo(pair=pair, reasoning="v1 demo")])
+    store.save_persona(persona("alice", "Likes lists, v1"), [Demo(pair=pair, reasoning="v1 demo")])
     # A writer claims v2 and writes a demo, then dies before marking the version complete.
     scope = store._scope("alice")
     assert store._claim_version(scope) == 2
@@ -202,16 +211,16 @@ def test_a_half_written_version_stays_invisible_and_is_cleaned_up(make_store: St
         documents=[Demo(pair=pair, reasoning="orphan").model_dump_json()],
         metadatas=[{"user_id": "alice", "version": 2, "position": 0}],
     )
-    assert store.current_persona("alice").text == "v1"  # type: ignore[union-attr]
+    assert store.current_persona("alice").text == "Likes lists, v1"  # type: ignore[union-attr]
     assert [p.version for p in store.persona_history("alice")] == [1]
     assert [d.reasoning for d in store.current_demos("alice")] == ["v1 demo"]
     with pytest.raises(NotFound):
         store.get_persona("alice", 2)
     # A recent claim may still be in progress elsewhere: the next write skips its number.
-    assert store.save_persona(persona("alice", "v3"), []).version == 3
+    assert store.save_persona(persona("alice", "Likes lists, v3"), []).version == 3
     # Once stale, the claim and its demos are deleted; version numbers keep increasing.
     store.stale_write_s = 0
-    saved = store.save_persona(persona("alice", "v4"), [Demo(pair=pair, reasoning="fresh")])
+    saved = store.save_persona(persona("alice", "Likes lists, v4"), [Demo(pair=pair, reasoning="fresh")])
     assert saved.version == 4
     assert [p.version for p in store.persona_history("alice")] == [1, 3, 4]
     assert store._personas.get(ids=["alice/v0000000002"])["ids"] == []
@@ -404,9 +413,11 @@ def _fill(store: PreferenceStore, user_id: str) -> list[str]:
     store.annotate_pairs(
         user_id, {pairs[0].id: {"default_judge_correct": False, "has_verified_reasoning": True}}
     )
-    store.save_persona(persona(user_id, f"{user_id} v1"), [Demo(pair=pairs[0], reasoning="r1", why="w")])
     store.save_persona(
-        persona(user_id, f"{user_id} v2", minutes=5), [Demo(pair=pairs[1]), Demo(pair=pairs[2])]
+        persona(user_id, f"{user_id} likes lists, v1"), [Demo(pair=pairs[0], reasoning="r1", why="w")]
+    )
+    store.save_persona(
+        persona(user_id, f"{user_id} likes lists, v2", minutes=5), [Demo(pair=pairs[1]), Demo(pair=pairs[2])]
     )
     store.rollback(user_id, 1)
     return [pair.id for pair in pairs]
@@ -494,7 +505,7 @@ def test_threads_lose_no_pairs_and_versions_stay_unique(store: PreferenceStore) 
                 store.add_pairs(
                     "alice", [make_pair("alice", f"w{worker} b{batch} q{i}", minutes=i) for i in range(5)]
                 )
-                store.save_persona(persona("alice", f"w{worker} b{batch}"), [])
+                store.save_persona(persona("alice", f"Likes lists, w{worker} b{batch}"), [])
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -517,7 +528,7 @@ def test_persistent_store_survives_reopening(tmp_path: Path) -> None:
     del first
     reopened = PreferenceStore(make_client(path=path), WordHashEmbeddings())
     assert sorted(p.id for p in reopened.list_pairs("alice")) == sorted(ids)
-    assert reopened.current_persona("alice").text == "alice v1"  # type: ignore[union-attr]
+    assert reopened.current_persona("alice").text == "alice likes lists, v1"  # type: ignore[union-attr]
     assert reopened.retrieve_demos("alice", "alice question 2", k=1)[0].pair.id == ids[2]
     assert reopened.count_pairs("bob") == 0
 
@@ -539,7 +550,7 @@ def test_pair_counts_follow_writes_and_the_current_persona(make_store: StoreFact
     here.add_pairs("alice", [make_pair("alice", f"question {i}", minutes=i) for i in range(3)])
     counts = here.pair_counts("alice")
     assert (counts.total, counts.since_persona, counts.persona) == (3, 3, None)
-    saved = here.save_persona(persona("alice", "likes lists", minutes=1))
+    saved = here.save_persona(persona("alice", "likes bullet lists", minutes=1))
     here.add_pairs("alice", [make_pair("alice", "question 9", minutes=9)])
     elsewhere.add_pairs("alice", [make_pair("alice", "question 8", minutes=8)])
     counts = here.pair_counts("alice")

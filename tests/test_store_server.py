@@ -31,7 +31,9 @@ def _worker(address: str, prefix: str, worker: int, start: multiprocessing.synch
         pairs = [make_pair("shared", f"p{worker} b{batch} q{i}", minutes=i) for i in range(PAIRS_PER_BATCH)]
         store.add_pairs("shared", pairs)
         store.add_pairs(f"own{worker}", [make_pair(f"own{worker}", f"only mine {batch}")])
-        versions.append(store.save_persona(Persona(user_id="shared", text=f"p{worker} b{batch}"), []).version)
+        versions.append(
+            store.save_persona(Persona(user_id="shared", text=f"Likes lists, p{worker} b{batch}"), []).version
+        )
     return versions
 
 

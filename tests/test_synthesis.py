@@ -157,7 +157,7 @@ def persona_sensitive(new_text: str) -> CountingChatModel:
 
 async def test_gate_keeps_the_current_persona_when_the_new_one_scores_lower() -> None:
     current = Persona(user_id="u1", text="OLD: likes the liked answers.", version=3)
-    model = persona_sensitive("A new persona.")
+    model = persona_sensitive("Likes a new kind of answer.")
     result = await SynthesizeMe(model).fit(make_pairs(6), make_pairs(4, offset=100), current=current)
 
     assert result.accepted is False
@@ -169,7 +169,7 @@ async def test_gate_keeps_the_current_persona_when_the_new_one_scores_lower() ->
 
 async def test_gate_accepts_a_new_persona_that_scores_at_least_as_well() -> None:
     current = Persona(user_id="u1", text="OLD: likes the liked answers.", version=3)
-    result = await SynthesizeMe(persona_sensitive("OLD and still true.")).fit(
+    result = await SynthesizeMe(persona_sensitive("OLD and still likes them.")).fit(
         make_pairs(6), make_pairs(4, offset=100), current=current
     )
     assert result.accepted is True
@@ -204,7 +204,7 @@ async def test_malformed_output_is_retried_reported_and_never_crashes_the_fit() 
 async def test_failing_val_comparisons_become_counted_fallbacks() -> None:
     def respond(messages: list[BaseMessage]) -> AIMessage:
         if task_of(messages) == "induce":
-            return persona_message("Persona.")
+            return persona_message("Prefers plain replies.")
         if persona_of(messages) is not None:
             return AIMessage(content="not structured")
         return shorter(messages)

@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.records import Demo, Persona, PreferencePair
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.synthesis import StageReporter, SynthesisResult, SynthesizeMe
 from memory.chroma_server import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -82,11 +82,14 @@ class TimedSynthesizeMe(SynthesizeMe):
         *,
         current: Persona | None = None,
         current_demos: Sequence[Demo] = (),
+        on_stage: StageReporter | None = None,
     ) -> SynthesisResult:
         """Fit as SynthesizeMe does; log the wall-clock interval it took."""
         started = time.time()
         try:
-            return await super().fit(train, val, current=current, current_demos=current_demos)
+            return await super().fit(
+                train, val, current=current, current_demos=current_demos, on_stage=on_stage
+            )
         finally:
             if self.fit_log is not None:
                 line = {"user_id": train[0].user_id, "pid": os.getpid(), "start": started, "end": time.time()}
@@ -112,14 +115,14 @@ async def _serve_worker(port: int, fit_log: Path) -> None:
         build_checkpointer,
         build_judge_model,
         build_store,
-        build_synthesizer,
+        build_synthesize_me,
     )
     from persona_agent.settings import load_settings
 
     settings = load_settings()
     store = build_store(settings)
     chat_model, judge_model = build_chat_model(settings), build_judge_model(settings)
-    synthesizer = build_synthesizer(settings, chat_model, judge_model, kind=TimedSynthesizeMe)
+    synthesizer = build_synthesize_me(settings, chat_model, judge_model, kind=TimedSynthesizeMe)
     synthesizer.fit_log = fit_log  # type: ignore[attr-defined]
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

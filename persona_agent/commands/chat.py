@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import queue
+import threading
+import time
 import uuid
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -15,12 +19,14 @@ if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.graph.state import CompiledStateGraph
 
+    from graphs.state import SynthesisOutcome
     from memory.store import PreferenceStore
     from persona_agent.settings import CheckpointDurability, Settings
 
 HELP = (
     "Type a message to chat. Commands: /candidates shows every drafted reply, /pick N keeps reply N "
-    "as the one you prefer (this teaches the assistant), /persona shows what it has learned, /quit ends."
+    "as the one you prefer (this teaches the assistant), /persona shows what it has learned and any "
+    "update in progress, /quit ends."
 )
 _REPLY_NODES = ("judge_replies", "__error_handler__judge_replies", "__error_handler__draft_replies")
 
@@ -43,46 +49,138 @@ def chat(
 
 
 async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
-    from persona_agent.factory import build_chat_graph, build_checkpointer, build_store
+    from persona_agent import factory
 
     console = Console()
-    store = build_store(settings)
-    async with build_checkpointer(settings) as checkpointer:
-        graph = build_chat_graph(settings, store=store, checkpointer=checkpointer)
-        session = _Session(console, graph, store, user_id, thread_id, settings.checkpoint_durability)
+    store = factory.build_store(settings)
+    chat_model, judge_model = factory.build_chat_model(settings), factory.build_judge_model(settings)
+    async with factory.build_checkpointer(settings) as checkpointer:
+        graph = factory.build_chat_graph(
+            settings, store=store, checkpointer=checkpointer, chat_model=chat_model, judge_model=judge_model
+        )
+        synthesis_graph = factory.build_synthesis_graph(
+            settings, store=store, chat_model=chat_model, judge_model=judge_model
+        )
+        reader = _LineReader(console)
+        session = _Session(
+            console,
+            graph,
+            synthesis_graph,
+            store,
+            user_id,
+            thread_id,
+            settings.checkpoint_durability,
+            notify=reader.notify,
+        )
         console.print(f"[bold]persona-agent chat[/] — {settings.model_label} — {user_id}, thread {thread_id}")
         console.print(HELP)
-        while True:
-            try:
-                line = console.input("[bold cyan]you>[/] ").strip()
-            except (EOFError, KeyboardInterrupt):
-                break
-            if not line:
-                continue
-            if line in ("/quit", "/exit"):
-                break
-            await session.handle(line)
+        try:
+            while True:
+                try:
+                    line = (await reader.read(session.prompt)).strip()
+                except (EOFError, asyncio.CancelledError):  # end of input, or Ctrl-C at the prompt
+                    break
+                if not line:
+                    continue
+                if line in ("/quit", "/exit"):
+                    break
+                await session.handle(line)
+        finally:
+            reader.close()
+        await session.finish_update()
     console.print("Bye.")
 
 
+class _LineReader:
+    """Read the terminal on a thread of its own: a background persona update runs while the prompt waits."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.waiting: Callable[[], str] | None = None  # the prompt, while a line is awaited
+        self._requests: queue.Queue[tuple[str, asyncio.Future[str]] | None] = queue.Queue()
+        threading.Thread(target=self._serve, name="chat-input", daemon=True).start()
+
+    def _serve(self) -> None:
+        while (request := self._requests.get()) is not None:
+            prompt, future = request
+            loop = future.get_loop()
+            try:
+                line = self.console.input(prompt)
+            except Exception as exc:  # EOFError at the end of input
+                loop.call_soon_threadsafe(_settle, future, None, exc)
+            else:
+                loop.call_soon_threadsafe(_settle, future, line, None)
+
+    async def read(self, prompt: Callable[[], str]) -> str:
+        """Show `prompt()` and return the next line the user enters."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.waiting = prompt
+        self._requests.put((prompt(), future))
+        try:
+            return await future
+        finally:
+            self.waiting = None
+
+    def notify(self, text: str) -> None:
+        """Print a notice; show the prompt again (as it reads now) when the notice interrupted it."""
+        prompt = self.waiting
+        self.console.print(("\n" if prompt else "") + text)
+        if prompt:
+            self.console.print(prompt(), end="")
+
+    def close(self) -> None:
+        """Let the reading thread end once it is not waiting for a line."""
+        self._requests.put(None)
+
+
+def _settle(future: asyncio.Future[str], line: str | None, error: Exception | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(line or "")
+
+
 class _Session:
-    """One terminal conversation over the chat graph."""
+    """One terminal conversation over the chat graph; persona updates run in the background."""
 
     def __init__(
         self,
         console: Console,
         graph: CompiledStateGraph[Any, Any, Any, Any],
+        synthesis_graph: CompiledStateGraph[Any, Any, Any, Any],
         store: PreferenceStore,
         user_id: str,
         thread_id: str,
         durability: CheckpointDurability,
+        *,
+        notify: Callable[[str], None],
     ) -> None:
         self.console = console
         self.graph = graph
+        self.synthesis_graph = synthesis_graph
         self.store = store
         self.user_id = user_id
         self.config: RunnableConfig = {"configurable": {"thread_id": thread_id}}
         self.durability = durability
+        self.notify = notify
+        # Runs of the thread and the update that records a synthesis outcome never overlap.
+        self.thread_lock = asyncio.Lock()
+        self.update: asyncio.Task[None] | None = None
+        self.stage = ("", "")
+        self.update_started = 0.0
+
+    @property
+    def updating(self) -> bool:
+        """True while a persona update runs in the background."""
+        return self.update is not None and not self.update.done()
+
+    def prompt(self) -> str:
+        """The input prompt; it names the stage of a running persona update."""
+        if self.updating:
+            return f"[dim](updating persona: {self.stage[0]})[/] [bold cyan]you>[/] "
+        return "[bold cyan]you>[/] "
 
     async def handle(self, line: str) -> None:
         """Run one command or chat message, reporting the project's errors without exiting."""
@@ -106,24 +204,64 @@ class _Session:
             self.console.print(f"[red]{exc}[/]")
 
     async def _run(self, graph_input: dict[str, Any]) -> dict[str, Any]:
-        """Stream one run, printing the reply as soon as it is chosen and any synthesis outcome."""
-        with self.console.status("Thinking...") as status:
-            async for update in self.graph.astream(
-                graph_input,
-                self.config,
-                context={"user_id": self.user_id},
-                stream_mode="updates",
-                durability=self.durability,
-            ):
-                for node, values in update.items():
-                    if node == "draft_replies":
-                        status.update(f"Judging {len(values.get('candidates', []))} candidates...")
-                    elif node in _REPLY_NODES:
-                        self._print_reply(values)
-                        status.update("Updating your persona...")
-                    elif node == "synthesize_persona":
-                        self._print_synthesis(values["synthesis"])
-        return dict((await self.graph.aget_state(self.config)).values)
+        """Stream one run, printing the reply as soon as it is chosen; start a due persona update."""
+        async with self.thread_lock:
+            with self.console.status("Thinking...") as status:
+                async for update in self.graph.astream(
+                    graph_input,
+                    self.config,
+                    context={"user_id": self.user_id, "synthesis_mode": "caller"},
+                    stream_mode="updates",
+                    durability=self.durability,
+                ):
+                    for node, values in update.items():
+                        if node == "draft_replies":
+                            status.update(f"Judging {len(values.get('candidates', []))} candidates...")
+                        elif node in _REPLY_NODES:
+                            self._print_reply(values)
+            return dict((await self.graph.aget_state(self.config)).values)
+
+    def _start_update_if_due(self, state: dict[str, Any]) -> None:
+        """Start a persona update in the background when the run found one due and none is running."""
+        if state.get("synthesis_due") != "caller" or self.updating:
+            return
+        pair_count = int(state.get("pair_count") or 0)
+        self.stage, self.update_started = ("load", "reading your pairs"), time.monotonic()
+        self.update = asyncio.create_task(self._update_persona(pair_count))
+        self.console.print(
+            f"Updating your persona from {pair_count} pairs in the background; keep chatting. "
+            "/persona shows its progress."
+        )
+
+    async def _update_persona(self, pair_count: int) -> None:
+        """Run a synthesis, record its outcome in the thread, and say how it ended."""
+        from graphs.chat import synthesis_recorded
+        from graphs.synthesis import run_synthesis
+
+        def on_stage(stage: str, detail: str) -> None:
+            self.stage = (stage, detail)
+
+        outcome = await run_synthesis(self.synthesis_graph, self.user_id, on_stage=on_stage)
+        async with self.thread_lock:
+            await self.graph.aupdate_state(
+                self.config, synthesis_recorded(outcome, pair_count), as_node="synthesize_persona"
+            )
+        self.update = None  # finished: the prompt no longer shows an update
+        self.notify(self._synthesis_line(outcome))
+
+    async def finish_update(self) -> None:
+        """Wait for a running persona update before leaving; Ctrl-C stops it (the current persona stays)."""
+        if not self.updating or self.update is None:
+            return
+        self.console.print(
+            f"Waiting for the persona update to finish ({self.stage[1]}); Ctrl-C stops it "
+            "and keeps the current persona."
+        )
+        try:
+            await asyncio.shield(self.update)
+        except asyncio.CancelledError:
+            self.update.cancel()
+            self.console.print("Persona update stopped; the current persona stays.")
 
     def _print_reply(self, values: dict[str, Any]) -> None:
         messages = values.get("messages") or []
@@ -133,18 +271,17 @@ class _Session:
         subtitle = f"best of {count} · /candidates · /pick N" if count > 1 else None
         self.console.print(Panel(str(messages[-1].content), title="assistant", subtitle=subtitle))
 
-    def _print_synthesis(self, outcome: dict[str, Any]) -> None:
+    @staticmethod
+    def _synthesis_line(outcome: SynthesisOutcome) -> str:
         if outcome["status"] == "accepted":
-            version, detail = outcome["persona_version"], outcome["detail"]
-            self.console.print(f"[green]Persona updated to v{version}[/] ({detail}).")
-        else:
-            self.console.print(f"[yellow]Persona not updated: {outcome['status']}[/] ({outcome['detail']}).")
+            return f"[green]Persona updated to v{outcome['persona_version']}[/] ({outcome['detail']})."
+        return f"[yellow]Persona not updated: {outcome['status']}[/] ({outcome['detail']})."
 
     async def send(self, text: str) -> None:
         """Send a chat message and show the chosen reply."""
         from langchain_core.messages import HumanMessage
 
-        await self._run({"messages": [HumanMessage(text)]})
+        self._start_update_if_due(await self._run({"messages": [HumanMessage(text)]}))
 
     async def show_candidates(self) -> None:
         """Show every candidate of the last turn with its judge score."""
@@ -176,9 +313,19 @@ class _Session:
             f"Stored {added} preference pairs; you have {after.get('pair_count', 0)} in all. "
             "The conversation continues from the reply you picked."
         )
+        self._start_update_if_due(after)
 
     async def show_persona(self) -> None:
-        """Show the current persona, its version and when it was synthesized."""
+        """Show the current persona, when it was synthesized, the judge's agreement and any running update."""
+        from persona_agent.learnt import agreement_line, agreement_of
+
+        if self.updating:
+            stage, detail = self.stage
+            elapsed = time.monotonic() - self.update_started
+            self.console.print(
+                f"[cyan]A persona update is running[/] ({elapsed:.0f} s so far): {stage}, {detail}. "
+                "The next turn after it is saved uses the new persona."
+            )
         persona = await asyncio.to_thread(self.store.current_persona, self.user_id)
         count = await asyncio.to_thread(self.store.count_pairs, self.user_id)
         if persona is None:
@@ -195,3 +342,4 @@ class _Session:
                 subtitle=f"synthesized {when} · held-out accuracy {accuracy} · {count} pairs stored",
             )
         )
+        self.console.print(agreement_line(await asyncio.to_thread(agreement_of, self.store, self.user_id)))

@@ -115,14 +115,14 @@ def evaluate(
     seed: Annotated[int, typer.Option("--seed", help="Seed of reply orders and splits.")] = 0,
 ) -> None:
     """Fit a persona per user and report the persona judge's accuracy on that user's test pairs."""
-    from persona_agent.factory import build_chat_model, build_judge_model, build_synthesizer
+    from persona_agent.factory import build_chat_model, build_judge_model, build_synthesize_me
     from persona_agent.settings import load_settings
 
     settings = load_settings()
     pairs = read_pairs(data, skip_invalid=True, limits=settings.limits)
     splits, too_few = user_splits(pairs, users=users, seed=seed)
     model, judge_model = build_chat_model(settings), build_judge_model(settings)
-    fitter = build_synthesizer(settings, model, judge_model, seed=seed)
+    fitter = build_synthesize_me(settings, model, judge_model, seed=seed)
     rows, report = asyncio.run(
         evaluate_users(
             splits,

@@ -10,9 +10,6 @@ from persona_agent.commands.pairs import JsonOption, UserOption, open_store, pri
 
 if TYPE_CHECKING:
     from agent.records import Persona
-    from agent.reward_model import PreferenceStatement
-    from memory.store import PreferenceStore
-    from persona_agent.settings import Settings
 
 app = typer.Typer(help="Show a user's persona, its history, and roll back.", no_args_is_help=True)
 
@@ -26,21 +23,6 @@ def _summary(persona: Persona, *, current: bool = False) -> str:
     )
 
 
-def offline_persona(store: PreferenceStore, user: str, settings: Settings) -> list[PreferenceStatement]:
-    """Fit the offline reward model on the user's newest pairs; return how they depart from most people."""
-    from agent.features import FeatureExtractor
-    from agent.reward_model import RewardModel, describe_preferences, fit_user
-    from persona_agent.factory import build_embeddings
-
-    prior = RewardModel.load()
-    pairs = store.newest_pairs(user, settings.max_pairs_per_synthesis)
-    if not pairs:
-        return []
-    # Replies are embedded as the prior was fitted (the store's embedder cuts retrieval keys short).
-    extractor = FeatureExtractor(build_embeddings(settings, purpose="replies"))
-    return describe_preferences(fit_user(prior, extractor, pairs), prior)
-
-
 @app.command("show")
 def show(
     user: UserOption,
@@ -50,9 +32,11 @@ def show(
     ] = True,
     json_output: JsonOption = False,
 ) -> None:
-    """Show the persona the judge uses for a user, with where it came from, its demos and the offline view."""
+    """Show the persona the judge uses for a user: provenance, demos, learnt statements, judge agreement."""
     from agent.errors import UnknownUser
     from agent.reward_model import render_persona
+    from persona_agent.factory import build_offline_parts
+    from persona_agent.learnt import agreement_line, agreement_of, learnt, statement_lines
     from persona_agent.settings import load_settings
 
     store = open_store()
@@ -62,7 +46,19 @@ def show(
     current = store.current_persona(user)
     is_current = current is not None and current.version == persona.version
     demos = store.current_demos(user) if is_current else []
-    statements = offline_persona(store, user, load_settings()) if offline else None
+    settings = load_settings()
+    view = (
+        learnt(
+            store,
+            user,
+            persona,
+            lambda: build_offline_parts(settings),
+            max_pairs=settings.max_pairs_per_synthesis,
+        )
+        if offline
+        else None
+    )
+    agreement = view.judge_agreement if view else agreement_of(store, user)
     if json_output:
         print_json(
             {
@@ -70,11 +66,14 @@ def show(
                 "current": is_current,
                 "demos": [demo.model_dump(mode="json") for demo in demos],
                 "offline_persona": None
-                if statements is None
+                if view is None
                 else {
-                    "text": render_persona(statements),
-                    "statements": [statement.model_dump(mode="json") for statement in statements],
+                    "text": render_persona(view.statements),
+                    "statements": [statement.model_dump(mode="json") for statement in view.statements],
+                    "statements_from": view.statements_from,
+                    "n_pairs": view.n_pairs,
                 },
+                "judge_agreement": agreement.model_dump(mode="json"),
             }
         )
         return
@@ -90,10 +89,15 @@ def show(
         typer.echo(f"demos ({len(demos)}):")
         for demo in demos:
             typer.echo(f"  {demo.pair.id}  {' '.join(demo.pair.query.split())[:70]}")
-    if statements is not None:
+    if view is not None:
         typer.echo("")
-        typer.echo("offline reward model (no LLM), from the same pairs:")
-        typer.echo(render_persona(statements))
+        if view.statements_from == "persona":
+            typer.echo(f"written by the offline reward model from {view.n_pairs} pairs; its statements:")
+        else:
+            typer.echo(f"offline reward model (no LLM), measured on the same {view.n_pairs} pairs:")
+        typer.echo("\n".join(statement_lines(view.statements)) or render_persona(view.statements))
+    typer.echo("")
+    typer.echo(agreement_line(agreement))
 
 
 @app.command("history")

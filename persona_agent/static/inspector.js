@@ -54,8 +54,10 @@ function renderPersona(data) {
       "version " + current.version + " · written " + fmtTime(current.created_at) +
       " from " + current.pair_ids.length + " pairs · validation accuracy " + fmtPct(current.val_accuracy) +
       " (before: " + fmtPct(current.baseline_val_accuracy) + ") · " +
-      current.verified_reasoning + " verified reasonings · " + current.demo_pair_ids.length + " demos";
+      current.verified_reasoning + " verified reasonings · " + current.demo_pair_ids.length + " demos · " +
+      (current.source === "offline" ? "written by the offline reward model" : "written by " + (current.model || "an LLM"));
   }
+  drawAccuracyChart(data.history, data.current_version);
   const body = $("history-body");
   body.replaceChildren();
   for (const persona of [...data.history].reverse()) {
@@ -91,6 +93,137 @@ function renderPersona(data) {
   }
   $("diff-controls").hidden = data.history.length < 2;
   $("diff").replaceChildren();
+}
+
+// --- charts (plain SVG) ----------------------------------------------------------------------
+const SVG = "http://www.w3.org/2000/svg";
+
+function svgEl(tag, attributes, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes || {})) node.setAttribute(name, String(value));
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  return node;
+}
+
+function clipText(text, max) {
+  return text.length > max ? text.slice(0, max - 1) + "…" : text;
+}
+
+// One row per statement: its words, then a bar of the user's weight from a zero axis (green: likes
+// it more than most people, orange: less), a black tick at most people's weight, the pairs behind it.
+function drawStatementsChart(statements) {
+  const svg = $("statements-chart");
+  svg.replaceChildren();
+  svg.hidden = !statements.length;
+  $("statements-empty").hidden = statements.length > 0;
+  if (!statements.length) return;
+  const width = 820, left = 20, right = 110, row = 50, top = 28;
+  const extent = Math.max(0.5, ...statements.flatMap((s) => [Math.abs(s.weight), Math.abs(s.population_weight)]));
+  const zero = left + (width - left - right) / 2;
+  const scale = (value) => zero + (value / extent) * ((width - left - right) / 2);
+  const height = top + row * statements.length + 8;
+  svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+  svg.append(
+    svgEl("rect", { x: left, y: 6, width: 12, height: 12, class: "liked" }),
+    svgEl("text", { x: left + 18, y: 16, class: "note" }, "likes it more than most people"),
+    svgEl("rect", { x: left + 220, y: 6, width: 12, height: 12, class: "disliked" }),
+    svgEl("text", { x: left + 238, y: 16, class: "note" }, "likes it less than most people"),
+    svgEl("line", { x1: left + 440, y1: 6, x2: left + 440, y2: 18, class: "population" }),
+    svgEl("text", { x: left + 448, y: 16, class: "note" }, "most people's weight"),
+    svgEl("line", { x1: zero, y1: top, x2: zero, y2: height - 4, class: "axis" }),
+  );
+  statements.forEach((statement, index) => {
+    const y = top + index * row;
+    const liked = statement.direction === "more";
+    const x0 = scale(Math.min(0, statement.weight)), x1 = scale(Math.max(0, statement.weight));
+    const group = svgEl("g", { class: "statement", "data-feature": statement.feature, "data-direction": statement.direction });
+    const label = svgEl("text", { x: left, y: y + 14, class: "label" }, clipText(statement.text, 110));
+    group.append(svgEl("title", {}, statement.text));
+    const bar = svgEl("rect", {
+      x: x0, y: y + 22, width: Math.max(1, x1 - x0), height: 16, class: "bar " + (liked ? "liked" : "disliked"),
+    });
+    bar.append(svgEl("title", {}, "weight " + statement.weight.toFixed(2) + " (most people " +
+      statement.population_weight.toFixed(2) + ")"));
+    const population = scale(statement.population_weight);
+    group.append(
+      label,
+      bar,
+      svgEl("line", { x1: population, y1: y + 19, x2: population, y2: y + 41, class: "population" }),
+      svgEl("text", { x: width - right + 10, y: y + 35, class: "note pairs" }, statement.n_pairs + " pairs"),
+    );
+    svg.append(group);
+  });
+}
+
+// Validation accuracy of every persona version, oldest first; the current version is a ring.
+function drawAccuracyChart(history, currentVersion) {
+  const svg = $("accuracy-chart");
+  svg.replaceChildren();
+  svg.hidden = !history.length;
+  if (!history.length) return;
+  const width = 820, height = 200, left = 48, right = 80, top = 16, bottom = 36;
+  svg.setAttribute("viewBox", "0 0 " + width + " " + height);
+  const x = (i) => history.length === 1 ? (left + width - right) / 2 : left + i * (width - left - right) / (history.length - 1);
+  const y = (value) => top + (1 - value) * (height - top - bottom);
+  for (const tick of [0, 0.5, 1]) {
+    svg.append(
+      svgEl("line", { x1: left, y1: y(tick), x2: width - right, y2: y(tick), class: tick === 0.5 ? "grid" : "axis" }),
+      svgEl("text", { x: left - 8, y: y(tick) + 4, "text-anchor": "end", class: "note" }, (tick * 100) + "%"),
+    );
+  }
+  const measured = history.map((p, i) => [p, i]).filter(([p]) => p.val_accuracy !== null && p.val_accuracy !== undefined);
+  if (measured.length > 1) {
+    const path = measured.map(([p, i], k) => (k ? "L" : "M") + x(i).toFixed(1) + " " + y(p.val_accuracy).toFixed(1)).join(" ");
+    svg.append(svgEl("path", { d: path, class: "line" }));
+  }
+  history.forEach((persona, i) => {
+    const current = persona.version === currentVersion;
+    svg.append(svgEl("text", { x: x(i), y: height - 12, "text-anchor": "middle", class: "note" },
+      "v" + persona.version + (current ? " (current)" : "")));
+    if (persona.val_accuracy === null || persona.val_accuracy === undefined) {
+      svg.append(svgEl("text", { x: x(i), y: y(0) - 6, "text-anchor": "middle", class: "note" }, "not measured"));
+      return;
+    }
+    const point = svgEl("circle", {
+      cx: x(i), cy: y(persona.val_accuracy), r: current ? 7 : 5, class: "point" + (current ? " current" : ""),
+      "data-version": persona.version,
+    });
+    point.append(svgEl("title", {}, "v" + persona.version + ": " + fmtPct(persona.val_accuracy)));
+    svg.append(point, svgEl("text", { x: x(i), y: y(persona.val_accuracy) - 12, "text-anchor": "middle", class: "label" },
+      fmtPct(persona.val_accuracy)));
+  });
+}
+
+// One dot per recent pick, oldest first: filled green when the judge had ranked the pick first.
+function drawAgreement(agreement) {
+  const text = $("agreement-text");
+  const svg = $("agreement-chart");
+  svg.replaceChildren();
+  if (!agreement.picks) {
+    text.textContent = "No picks yet: choose among the drafted replies in chat (/pick N) to measure it.";
+    svg.hidden = true;
+    return;
+  }
+  text.textContent = "Of your last " + agreement.picks + " picks, the judge had ranked your pick first " +
+    agreement.agreed + " times (" + fmtPct(agreement.rate) + ").";
+  svg.hidden = false;
+  const step = 30, width = Math.max(220, 20 + step * agreement.recent.length + 120);
+  svg.setAttribute("viewBox", "0 0 " + width + " 48");
+  svg.style.maxWidth = width + "px";
+  agreement.recent.forEach((agreed, i) => {
+    const dot = svgEl("circle", { cx: 20 + i * step, cy: 18, r: 10, class: "pick " + (agreed ? "agreed" : "missed") });
+    dot.append(svgEl("title", {}, agreed ? "the judge had ranked this pick first" : "the judge had ranked another reply first"));
+    svg.append(dot);
+  });
+  svg.append(svgEl("text", { x: 8, y: 44, class: "note" }, "oldest → newest pick"));
+}
+
+function renderLearnt(data) {
+  $("learnt-source").textContent = data.statements_from === "persona"
+    ? "The current persona's statements, written by the offline reward model from " + data.n_pairs + " pairs."
+    : "What the offline reward model measured on your " + data.n_pairs + " newest pairs (beside the persona above, which an LLM wrote).";
+  drawStatementsChart(data.statements);
+  drawAgreement(data.judge_agreement);
 }
 
 // Word-level diff by longest common subsequence; enough for persona paragraphs.
@@ -205,6 +338,7 @@ function renderDemos(data) {
 // --- loading -------------------------------------------------------------------------------
 async function loadPersona() {
   renderPersona(await api("/memory/persona"));
+  renderLearnt(await api("/memory/learnt"));
 }
 
 async function loadPairs() {

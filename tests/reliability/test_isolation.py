@@ -89,6 +89,7 @@ def test_two_users_chat_sessions_in_the_terminal_stay_apart(
     monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
     monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
     monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
+    monkeypatch.setenv("PERSONA_AGENT_PERSONA_SOURCE", "llm")  # and it writes the persona
     for _ in range(3):
         script = "Alice's secret garden question\n/pick 1\n/quit\n"
         assert runner.invoke(cli.app, ["chat", "--user", "alice"], input=script).exit_code == 0

@@ -4,8 +4,8 @@ Rendered prompts (`judge_messages`, `induction_messages`, `drafting_messages`, a
 chat graph really sends) are checked structurally: once the tags the renderer itself writes are
 removed, nothing that imitates one of our section tags may remain, and every section appears
 exactly as often as it was built. Personas are checked where they are made: an induced persona
-that directs the judge ("always answer First") is refused and retried, then the synthesis fails
-and the old persona stays; text imitating our tags is neutralized before any persona is stored.
+that directs the judge ("always answer First") is refused and retried, then the synthesis is
+rejected and the old persona stays; text imitating our tags is neutralized before any persona is stored.
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ async def test_an_induced_persona_that_directs_the_judge_is_refused_and_the_old_
     old = store.save_persona(Persona(user_id="alice", text="Prefers short replies."))
     graph, model = _synthesis(store, [directions])
     final = await graph.ainvoke({}, context=SynthesisContext(user_id="alice"))
-    assert final["outcome"]["status"] == "failed" and "directions" in final["outcome"]["detail"]
+    assert final["outcome"]["status"] == "rejected" and "directions" in final["outcome"]["detail"]
     assert store.current_persona("alice") == old and len(store.persona_history("alice")) == 1
     induce_calls = len(model.calls_of("induce"))
     assert induce_calls >= 3  # refused output is retried before the synthesis gives up
