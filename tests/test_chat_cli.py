@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -228,3 +229,31 @@ def test_picks_that_trigger_a_synthesis_return_at_once_and_the_persona_follows(
     assert len(ferns) == len(moss) == 3
     assert not any("<persona>" in system for system in ferns)
     assert all(f"<persona>\n{PERSONA_TEXT}\n</persona>" in system for system in moss)
+
+
+@pytest.mark.slow
+def test_with_the_embedded_model_a_pick_that_triggers_a_synthesis_returns_at_once(
+    no_network: list[object],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """The real default parts (embedded model, MiniLM, local Chroma): the second pick is due a synthesis."""
+    monkeypatch.setenv("PERSONA_AGENT_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PERSONA_AGENT_FIRST_SYNTHESIS_AT", "4")
+    stdin = ScriptedStdin(
+        [
+            ("Give me a tip for watering plants.", None),
+            ("/pick 2", None),
+            ("How do I repot a cactus?", None),
+            ("/pick 1", None),  # 4 pairs: the first synthesis starts
+        ]
+    )
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(stdin), encoding="utf-8"))
+    app(["chat", "-u", "bob"], standalone_mode=False)
+    out = capsys.readouterr().out
+    assert no_network == []
+    assert "Updating your persona from 4 pairs in the background" in out
+    assert max(stdin.seconds_to_prompt_after("/pick 1")) < 2.0
+    # leaving waited for the update and said how it ended
+    assert re.search(r"Persona updated to v1|Persona not updated: (rejected|skipped|failed)", out), out
