@@ -57,11 +57,9 @@ SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
 class JudgeAnswer(BaseModel):
-    """Predict which of two replies this user would choose: reason briefly first, then choose."""
+    """Predict which of two replies this user would choose: reason first, then choose."""
 
-    reasoning: str = Field(
-        description="Two to four sentences: what this user wants here and how each reply meets it."
-    )
+    reasoning: str = Field(description="What this user wants here and how each reply meets it.")
     choice: Literal["First", "Second"] = Field(description="The reply this user would choose.")
 
 

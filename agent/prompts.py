@@ -4,7 +4,9 @@ bootstrap reasoning request and persona induction.
 Every piece of user-supplied text (conversation turns, replies, personas, demos, reasoning) is
 placed inside a named section such as ``<first_reply> ... </first_reply>`` and passed through
 `escape_section_text` first, so text that imitates a section tag cannot close or open a section.
-Texts are clipped to fixed sizes so that a synthesis stays within its token budget.
+Judge prompts clip texts to fixed sizes so that a synthesis stays within its call and token
+budgets; persona induction instead gets a token budget and shows each choice's whole
+conversation within its share, dropping the oldest turns first.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
 from agent.records import Demo, Turn
 
@@ -50,8 +53,11 @@ MAX_PERSONA_CHARS = 2_000
 MAX_DEMO_QUERY_CHARS = 400
 MAX_DEMO_REPLY_CHARS = 600
 MAX_DEMO_REASONING_CHARS = 500
-MAX_INDUCTION_REPLY_CHARS = 500
-MAX_INDUCTION_REASONING_CHARS = 600
+MAX_LABELLED_CHARS = 200
+MAX_INDUCTION_REASONING_CHARS = 2_000
+DEFAULT_INDUCTION_TOKENS = 16_000
+# What one choice in the induction prompt costs besides its texts: tags and the answer label.
+_CHOICE_OVERHEAD_TOKENS = 40
 
 
 def escape_section_text(text: str) -> str:
@@ -79,11 +85,15 @@ def render_conversation(
     context: Sequence[Turn],
     *,
     max_turns: int = MAX_CONTEXT_TURNS,
-    max_chars: int = MAX_TURN_CHARS,
+    max_chars: int | None = MAX_TURN_CHARS,
+    skipped: int = 0,
 ) -> str:
-    """Render the last `max_turns` turns of a conversation as one section."""
+    """Render the last `max_turns` turns of a conversation as one section.
+
+    `skipped` counts turns dropped before `context` was passed in, to be reported with the rest.
+    """
     turns = list(context)[-max_turns:]
-    skipped = len(context) - len(turns)
+    skipped += len(context) - len(turns)
     lines = [f"({skipped} earlier turns omitted)"] if skipped else []
     lines += [
         section("turn", turn.content, max_chars=max_chars, attrs=f'role="{turn.role}"') for turn in turns
@@ -99,25 +109,34 @@ JUDGE_SYSTEM = (
 )
 
 _JUDGE_PERSONA_NOTE = (
-    "The <persona> section describes this user's taste; weigh it above general reply quality."
+    "The <persona> section describes this user's taste. Judge how well each reply serves the "
+    "conversation, and use the persona to adjust for what this user in particular values."
 )
-_JUDGE_EXAMPLES_NOTE = "The <examples> section shows earlier choices of this user, with the reasons."
+_JUDGE_EXAMPLES_NOTE = (
+    "The <examples> section shows earlier choices of this user (with the reasons, where given)."
+)
 _JUDGE_TASK = "Which reply would this user choose?"
 _BOOTSTRAP_TASK = (
-    "Which reply would this user choose? In your reasoning, also say what the choice would "
-    "reveal about what this user values."
+    "Which reply would this user choose? Reason as far as you need, and say what the choice "
+    "would reveal about what this user values; call the replies First and Second."
 )
 _JUDGE_FORMAT = 'Answer as JSON: {"reasoning": "<2-4 sentences>", "choice": "First" or "Second"}.'
+_BOOTSTRAP_FORMAT = 'Answer as JSON: {"reasoning": "<your reasoning>", "choice": "First" or "Second"}.'
 
 JudgePurpose = Literal["judge", "bootstrap"]
 
 
 def render_demo(demo: Demo, number: int) -> str:
-    """Render one demo: a past choice of this user and why it was made."""
+    """Render one demo: a past choice of this user and why it was made.
+
+    A labelled demo (no reasoning) shows shorter texts: it only tells which reply won.
+    """
+    reply_chars = MAX_DEMO_REPLY_CHARS if demo.reasoning else MAX_LABELLED_CHARS
+    query_chars = MAX_DEMO_QUERY_CHARS if demo.reasoning else MAX_LABELLED_CHARS
     parts = [
-        section("turn", demo.pair.query, max_chars=MAX_DEMO_QUERY_CHARS, attrs='role="user"'),
-        section("chosen_reply", demo.pair.chosen, max_chars=MAX_DEMO_REPLY_CHARS),
-        section("rejected_reply", demo.pair.rejected, max_chars=MAX_DEMO_REPLY_CHARS),
+        section("turn", demo.pair.query, max_chars=query_chars, attrs='role="user"'),
+        section("chosen_reply", demo.pair.chosen, max_chars=reply_chars),
+        section("rejected_reply", demo.pair.rejected, max_chars=reply_chars),
     ]
     if demo.reasoning:
         parts.append(section("why", demo.reasoning, max_chars=MAX_DEMO_REASONING_CHARS))
@@ -145,8 +164,10 @@ def judge_messages(
     blocks.append(render_conversation(context))
     blocks.append(section("first_reply", first, max_chars=MAX_REPLY_CHARS))
     blocks.append(section("second_reply", second, max_chars=MAX_REPLY_CHARS))
-    task = _BOOTSTRAP_TASK if purpose == "bootstrap" else _JUDGE_TASK
-    blocks.append(" ".join([*notes, task, _JUDGE_FORMAT]))
+    if purpose == "bootstrap":
+        blocks.append(" ".join([*notes, _BOOTSTRAP_TASK, _BOOTSTRAP_FORMAT]))
+    else:
+        blocks.append(" ".join([*notes, _JUDGE_TASK, _JUDGE_FORMAT]))
     return [SystemMessage(JUDGE_SYSTEM), HumanMessage("\n\n".join(blocks))]
 
 
@@ -170,36 +191,117 @@ _INDUCE_TASK = (
 
 @dataclass(frozen=True)
 class InductionExample:
-    """One verified choice shown to persona induction, in the order the reasoning saw it."""
+    """One choice shown to persona induction, in the order the reasoning saw it.
 
-    query: str
+    `context` is the conversation the replies answer (a plain string is one user turn).
+    """
+
+    context: str | Sequence[Turn]
     first: str
     second: str
     chosen_first: bool
     reasoning: str | None
 
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        """The conversation as turns."""
+        if isinstance(self.context, str):
+            return (Turn(role="user", content=self.context),)
+        return tuple(self.context)
 
-def induction_messages(examples: Sequence[InductionExample]) -> list[BaseMessage]:
-    """Build the messages asking for a persona from verified reasoning about past choices."""
-    rendered = []
-    for number, example in enumerate(examples, start=1):
-        parts = [
-            section("turn", example.query, max_chars=MAX_DEMO_QUERY_CHARS, attrs='role="user"'),
-            section("first_reply", example.first, max_chars=MAX_INDUCTION_REPLY_CHARS),
-            section("second_reply", example.second, max_chars=MAX_INDUCTION_REPLY_CHARS),
-            f"<user_chose>{'First' if example.chosen_first else 'Second'}</user_chose>",
-        ]
-        if example.reasoning:
-            parts.append(section("reasoning", example.reasoning, max_chars=MAX_INDUCTION_REASONING_CHARS))
-        rendered.append(f'<choice n="{number}">\n' + "\n".join(parts) + "\n</choice>")
+
+def turn_messages(turns: Sequence[Turn]) -> list[BaseMessage]:
+    """Return a conversation's turns as chat messages (system, user and assistant)."""
+    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
+    return [kinds[turn.role](turn.content) for turn in turns]
+
+
+def _tokens(text: str) -> int:
+    return count_tokens_approximately([HumanMessage(text)])
+
+
+def trim_conversation(turns: Sequence[Turn], max_tokens: int) -> tuple[tuple[Turn, ...], int]:
+    """Keep the newest turns of a conversation within `max_tokens`; return them and how many were dropped.
+
+    Whole turns are dropped oldest first (``trim_messages``, approximate token counts). The last
+    turn is always kept, clipped to the budget when it alone is larger.
+    """
+    if not turns:
+        return (), 0
+    kept_messages = trim_messages(
+        turn_messages(turns),
+        max_tokens=max(0, max_tokens),
+        token_counter=count_tokens_approximately,
+        strategy="last",
+        allow_partial=False,
+    )
+    kept = tuple(turns[len(turns) - len(kept_messages) :]) if kept_messages else ()
+    if not kept:
+        last = turns[-1]
+        kept = (last.model_copy(update={"content": clip(last.content, max(200, max_tokens * 4))}),)
+    return kept, len(turns) - len(kept)
+
+
+def _render_choice(example: InductionExample, number: int, max_tokens: int) -> str:
+    """Render one choice within `max_tokens`: replies and reasoning first, then the newest turns."""
+    reply_chars = max(200, max_tokens * 4 // 3)
+    tail = [
+        section("first_reply", example.first, max_chars=reply_chars),
+        section("second_reply", example.second, max_chars=reply_chars),
+        f"<user_chose>{'First' if example.chosen_first else 'Second'}</user_chose>",
+    ]
+    if example.reasoning:
+        tail.append(section("reasoning", example.reasoning, max_chars=MAX_INDUCTION_REASONING_CHARS))
+    left = max_tokens - _CHOICE_OVERHEAD_TOKENS - sum(_tokens(part) for part in tail)
+    turns, dropped = trim_conversation(example.turns, left)
+    conversation = render_conversation(turns, max_turns=len(turns), max_chars=None, skipped=dropped)
+    return f'<choice n="{number}">\n' + "\n".join([conversation, *tail]) + "\n</choice>"
+
+
+def induction_messages(
+    examples: Sequence[InductionExample], *, max_tokens: int = DEFAULT_INDUCTION_TOKENS
+) -> list[BaseMessage]:
+    """Build the messages asking for a persona from past choices, within about `max_tokens`.
+
+    Each choice gets an equal share of the budget: its replies and reasoning in full when they
+    fit, then as much of its conversation as fits, newest turns first.
+    """
+    fixed = _tokens(INDUCE_SYSTEM) + _tokens(_INDUCE_TASK) + _CHOICE_OVERHEAD_TOKENS
+    share = max(1, (max_tokens - fixed) // max(1, len(examples)))
+    rendered = [_render_choice(example, number, share) for number, example in enumerate(examples, start=1)]
     body = "<choices>\n" + "\n".join(rendered) + "\n</choices>\n\n" + _INDUCE_TASK
     return [SystemMessage(INDUCE_SYSTEM), HumanMessage(body)]
 
 
-def order_note(chosen_first: bool) -> str:
-    """Say which reply 'First' and 'Second' meant when a reasoning was written."""
-    return (
-        "(Here First was the chosen reply, Second the rejected one.) "
-        if chosen_first
-        else "(Here First was the rejected reply, Second the chosen one.) "
-    )
+# How a judge's reasoning names the replies by position: "the first reply", "Response 2",
+# "Second" (as a label), "the second one". "First," and "first of all" start a sentence instead.
+_NOUN = r"(?:reply|response|answer|completion|option|one|message)"
+_POSITION_PHRASES = (
+    re.compile(rf"\b(?:the\s+)?(first|second)\s+{_NOUN}\b", re.IGNORECASE),
+    re.compile(r"\b(?:reply|response|answer|completion|option)\s+(one|two|1|2)\b", re.IGNORECASE),
+    re.compile(
+        r"\bthe\s+(first|second)\b(?=\s*(?:[.,;:)]|is\b|was\b|does\b|has\b|gives\b|provides\b))",
+        re.IGNORECASE,
+    ),
+    re.compile(r'"(First|Second)"'),
+    re.compile(r"\b(First|Second)\b(?!\s*,|\s+of\s+all|\s+and\s+foremost|\s+off\b)"),
+)
+_FIRST_WORDS = {"first", "one", "1"}
+
+
+def in_chosen_terms(reasoning: str, chosen_first: bool) -> str:
+    """Rewrite a judge's reasoning about First and Second in terms of the chosen and rejected reply.
+
+    The reasoning was written about the replies in the order the judge saw them; a demo shows
+    them as chosen and rejected, so the positions are renamed to match what the demo shows.
+    """
+
+    def rename(match: re.Match[str]) -> str:
+        is_first = match.group(1).lower() in _FIRST_WORDS
+        name = "the chosen reply" if is_first == chosen_first else "the rejected reply"
+        at_start = match.start() == 0 or reasoning[: match.start()].rstrip().endswith((".", "!", "?"))
+        return name[0].upper() + name[1:] if at_start else name
+
+    for pattern in _POSITION_PHRASES:
+        reasoning = pattern.sub(rename, reasoning)
+    return reasoning

@@ -2,30 +2,38 @@
 
 A fit runs three stages, each counted under its own usage stage:
 
-1. ``bootstrap``: the default judge (no persona) reasons about every train pair, with the reply
-   order drawn per pair from the seed. Reasoning that predicted the user's real choice is
-   *verified*; the rest is kept on record but never used further.
-2. ``induce``: one call turns the verified reasoning into a short persona. When no reasoning was
+1. ``bootstrap``: the default judge (no persona) explains every train pair with up to
+   `labelled_demos` (4) of the same user's other train pairs in context, labelled with the reply
+   they chose (the reference's labelled teacher). The reply order is drawn per pair from the seed.
+   Reasoning is *verified* when its prediction holds in both orders: a second call with the
+   replies swapped, unless the first answer's token log-probabilities already give the user's
+   choice a margin of `CONFIDENT_MARGIN`. Verified reasoning is re-written in terms of the chosen
+   and rejected reply (`in_chosen_terms`), as demos and stored pairs show them; the rest is kept
+   on record but never used further.
+2. ``induce``: the judge model (deterministic) turns the verified choices, each with its whole
+   conversation within `induction_max_tokens`, into a short persona. When no reasoning was
    verified, the most recent choices are shown without reasoning instead.
 3. ``demos``: the persona judge re-reasons about up to `max_demos` pairs the default judge got
-   wrong (``corrected`` demos when it now gets them right), then a few candidate demo sets
-   (none, the corrected misses, the most recent verified pairs) are scored on the val pairs with
-   the persona judge; the best wins and, on a tie, the one with fewer demos. With no val pairs
-   there is no search: the corrected misses are used, else the verified pairs, else none.
-   `random_sets` > 0 adds that many more candidates, each a seeded random draw of 1 to
-   `max_demos` demos from the corrected and verified ones (the random search over bootstrapped
-   demo sets of the original method; off by default because each set costs 2 * val calls).
+   wrong (kept as demos when it now gets them right). The candidate demo sets are none, the
+   labelled pairs of stage 1 (no reasoning), and the verified ones (corrected misses first, then
+   the most recent verified pairs, up to `max_demos`); they are scored on the val pairs with the
+   persona judge, the best wins and, on a tie, the one with fewer demos. With no val pairs there
+   is no search: the verified set is used, else none. `random_sets` > 0 adds that many more
+   candidates, each a seeded random draw of 1 to `max_demos` demos from the verified ones.
 
 The gate: when a current persona is given, it is scored with its demos on the same val pairs, and
 the new one is ``accepted`` only if its val accuracy is at least as high. With no val pairs the
 new persona is accepted (it has read more choices) and both accuracies stay None.
 
-Cost: ``plan_calls`` = train + 1 + min(max_demos, train) + 2 * val * (candidates + 1 if a current
-persona is scored), with candidates = 3 + `random_sets` (an upper bound: duplicate sets are
-dropped). Val accuracy counts both reply orders with two calls per pair (the judge caches
-single-order answers). Before any call, val and then train are trimmed to the most recent pairs
-until the plan fits `max_calls`; if even 2 train pairs and 1 val pair do not fit, `BudgetExceeded`.
-Retries of malformed output are charged to the same budget.
+Cost: ``plan_calls`` = 2 * train + 1 + min(max_demos, train) + 2 * val * (candidates + 1 if a
+current persona is scored), with candidates = 3 + `random_sets` (an upper bound: the second
+order of a pair is asked only when the first was right, duplicate sets are dropped). Val accuracy
+counts both reply orders with two calls per pair (the judge caches single-order answers). Before
+any call, val and then train are trimmed to the most recent pairs until the plan fits
+`max_calls`; if even 2 train pairs and 1 val pair do not fit, `BudgetExceeded`. Retries of
+malformed output are charged to the same budget; when they spend it, the fit ends with what it
+has (pairs not yet explained are skipped, unscored candidates drop out, the best scored one wins;
+``budget_exhausted`` says so), and a gate that could not be scored keeps the current persona.
 """
 
 from __future__ import annotations
@@ -48,17 +56,29 @@ from agent.errors import (
     NotEnoughPreferences,
     PersonaRejected,
 )
-from agent.evaluation import evaluate
-from agent.judge import DefaultJudge, PersonaJudge, StructuredCaller
-from agent.prompts import MAX_PERSONA_CHARS, InductionExample, clip, induction_messages, order_note
+from agent.evaluation import demos_without, evaluate
+from agent.judge import LLMJudge, PersonaJudge, StructuredCaller
+from agent.prompts import (
+    DEFAULT_INDUCTION_TOKENS,
+    MAX_PERSONA_CHARS,
+    InductionExample,
+    JudgePurpose,
+    clip,
+    in_chosen_terms,
+    induction_messages,
+)
 from agent.records import Demo, Persona, PreferencePair, Reasoning, Verdict, check_persona_text
 from agent.usage import CallBudget, UsageReport, UsageTracker
 
 logger = logging.getLogger(__name__)
 
-CANDIDATE_SETS = ("persona only", "corrected misses", "verified")
+CANDIDATE_SETS = ("persona only", "labelled", "verified")
 StageReporter = Callable[[str, str], None]
 UNVERIFIED_INDUCTION_PAIRS = 5
+LABELLED_DEMOS = 4
+# P(the user's choice) at or above 0.5 + this margin, read from token log-probabilities, verifies
+# a reasoning without asking the swapped order.
+CONFIDENT_MARGIN = 0.25
 # Small models sometimes echo a format hint ("<the statements>") instead of writing a persona.
 _PLACEHOLDER = re.compile(r"<[^<>]{0,60}>|\.\.\.|…")
 
@@ -127,6 +147,9 @@ class SynthesisResult(BaseModel):
     planned_calls: int = 0
     train_pair_ids: list[str] = Field(default_factory=list)
     val_pair_ids: list[str] = Field(default_factory=list)
+    budget_exhausted: bool = Field(
+        False, description="Retries spent the call budget: the fit ended with the best it had."
+    )
     rejected_because: str | None = Field(
         None, description="Why the persona was not accepted, when not for a lower val accuracy."
     )
@@ -152,8 +175,8 @@ class SynthesisResult(BaseModel):
 
 
 @dataclass(frozen=True)
-class _Trace:
-    """The default judge's reasoning about one train pair."""
+class Trace:
+    """The default judge's reasoning about one train pair, in chosen/rejected terms."""
 
     pair: PreferencePair
     chosen_first: bool
@@ -163,9 +186,30 @@ class _Trace:
     def as_demo(self) -> Demo:
         return Demo(
             pair=self.pair,
-            reasoning=order_note(self.chosen_first) + self.reasoning.text,
+            reasoning=self.reasoning.text,
             why="the default judge's reasoning predicted this choice",
         )
+
+    @property
+    def as_induction_example(self) -> InductionExample:
+        return InductionExample(
+            self.pair.context, self.pair.chosen, self.pair.rejected, True, self.reasoning.text
+        )
+
+
+def labelled_demo(pair: PreferencePair) -> Demo:
+    """Show a past choice with its label only: which reply the user chose."""
+    return Demo(pair=pair, why="a labelled choice of this user")
+
+
+def labelled_pool(train: Sequence[PreferencePair], count: int, seed: int) -> list[PreferencePair]:
+    """Draw `count` + 1 train pairs (seeded): any pair's `count` others come from them."""
+    return random.Random(f"{seed}:labelled").sample(list(train), min(len(train), count + 1))
+
+
+def others(pool: Sequence[PreferencePair], pair: PreferencePair, count: int) -> list[Demo]:
+    """Return up to `count` labelled demos from `pool`, never the pair itself or a sibling of it."""
+    return demos_without(pair, [labelled_demo(other) for other in pool])[:count]
 
 
 def _most_recent(pairs: Sequence[PreferencePair], count: int) -> list[PreferencePair]:
@@ -200,6 +244,8 @@ class SynthesizeMe:
         attempts: int = 3,
         seed: int = 0,
         random_sets: int = 0,
+        labelled_demos: int = LABELLED_DEMOS,
+        induction_max_tokens: int = DEFAULT_INDUCTION_TOKENS,
     ) -> None:
         if max_pairs < 2:
             raise ValueError("max_pairs must be at least 2")
@@ -215,11 +261,13 @@ class SynthesizeMe:
         self.attempts = attempts
         self.seed = seed
         self.random_sets = random_sets
+        self.labelled_demos = labelled_demos
+        self.induction_max_tokens = induction_max_tokens
 
     def plan_calls(self, n_train: int, n_val: int, *, has_current: bool = False) -> int:
         """Return the model calls a fit of this size makes when no output needs a retry."""
         scored_sets = len(CANDIDATE_SETS) + self.random_sets + (1 if has_current else 0) if n_val else 0
-        return n_train + 1 + min(self.max_demos, n_train) + 2 * n_val * scored_sets
+        return 2 * n_train + 1 + min(self.max_demos, n_train) + 2 * n_val * scored_sets
 
     def trim(
         self, train: Sequence[PreferencePair], val: Sequence[PreferencePair], *, has_current: bool = False
@@ -238,6 +286,21 @@ class SynthesizeMe:
             )
         return _most_recent(train, n_train), _most_recent(val, n_val)
 
+    def _start(
+        self, train: Sequence[PreferencePair], val: Sequence[PreferencePair], *, has_current: bool
+    ) -> tuple[str, list[PreferencePair], list[PreferencePair], FitRun]:
+        """Check that the pairs are one user's and enough, trim them to the budget, open the run."""
+        if len(train) < 2:
+            raise NotEnoughPreferences(f"a persona needs at least 2 train pairs, got {len(train)}")
+        users = {pair.user_id for pair in [*train, *val]}
+        if len(users) != 1:
+            raise InvalidPreference(f"a fit reads one user's pairs, got users {sorted(users)}")
+        kept_train, kept_val = self.trim(train, val, has_current=has_current)
+        planned = self.plan_calls(len(kept_train), len(kept_val), has_current=has_current)
+        budget = CallBudget(self.max_calls)
+        run = FitRun(self, budget, UsageTracker(), asyncio.Semaphore(self.concurrency), planned=planned)
+        return users.pop(), kept_train, kept_val, run
+
     async def fit(
         self,
         train: Sequence[PreferencePair],
@@ -252,83 +315,48 @@ class SynthesizeMe:
         `on_stage(stage, detail)` is told when each stage starts (bootstrap, induce, demos,
         select, gate), for a progress display.
         """
-        report = on_stage or _no_report
-        if len(train) < 2:
-            raise NotEnoughPreferences(f"a persona needs at least 2 train pairs, got {len(train)}")
-        users = {pair.user_id for pair in [*train, *val]}
-        if len(users) != 1:
-            raise InvalidPreference(f"a fit reads one user's pairs, got users {sorted(users)}")
-        user_id = users.pop()
-        train, val = self.trim(train, val, has_current=current is not None)
-        planned = self.plan_calls(len(train), len(val), has_current=current is not None)
-        run = _FitRun(self, CallBudget(self.max_calls), UsageTracker(), asyncio.Semaphore(self.concurrency))
+        report = on_stage or no_report
+        user_id, train, val, run = self._start(train, val, has_current=current is not None)
 
         report("bootstrap", f"the default judge reasons about {len(train)} of your pairs")
-        traces, skipped = await run.bootstrap_reasoning(train)
+        pool = labelled_pool(train, self.labelled_demos, self.seed)
+        traces, skipped = await run.bootstrap_reasoning(train, pool)
         verified = [trace for trace in traces if trace.reasoning.verified]
         report("induce", f"writing the persona from {len(verified) or len(train)} pairs")
-        persona_text = await run.induce_persona(verified, train)
+        persona_text = await run.induce_persona([t.as_induction_example for t in verified], train)
         missed = [trace for trace in traces if not trace.reasoning.verified]
         report("demos", f"re-checking {min(len(missed), self.max_demos)} missed pairs with the persona")
         corrected = await run.correct_misses(persona_text, missed)
 
-        options = _candidate_sets(corrected, [t.as_demo for t in verified], self.max_demos)
+        options = _candidate_sets(
+            [labelled_demo(pair) for pair in pool[: self.labelled_demos]],
+            [*corrected, *_newest([t.as_demo for t in verified], self.max_demos)][: self.max_demos],
+        )
         if val and self.random_sets:
-            pool = [*corrected, *(t.as_demo for t in verified)]
-            options.update(_random_sets(pool, options, self.random_sets, self.max_demos, self.seed))
-        if val:
-            report("select", f"scoring {len(options)} demo sets on {len(val)} held-out pairs")
-            scores = await asyncio.gather(
-                *(run.score(name, persona_text, demos, val) for name, demos in options.items())
-            )
-            best = select_best(scores)
-            chosen_demos = options[best.name]
-            if current:
-                report("gate", f"scoring the current persona v{current.version} on the same pairs")
-            baseline = (
-                await run.score("current", current.text, current_demos, val, stage="gate")
-                if current
-                else None
-            )
-            baseline_accuracy = baseline.val_accuracy if baseline else None
-            new_accuracy = best.val_accuracy
-            accepted = baseline_accuracy is None or (new_accuracy or 0.0) >= baseline_accuracy
-        else:
-            default = next((name for name in CANDIDATE_SETS[1:] if options.get(name)), CANDIDATE_SETS[0])
-            chosen_demos = options.get(default, [])
-            scores = [CandidateScore(name=default, demo_pair_ids=_ids(chosen_demos), val_accuracy=None)]
-            baseline_accuracy, new_accuracy, accepted = None, None, True
-
-        reasoning = [trace.reasoning for trace in traces]
-        persona = Persona(
-            user_id=user_id,
-            text=persona_text,
-            version=0,
-            model=_model_name(self.model),
-            pair_ids=tuple(pair.id for pair in [*train, *val]),
-            demo_pair_ids=_ids(chosen_demos),
-            val_accuracy=new_accuracy,
-            baseline_val_accuracy=baseline_accuracy,
-            reasoning=tuple(reasoning),
-        )
-        return SynthesisResult(
-            persona=persona,
-            demos=list(chosen_demos),
-            reasoning=reasoning,
-            default_judge_correct={t.pair.id: t.reasoning.verified for t in traces},
-            accepted=accepted,
-            usage=run.tracker.report(),
-            candidates=list(scores),
-            baseline_val_accuracy=baseline_accuracy,
-            skipped_pair_ids=skipped,
-            judge_fallbacks=run.fallbacks,
-            planned_calls=planned,
-            train_pair_ids=[pair.id for pair in train],
-            val_pair_ids=[pair.id for pair in val],
+            draws = [*corrected, *(t.as_demo for t in verified)]
+            options.update(_random_sets(draws, options, self.random_sets, self.max_demos, self.seed))
+        return await run.choose(
+            user_id,
+            persona_text,
+            options,
+            train=train,
+            val=val,
+            current=current,
+            current_demos=current_demos,
+            traces=traces,
+            skipped=skipped,
+            fallback_order=CANDIDATE_SETS[::-1],
+            report=report,
         )
 
 
-def _no_report(stage: str, detail: str) -> None:
+def merge_demos(selected: Sequence[Demo], retrieved: Sequence[Demo]) -> list[Demo]:
+    """Return the val-selected demos, then the retrieved ones that show other pairs."""
+    shown = {demo.pair.id for demo in selected}
+    return [*selected, *(demo for demo in retrieved if demo.pair.id not in shown)]
+
+
+def no_report(stage: str, detail: str) -> None:
     """Report nothing: the default when no progress display listens."""
 
 
@@ -344,18 +372,24 @@ def _model_name(model: BaseChatModel) -> str:
     return model._llm_type
 
 
-def _candidate_sets(corrected: list[Demo], verified: list[Demo], max_demos: int) -> dict[str, list[Demo]]:
+def _newest(demos: Sequence[Demo], count: int) -> list[Demo]:
+    return sorted(demos, key=lambda demo: demo.pair.created_at)[-count:] if count > 0 else []
+
+
+def _candidate_sets(labelled: list[Demo], verified: list[Demo]) -> dict[str, list[Demo]]:
     """Build the candidate demo sets, dropping empty and duplicate ones (none is always kept)."""
-    newest_verified = (
-        sorted(verified, key=lambda demo: demo.pair.created_at)[-max_demos:] if max_demos else []
-    )
     options: dict[str, list[Demo]] = {CANDIDATE_SETS[0]: []}
-    seen: set[tuple[str, ...]] = {()}
-    for name, demos in zip(CANDIDATE_SETS[1:], (corrected[:max_demos], newest_verified), strict=True):
-        if _ids(demos) not in seen:
-            seen.add(_ids(demos))
+    seen: set[tuple[tuple[str, bool], ...]] = {()}
+    for name, demos in zip(CANDIDATE_SETS[1:], (labelled, verified), strict=True):
+        if _set_key(demos) not in seen:
+            seen.add(_set_key(demos))
             options[name] = demos
     return options
+
+
+def _set_key(demos: Sequence[Demo]) -> tuple[tuple[str, bool], ...]:
+    """Identify a demo set by its pairs and whether each shows reasoning."""
+    return tuple((demo.pair.id, bool(demo.reasoning)) for demo in demos)
 
 
 def _random_sets(
@@ -379,19 +413,28 @@ def _random_sets(
     return drawn
 
 
-class _FitRun:
+class FitRun:
     """The shared budget, usage tracker and concurrency limit of one fit."""
 
     def __init__(
-        self, owner: SynthesizeMe, budget: CallBudget, tracker: UsageTracker, limiter: asyncio.Semaphore
+        self,
+        owner: SynthesizeMe,
+        budget: CallBudget,
+        tracker: UsageTracker,
+        limiter: asyncio.Semaphore,
+        *,
+        planned: int = 0,
     ) -> None:
         self.owner = owner
+        self.planned = planned
         self.budget = budget
         self.tracker = tracker
         self.limiter = limiter
         self.fallbacks = 0
+        self.exhausted = False
 
-    def _options(self, stage: str) -> dict[str, Any]:
+    def judge_options(self, stage: str) -> dict[str, Any]:
+        """The options every model call of this fit shares: retries, usage stage, budget, limiter."""
         return {
             "structured_method": self.owner.structured_method,
             "attempts": self.owner.attempts,
@@ -401,84 +444,98 @@ class _FitRun:
             "limiter": self.limiter,
         }
 
-    async def bootstrap_reasoning(self, train: Sequence[PreferencePair]) -> tuple[list[_Trace], list[str]]:
-        """Have the default judge reason about each pair in a seeded random order; keep the outcome."""
-        judge = DefaultJudge(self.owner.judge_model, purpose="bootstrap", **self._options("bootstrap"))
+    def spent(self, stage: str, pair_id: str | None = None) -> None:
+        """Note that the call budget ran out; the fit goes on with what it has."""
+        if not self.exhausted:
+            logger.warning("%s: call budget spent (pair %s); ending with the best so far", stage, pair_id)
+        self.exhausted = True
 
-        async def reason(pair: PreferencePair) -> _Trace | None:
-            chosen_first = random.Random(f"{self.owner.seed}:{pair.id}").random() < 0.5
-            first, second = (pair.chosen, pair.rejected) if chosen_first else (pair.rejected, pair.chosen)
+    def order_of(self, pair: PreferencePair) -> bool:
+        """Say (seeded, per pair) whether the chosen reply is shown first."""
+        return random.Random(f"{self.owner.seed}:{pair.id}").random() < 0.5
+
+    async def explain(
+        self, judge: LLMJudge, pair: PreferencePair, chosen_first: bool, *, both_orders: bool
+    ) -> Reasoning:
+        """Have `judge` explain one pair; with `both_orders`, verified only if the swap agrees."""
+        first, second = (pair.chosen, pair.rejected) if chosen_first else (pair.rejected, pair.chosen)
+        verdict = await judge.judge_once(pair.context, first, second)
+        reasoning = _reasoning_of(pair.id, verdict, chosen_first)
+        if not both_orders or not reasoning.verified or _confident(verdict, chosen_first):
+            return reasoning
+        swapped = await judge.judge_once(pair.context, second, first)
+        if _reasoning_of(pair.id, swapped, not chosen_first).verified:
+            return reasoning
+        return reasoning.model_copy(update={"predicted": "tie"})  # it follows the position
+
+    async def bootstrap_reasoning(
+        self, train: Sequence[PreferencePair], pool: Sequence[PreferencePair]
+    ) -> tuple[list[Trace], list[str]]:
+        """Have the default judge, shown labelled pairs from `pool`, explain each train pair."""
+
+        async def reason(pair: PreferencePair) -> Trace | None:
+            judge = LLMJudge(
+                self.owner.judge_model,
+                demos=others(pool, pair, self.owner.labelled_demos),
+                purpose="bootstrap",
+                **self.judge_options("bootstrap"),
+            )
+            chosen_first = self.order_of(pair)
             try:
-                verdict = await judge.judge_once(pair.context, first, second)
+                reasoning = await self.explain(judge, pair, chosen_first, both_orders=True)
             except ModelOutputError as exc:
                 logger.warning("bootstrap: skipped pair %s after unusable output: %s", pair.id, exc)
                 return None
-            return _Trace(pair, chosen_first, _reasoning_of(pair.id, verdict, chosen_first))
+            except BudgetExceeded:
+                self.spent("bootstrap", pair.id)
+                return None
+            return Trace(pair, chosen_first, reasoning)
 
         results = await asyncio.gather(*(reason(pair) for pair in train))
         traces = [trace for trace in results if trace is not None]
         skipped = [pair.id for pair, trace in zip(train, results, strict=True) if trace is None]
         return traces, skipped
 
-    async def induce_persona(self, verified: Sequence[_Trace], train: Sequence[PreferencePair]) -> str:
-        """Write the persona from verified reasoning only (recent bare choices when none verified)."""
-        if verified:
+    async def induce_persona(
+        self, examples: Sequence[InductionExample], train: Sequence[PreferencePair]
+    ) -> str:
+        """Write the persona at temperature 0 from `examples` (recent bare choices when there are none)."""
+        if not examples:
             examples = [
-                InductionExample(
-                    query=t.pair.query,
-                    first=t.pair.chosen if t.chosen_first else t.pair.rejected,
-                    second=t.pair.rejected if t.chosen_first else t.pair.chosen,
-                    chosen_first=t.chosen_first,
-                    reasoning=t.reasoning.text,
-                )
-                for t in verified
-            ]
-        else:
-            examples = [
-                InductionExample(
-                    query=p.query, first=p.chosen, second=p.rejected, chosen_first=True, reasoning=None
-                )
+                InductionExample(p.context, p.chosen, p.rejected, True, None)
                 for p in _most_recent(train, UNVERIFIED_INDUCTION_PAIRS)
             ]
-        caller = StructuredCaller(
-            self.owner.model,
-            InducedPersona,
-            structured_method=self.owner.structured_method,
-            attempts=self.owner.attempts,
-            stage="induce",
-            callbacks=[self.tracker],
-            budget=self.budget,
-            limiter=self.limiter,
-        )
+        caller = StructuredCaller(self.owner.judge_model, InducedPersona, **self.judge_options("induce"))
+        messages = induction_messages(examples, max_tokens=self.owner.induction_max_tokens)
         try:
-            answer, _ = await caller(induction_messages(examples))
+            answer, _ = await caller(messages)
         except ModelOutputError as exc:
             # The call's own retries are spent; fitting again from scratch would repeat the
             # bootstrap for the same verdict, so the fit ends here and the current persona stays.
             raise PersonaRejected(f"the model wrote no usable persona: {_persona_problem_of(exc)}") from exc
         return clip(answer.persona, MAX_PERSONA_CHARS)
 
-    async def correct_misses(self, persona: str, missed: Sequence[_Trace]) -> list[Demo]:
+    async def correct_misses(self, persona: str, missed: Sequence[Trace]) -> list[Demo]:
         """Re-reason about recent misses with the persona; keep those it now predicts right."""
         chosen = sorted(missed, key=lambda t: t.pair.created_at, reverse=True)[: self.owner.max_demos]
-        judge = PersonaJudge(self.owner.judge_model, persona, purpose="bootstrap", **self._options("demos"))
+        judge = PersonaJudge(
+            self.owner.judge_model, persona, purpose="bootstrap", **self.judge_options("demos")
+        )
 
-        async def retry(trace: _Trace) -> Demo | None:
-            pair = trace.pair
-            first, second = (
-                (pair.chosen, pair.rejected) if trace.chosen_first else (pair.rejected, pair.chosen)
-            )
+        async def retry(trace: Trace) -> Demo | None:
             try:
-                verdict = await judge.judge_once(pair.context, first, second)
+                reasoning = await self.explain(judge, trace.pair, trace.chosen_first, both_orders=False)
             except ModelOutputError as exc:
-                logger.warning("demos: no corrected reasoning for pair %s: %s", pair.id, exc)
+                logger.warning("demos: no corrected reasoning for pair %s: %s", trace.pair.id, exc)
                 return None
-            reasoning = _reasoning_of(pair.id, verdict, trace.chosen_first)
+            except BudgetExceeded:
+                self.spent("demos", trace.pair.id)
+                return None
             if not reasoning.verified:
                 return None
             return Demo(
-                pair=pair,
-                reasoning=order_note(trace.chosen_first) + reasoning.text,
+                pair=trace.pair,
+                reasoning=reasoning.text,
                 why="missed by the default judge; predicted with the persona",
             )
 
@@ -488,17 +545,118 @@ class _FitRun:
     async def score(
         self,
         name: str,
-        persona: str,
+        persona: str | None,
         demos: Sequence[Demo],
         val: Sequence[PreferencePair],
         *,
         stage: str = "select",
-    ) -> CandidateScore:
-        """Score a persona with a demo set on the val pairs (both orders, ties wrong)."""
-        judge = PersonaJudge(self.owner.judge_model, persona, demos, **self._options(stage))
-        report = await evaluate(judge, val, concurrency=max(1, self.owner.concurrency))
-        self.fallbacks += judge.fallbacks
+        purpose: JudgePurpose = "judge",
+    ) -> CandidateScore | None:
+        """Score a persona with a demo set on the val pairs (both orders, ties wrong).
+
+        None when the call budget ran out before the score was complete.
+        """
+        judge = PersonaJudge(
+            self.owner.judge_model, persona, demos, purpose=purpose, **self.judge_options(stage)
+        )
+        try:
+            report = await evaluate(judge, val, concurrency=max(1, self.owner.concurrency))
+        except BudgetExceeded:
+            self.spent(stage)
+            return None
+        finally:
+            self.fallbacks += judge.fallbacks
         return CandidateScore(name=name, demo_pair_ids=_ids(demos), val_accuracy=report.macro_accuracy)
+
+    async def choose(
+        self,
+        user_id: str,
+        persona_text: str,
+        options: dict[str, list[Demo]],
+        *,
+        train: Sequence[PreferencePair],
+        val: Sequence[PreferencePair],
+        current: Persona | None,
+        current_demos: Sequence[Demo],
+        traces: Sequence[Trace],
+        skipped: list[str],
+        fallback_order: Sequence[str],
+        pick: Callable[[Sequence[CandidateScore]], CandidateScore] | None = None,
+        report: StageReporter | None = None,
+    ) -> SynthesisResult:
+        """Score the candidate demo sets on val, gate the best against `current`, build the result.
+
+        Sets are scored one after another (each with the judge's own concurrency), so the
+        result does not depend on how concurrent calls interleave.
+
+        `pick` chooses among the scored sets (`select_best` by default); `fallback_order` names the
+        set to use, first non-empty one, when nothing could be scored.
+        """
+        report = report or no_report
+        scored: list[CandidateScore] = []
+        baseline_accuracy: float | None = None
+        gated = True
+        if val:
+            # One after another, the gate first: when retries spend the budget, the sets scored
+            # so far still compete and the gate is not the part left out.
+            if current is not None:
+                report("gate", f"scoring the current persona v{current.version} on the same pairs")
+                baseline = await self.score("current", current.text, current_demos, val, stage="gate")
+                gated = baseline is not None
+                baseline_accuracy = baseline.val_accuracy if baseline else None
+            report("select", f"scoring {len(options)} demo sets on {len(val)} held-out pairs")
+            for name, demos in options.items():
+                score = await self.score(name, persona_text, demos, val) if not self.exhausted else None
+                if score is not None:
+                    scored.append(score)
+        if scored:
+            best = (pick or select_best)(scored)
+            chosen_demos = options[best.name]
+            new_accuracy = best.val_accuracy
+            accepted = gated and (baseline_accuracy is None or (new_accuracy or 0.0) >= baseline_accuracy)
+            scores = scored
+        else:
+            name = next((n for n in fallback_order if options.get(n)), CANDIDATE_SETS[0])
+            chosen_demos = options.get(name, [])
+            scores = [CandidateScore(name=name, demo_pair_ids=_ids(chosen_demos), val_accuracy=None)]
+            new_accuracy = None
+            accepted = current is None or not val  # an untested persona never replaces a gated one
+        reasoning = [trace.reasoning for trace in traces]
+        persona = Persona(
+            user_id=user_id,
+            text=persona_text,
+            version=0,
+            model=_model_name(self.owner.judge_model),
+            pair_ids=tuple(pair.id for pair in [*train, *val]),
+            demo_pair_ids=_ids(chosen_demos),
+            val_accuracy=new_accuracy,
+            baseline_val_accuracy=baseline_accuracy,
+            reasoning=tuple(reasoning),
+        )
+        return SynthesisResult(
+            persona=persona,
+            demos=list(chosen_demos),
+            reasoning=reasoning,
+            default_judge_correct={t.pair.id: t.reasoning.verified for t in traces},
+            accepted=accepted,
+            usage=self.tracker.report(),
+            candidates=scores,
+            baseline_val_accuracy=baseline_accuracy,
+            skipped_pair_ids=skipped,
+            judge_fallbacks=self.fallbacks,
+            planned_calls=self.planned,
+            train_pair_ids=[pair.id for pair in train],
+            val_pair_ids=[pair.id for pair in val],
+            budget_exhausted=self.exhausted,
+        )
+
+
+def _confident(verdict: Verdict, chosen_first: bool) -> bool:
+    """True when token log-probabilities give the user's choice at least `CONFIDENT_MARGIN`."""
+    if verdict.source != "logprobs":
+        return False
+    prob_chosen = verdict.prob_first if chosen_first else 1.0 - verdict.prob_first
+    return prob_chosen >= 0.5 + CONFIDENT_MARGIN
 
 
 def _persona_problem_of(error: BaseException) -> str:
@@ -512,7 +670,7 @@ def _persona_problem_of(error: BaseException) -> str:
 
 
 def _reasoning_of(pair_id: str, verdict: Verdict, chosen_first: bool) -> Reasoning:
-    """Record what a single-order verdict predicted about the user's real choice."""
+    """Record what a single-order verdict predicted about the user's real choice, in chosen/rejected terms."""
     predicted: Literal["chosen", "rejected", "tie"]
     if verdict.preferred == "tie":
         predicted = "tie"
@@ -520,4 +678,5 @@ def _reasoning_of(pair_id: str, verdict: Verdict, chosen_first: bool) -> Reasoni
         predicted = "chosen"
     else:
         predicted = "rejected"
-    return Reasoning(pair_id=pair_id, text=verdict.reasoning or "(no reasoning given)", predicted=predicted)
+    text = in_chosen_terms(verdict.reasoning, chosen_first) if verdict.reasoning else "(no reasoning given)"
+    return Reasoning(pair_id=pair_id, text=text, predicted=predicted)

@@ -20,9 +20,10 @@ user named in the run context (`ChatContext.user_id`)::
    turns) with the persona `record_feedback` read (or `synthesize_persona`, after an inline
    synthesis).
 3. `draft_replies` drafts ``candidates`` replies, each with its own style hint and seed,
-   conditioned on the persona when there is one. At the same time `retrieve_demos` picks, when
-   there is a persona, ``demo_k`` of the user's stored pairs as demos for the new message: only
-   the judge needs them, so the query embedding and the store reads run while the model drafts.
+   conditioned on the persona when there is one. At the same time `retrieve_demos` gives, when
+   there is a persona, the demos the synthesis chose for it on val, then up to ``demo_k`` more
+   of the user's stored pairs retrieved for the new message: only the judge needs them, so the
+   query embedding and the store reads run while the model drafts.
 4. `judge_replies` ranks them with the turn's judge (the default LLM judge before a persona
    exists, the persona judge after, or the offline / hybrid judge when configured) and answers
    with the winner as an `AIMessage`. Candidates, ranking with reasons, judge, persona version
@@ -81,8 +82,8 @@ from pydantic import ValidationError
 from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.formats import describe_validation_error
-from agent.records import Limits, Persona, PreferencePair
-from agent.synthesis import PersonaSynthesizer, SynthesizeMe
+from agent.records import Demo, Limits, Persona, PreferencePair
+from agent.synthesis import PersonaSynthesizer, SynthesizeMe, merge_demos
 from graphs import synthesis
 from graphs.judges import JudgeFactory, LLMJudges
 from graphs.retry import is_transient
@@ -340,18 +341,21 @@ def build_graph(
         return {"turn_context": turn_dicts(context)}
 
     async def retrieve_demos(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-        """Retrieve the stored pairs most worth showing the persona judge for this conversation."""
-        demos = []
-        if state.get("persona") is not None and options.demo_k:
-            demos = await asyncio.to_thread(
+        """Give the persona judge the persona's val-selected demos and the pairs retrieved for this query."""
+        demos: list[Demo] = []
+        if state.get("persona") is not None:
+            user_id = user_of(runtime)
+            selected = asyncio.to_thread(memory.current_demos, user_id)
+            retrieved = asyncio.to_thread(
                 memory.retrieve_demos,
-                user_of(runtime),
+                user_id,
                 turns_from(state.get("turn_context") or []),
                 options.demo_k,
                 similarity_weight=options.similarity_weight,
                 informativeness_weight=options.informativeness_weight,
                 mmr_lambda=options.mmr_lambda,
             )
+            demos = merge_demos(*await asyncio.gather(selected, retrieved))
         return {"demos": [demo.model_dump(mode="json") for demo in demos]}
 
     async def draft_replies(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:

@@ -279,7 +279,15 @@ def build_synthesize_me(
         max_calls=settings.max_calls_per_synthesis,
         max_pairs=settings.max_pairs_per_synthesis,
         seed=seed,
+        induction_max_tokens=induction_tokens(settings),
     )
+
+
+def induction_tokens(settings: Settings) -> int:
+    """Return the persona-induction prompt budget: the setting, within the embedded model's context."""
+    if settings.uses_endpoint:
+        return settings.induction_max_tokens
+    return min(settings.induction_max_tokens, settings.embedded_context_tokens // 2)
 
 
 def build_judges(

@@ -128,6 +128,15 @@ class Settings(BaseSettings):
     retrieval_mmr_lambda: float = Field(0.7, ge=0.0, le=1.0)
     max_pairs_per_synthesis: int = Field(40, ge=2, description="Most recent pairs one synthesis reads.")
     max_calls_per_synthesis: int = Field(80, ge=1, description="LLM-call budget of one synthesis.")
+    induction_max_tokens: int = Field(
+        16_000,
+        ge=1_000,
+        description="Token budget (estimated as characters / 4) of the prompt that writes a persona: "
+        "each past choice shown gets an equal share, with its replies and reasoning in full and as "
+        "many of its conversation's turns as fit, oldest dropped first. Keep it below the judge "
+        "model's context window, less room for the answer; with the embedded model it is capped "
+        "at half of embedded_context_tokens.",
+    )
     max_text_chars: int = Field(20_000, ge=100, description="Longest text accepted in a pair.")
     max_context_turns: int = Field(64, ge=1)
 

@@ -331,6 +331,15 @@ async def test_a_judge_is_never_shown_the_pair_it_judges() -> None:
     assert [d.pair.id for d in demos_without(pairs[3], demos)] == [p.id for p in pairs[1:3]]
 
 
+def test_the_stage_1_teacher_is_never_shown_a_sibling_of_the_pair_it_explains() -> None:
+    from agent.synthesis import others
+
+    first, sibling = choice_siblings("gus", 1, 3)
+    unrelated = user_pairs("gus", 2)
+    shown = others([first, sibling, *unrelated], first, 4)
+    assert [demo.pair.id for demo in shown] == [pair.id for pair in unrelated]
+
+
 @pytest.mark.slow
 def test_eval_command_runs_end_to_end_on_the_embedded_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

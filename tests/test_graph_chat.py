@@ -24,6 +24,7 @@ from memory.store import PreferenceStore
 from tests.fakes import (
     CountingChatModel,
     MalformedChatModel,
+    demo_count,
     persona_message,
     persona_of,
     replies_of,
@@ -243,9 +244,14 @@ async def test_after_a_persona_the_persona_judge_answers_with_demos() -> None:
     state = await say(graph, "alice", "question 6 about gardens")
     assert state["judge"] == "persona"
     assert state["persona"]["version"] == 1 and state["persona"]["text"] == PERSONA_TEXT
-    assert 1 <= len(state["demos"]) <= 3
+    # the demos the synthesis chose for the persona come first, then those retrieved for the query
+    selected = [demo.pair.id for demo in memory.current_demos("alice")]
+    shown = [d["pair"]["id"] for d in state["demos"]]
+    assert selected and shown[: len(selected)] == selected
+    assert len(selected) < len(shown) <= len(selected) + 3 and len(set(shown)) == len(shown)
     assert all(d["pair"]["user_id"] == "alice" for d in state["demos"])
     turn_calls = model.calls_of("judge")[before:]
+    assert all(demo_count(call.messages) == len(shown) for call in turn_calls)
     assert turn_calls and all(persona_of(call.messages) == PERSONA_TEXT for call in turn_calls)
     drafts = [call for call in model.calls_of("other") if "question 6" in call.messages[-1].text]
     assert drafts and all("<persona>" in call.messages[0].text for call in drafts)

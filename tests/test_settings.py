@@ -85,6 +85,24 @@ def test_judge_defaults_to_offline_with_the_embedded_model_and_llm_with_an_endpo
     assert load_settings().judge == "hybrid"
 
 
+def test_the_induction_budget_reaches_the_fit_within_the_embedded_context(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from persona_agent.factory import build_synthesize_me
+    from tests.fakes import CountingChatModel, default_responder
+
+    monkeypatch.chdir(tmp_path)
+    model = CountingChatModel(responder=default_responder())
+    monkeypatch.setenv("PERSONA_AGENT_INDUCTION_MAX_TOKENS", "12000")
+    monkeypatch.setenv("PERSONA_AGENT_EMBEDDED_CONTEXT_TOKENS", "8192")
+    assert build_synthesize_me(load_settings(), model, model).induction_max_tokens == 4096
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8080/v1")
+    assert build_synthesize_me(load_settings(), model, model).induction_max_tokens == 12000
+    monkeypatch.setenv("PERSONA_AGENT_INDUCTION_MAX_TOKENS", "10")
+    with pytest.raises(ConfigurationError, match="induction_max_tokens"):
+        load_settings()
+
+
 @pytest.mark.parametrize(("sync", "pragma"), [("normal", 1), ("full", 2)])
 async def test_checkpointer_opens_in_wal_mode_with_the_configured_sync_and_keeps_threads(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sync: str, pragma: int

@@ -57,7 +57,9 @@ from agent.evaluation import (
 )
 from agent.formats import split_of
 from agent.judge import DefaultJudge, PersonaJudge
+from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import PreferencePair
+from agent.reference_search import ReferenceSearch
 from agent.synthesis import SynthesisResult, SynthesizeMe
 from agent.usage import UsageTracker
 
@@ -75,7 +77,7 @@ JUDGES = ("default", "synthesizeme", "retrieved", "persona", "demos", "offline",
 LLM_JUDGES = frozenset({"default", "synthesizeme", "retrieved", "persona", "demos", "hybrid"})
 FIT_JUDGES = frozenset({"synthesizeme", "retrieved", "persona", "demos", "hybrid"})
 MIN_PRIOR_PAIRS = 100
-Search = Literal["default", "full"]
+Search = Literal["default", "full", "reference"]
 
 
 def synthesizer_for(
@@ -87,33 +89,26 @@ def synthesizer_for(
     max_calls: int,
     max_pairs: int,
     seed: int,
+    induction_max_tokens: int = DEFAULT_INDUCTION_TOKENS,
 ) -> SynthesizeMe:
-    """Return the fitter: the product's budgeted search, or the fuller search (``full``).
+    """Return the fitter: the product's budgeted search, the fuller search (``full``) or the
+    reference library's search (``reference``, `agent.reference_search.ReferenceSearch`).
 
     ``full`` mimics the original method's search: every pair within 200 is read, up to 4 demos
     per set, 8 more candidate demo sets drawn at random from all bootstrapped demos, no call cap.
     """
+    shared: dict[str, Any] = {
+        "judge_model": judge_model,
+        "structured_method": options.structured_method,
+        "concurrency": options.concurrency,
+        "seed": seed,
+        "induction_max_tokens": induction_max_tokens,
+    }
+    if search == "reference":
+        return ReferenceSearch(model, **shared)
     if search == "full":
-        return SynthesizeMe(
-            model,
-            judge_model=judge_model,
-            structured_method=options.structured_method,
-            concurrency=options.concurrency,
-            max_calls=100_000,
-            max_pairs=200,
-            max_demos=4,
-            random_sets=8,
-            seed=seed,
-        )
-    return SynthesizeMe(
-        model,
-        judge_model=judge_model,
-        structured_method=options.structured_method,
-        concurrency=options.concurrency,
-        max_calls=max_calls,
-        max_pairs=max_pairs,
-        seed=seed,
-    )
+        return SynthesizeMe(model, max_calls=100_000, max_pairs=200, max_demos=4, random_sets=8, **shared)
+    return SynthesizeMe(model, max_calls=max_calls, max_pairs=max_pairs, **shared)
 
 
 class OfflineModels:
@@ -423,7 +418,7 @@ def run_accuracy(
     """Run the accuracy benchmark and return its JSON document (models built from settings if not given)."""
     from agent.formats import read_pairs
     from persona_agent.benchmarks.llm_cache import SQLiteLLMCache, attach_cache
-    from persona_agent.factory import chat_options
+    from persona_agent.factory import chat_options, induction_tokens
 
     started = time.perf_counter()
     pairs = read_pairs(request.data, skip_invalid=True, limits=settings.limits)
@@ -455,6 +450,7 @@ def run_accuracy(
             max_calls=settings.max_calls_per_synthesis,
             max_pairs=settings.max_pairs_per_synthesis,
             seed=request.seed,
+            induction_max_tokens=induction_tokens(settings),
         )
         if chat_model is not None and judge_model is not None and FIT_JUDGES & set(names)
         else None

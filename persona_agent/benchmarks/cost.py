@@ -10,6 +10,10 @@ Pairs: the MT-Bench human judge with the most votes (each fit draws its train an
 that judge's votes, seeded); without the data directory, synthetic pairs of the same shape.
 A chat turn: `PersonaJudge.rank` over 2, 4 or 8 candidates, with the persona of the 10 + 5 fit
 and `demo_k` demos, as a turn after synthesis judges.
+
+Beside the default fit, the 10 + 5 fit is also run with ``--search full`` and with ``--search
+reference`` (`agent.reference_search.ReferenceSearch`: the reference library's search in our code),
+so the table shows what each search costs on the same pairs and fake.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 
 from agent.judge import PersonaJudge
+from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import Demo, PreferencePair, Turn
 from agent.synthesis import SynthesisResult, SynthesizeMe
 from agent.usage import UsageReport, UsageTracker
@@ -204,15 +209,20 @@ async def run_cost_async(
         if n_train == 10:
             persona_fit = result
     full: dict[str, Any] = {}
+    reference: dict[str, Any] = {}
     if len(pairs) >= 15:
         from graphs.chat import ChatOptions
-        from persona_agent.benchmarks.accuracy import synthesizer_for
+        from persona_agent.benchmarks.accuracy import Search, synthesizer_for
 
-        model = fake_model(pairs, p=p, seed=seed)
-        fitter = synthesizer_for(
-            "full", model, model, options=ChatOptions(), max_calls=max_calls, max_pairs=max_pairs, seed=seed
-        )
-        _, full["10"] = await measure_fit(fitter, pairs[:10], pairs[10:15])
+        searches: tuple[tuple[Search, dict[str, Any]], ...] = (("full", full), ("reference", reference))
+        for search, found in searches:
+            model = fake_model(pairs, p=p, seed=seed)
+            budget = {"max_calls": max_calls, "max_pairs": max_pairs}
+            fitter = synthesizer_for(search, model, model, options=ChatOptions(), seed=seed, **budget)
+            _, found["10"] = await measure_fit(fitter, pairs[:10], pairs[10:15])
+            counted, seen = found["10"]["calls"], len(model.calls)
+            if counted != seen:
+                raise RuntimeError(f"{search} search: usage counted {counted} calls, the model saw {seen}")
     persona = persona_fit.persona.text if persona_fit else fake_model(pairs, p=p, seed=seed).persona_text
     turn_pairs = pairs[-max(8, demo_k) :]
     demos = turn_demos(pairs[:10], demo_k)
@@ -232,6 +242,7 @@ async def run_cost_async(
         "budget": {"max_calls": max_calls, "max_pairs": max_pairs},
         "fit": fits,
         "fit_full_search": full,
+        "fit_reference_search": reference,
         "turn": turns,
         "reference": {str(n): values for n, values in REFERENCE.items()},
         "targets": {
@@ -259,10 +270,16 @@ async def time_embedded_fit(
     max_calls: int,
     max_pairs: int,
     seed: int = 0,
+    induction_max_tokens: int = DEFAULT_INDUCTION_TOKENS,
 ) -> dict[str, Any]:
     """Time one 10 + 5 fit with real models; return seconds, calls and tokens."""
     fitter = SynthesizeMe(
-        chat_model, judge_model=judge_model, max_calls=max_calls, max_pairs=max_pairs, seed=seed
+        chat_model,
+        judge_model=judge_model,
+        max_calls=max_calls,
+        max_pairs=max_pairs,
+        seed=seed,
+        induction_max_tokens=induction_max_tokens,
     )
     started = time.perf_counter()
     _, document = await measure_fit(fitter, pairs[:10], pairs[10:15])

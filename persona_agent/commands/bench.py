@@ -66,7 +66,12 @@ def accuracy(
     users: Annotated[int | None, typer.Option("--users", min=1, help="Only the first N users.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of splits, reply orders and the CI.")] = 0,
     search: Annotated[
-        str, typer.Option("--search", help="default: the product's budgeted fit; full: the fuller search.")
+        str,
+        typer.Option(
+            "--search",
+            help="default: the product's budgeted fit; full: the fuller search; reference: the "
+            "reference library's search (12 + 13 candidate programs, no call cap).",
+        ),
     ] = "default",
     base_url: Annotated[str | None, typer.Option("--base-url", help="OpenAI-compatible endpoint.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Chat model name at the endpoint.")] = None,
@@ -86,8 +91,8 @@ def accuracy(
     from persona_agent.benchmarks.accuracy import AccuracyRequest, run_accuracy
     from persona_agent.settings import load_settings
 
-    if search not in ("default", "full"):
-        raise typer.BadParameter("--search must be default or full")
+    if search not in ("default", "full", "reference"):
+        raise typer.BadParameter("--search must be default, full or reference")
     overrides = {
         key: value
         for key, value in {
@@ -230,7 +235,7 @@ def cost(
         demo_k=settings.demo_k,
     )
     if wall_embedded:
-        from persona_agent.factory import build_chat_model, build_judge_model
+        from persona_agent.factory import build_chat_model, build_judge_model, induction_tokens
 
         document["wall_embedded"] = {
             "model": settings.model_label,
@@ -242,6 +247,7 @@ def cost(
                     max_calls=settings.max_calls_per_synthesis,
                     max_pairs=settings.max_pairs_per_synthesis,
                     seed=seed,
+                    induction_max_tokens=induction_tokens(settings),
                 )
             ),
         }
@@ -288,11 +294,15 @@ def print_cost(document: dict[str, Any], console: Console) -> None:
             ", ".join(f"{stage} {usage['calls']}" for stage, usage in row["by_stage"].items()),
         )
     console.print(table)
-    if document.get("fit_full_search"):
-        full = document["fit_full_search"]["10"]
+    default = document["fit"].get("10")
+    for search in ("full", "reference"):
+        other = (document.get(f"fit_{search}_search") or {}).get("10")
+        if not other:
+            continue
+        versus = f" (default: {default['calls']} calls, {default['prompt_tokens']:,})" if default else ""
         console.print(
-            f"full search (--search full), 10 + 5: {full['calls']} calls, {full['prompt_tokens']:,} prompt "
-            f"tokens, {full['candidate_sets']} candidate demo sets"
+            f"{search} search (--search {search}), 10 + 5: {other['calls']} calls, "
+            f"{other['prompt_tokens']:,} prompt tokens, {other['candidate_sets']} candidate demo sets{versus}"
         )
     turns = Table(title="LLM cost per chat turn (PersonaJudge.rank, persona + demos)")
     for column in ("candidates", "judge calls", "prompt tokens", "completion tokens"):
