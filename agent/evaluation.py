@@ -1,26 +1,77 @@
-"""Pairwise accuracy as PersonalRewardBench counts it: both reply orders, ties wrong, macro over users.
+"""The evaluation protocol: leak-free splits, both reply orders, two accuracies, paired comparisons.
 
-A judge is anything with ``async compare(context, first, second) -> Verdict`` (see
-`agent.judge.PairwiseJudge`). Each pair is judged twice, with the user's chosen reply first and
-then second; an order scores when the verdict names the chosen reply. A tie scores nothing.
-Per-user accuracy is the mean over that user's 2n orders; the headline figure is the mean of
-per-user accuracies (macro), with a 95% percentile bootstrap interval over users.
+Every command that measures a judge runs this module (`persona-agent eval`, `bench accuracy`)
+and the synthesis gate scores val pairs with it.
+
+Splits. Pairs that share a context and a chosen reply are *siblings* (one ``choice`` feedback
+stores N-1 of them; PRISM and MT-Bench have them too): they always land in the same split, since
+a sibling in train would show the judge the answer to its twin in val or test.
+
+- `split_train_val`: the product's split of a user's stored pairs. A sibling group validates or
+  trains by a hash of its content (`holds_out`), fixed when the pair is created, so a pair any
+  persona was fitted on never validates a later persona, however many pairs arrive between fits.
+- `split_user_pairs`: a benchmark file's split of one user's pairs: the file's own ``split``
+  labels (a group spanning labels keeps only its most held-out members: test, then val), or a
+  seeded shuffle of the sibling groups into test (30%), val (20%) and train.
+
+Scoring. Each test pair is judged in both reply orders, each order alone (`verdicts_of`: a
+judge with ``judge_order`` spends one call per order; a judge with only ``compare``, such as the
+offline reward model, answers each order with it):
+
+- ``per_order`` (PersonalRewardBench's and the SynthesizeMe library's protocol): each order is
+  a prediction of its own and scores 1 when it names the chosen reply; a tie or a failed call
+  scores 0. A pair scores 0, 0.5 or 1.
+- ``debiased`` (the product's judge, `agent.judge.combine_orders`): the two orders' probabilities
+  are averaged into one verdict; the pair scores 1 when it names the chosen reply, else 0 (a tie
+  included).
+- position consistency: the share of pairs whose two orders name the same reply (no tie).
+
+A user's figure is the mean over their test pairs; a headline figure is the mean over users
+(macro) with a 95% percentile bootstrap interval over users.
+
+Paired comparisons. `run_judges` builds each judge per user from a factory and judges that user's
+test pairs; a user a judge could not be built for is left out of *every* judge's figures
+(`Evaluation.users`), so judges are compared on the same users, and `paired_difference` gives the
+difference of two judges with a paired bootstrap interval (users resampled, both judges together).
+
+Demos never include the pair being judged: `judge_user` (so `run_judges`, which `eval` and
+`bench accuracy` run) refuses a judge whose ``demos`` hold the pair or a sibling of it, and
+`demos_without` filters per-pair demos before a judge is built.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
+import logging
+import random
+import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
-from typing import Protocol, cast, runtime_checkable
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from agent.errors import PersonaAgentError
 from agent.features import FeatureExtractor
 from agent.formats import split_of
-from agent.records import PreferencePair, Turn, Verdict
+from agent.judge import combine_orders
+from agent.records import Demo, PreferencePair, Turn, Verdict
 from agent.reward_model import RewardModel, fit_population
+
+logger = logging.getLogger(__name__)
+
+Pick = Literal["chosen", "rejected", "tie"]
+Metric = Literal["accuracy", "accuracy_per_order", "position_consistency"]
+VAL_EVERY = 3  # one sibling group in three validates
+MIN_TRAIN_PAIRS = 2
+FILE_SPLITS = ("test", "val", "train")  # most held out first
+
+
+# --- judges -----------------------------------------------------------------------------------
 
 
 @runtime_checkable
@@ -32,57 +83,254 @@ class Comparer(Protocol):
         ...
 
 
+@runtime_checkable
+class OrderJudge(Protocol):
+    """A judge that can judge one reply order alone (`agent.judge.LLMJudge`)."""
+
+    async def judge_order(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
+        """Judge `first` against `second` in this order only."""
+        ...
+
+
+PairJudge = Callable[[PreferencePair], Awaitable[Comparer]]
+JudgeFactory = Callable[["UserSplit"], Awaitable[PairJudge]]
+
+
+def same_judge(judge: Comparer) -> PairJudge:
+    """Return a pair-judge that uses `judge` for every pair."""
+
+    async def for_pair(pair: PreferencePair) -> Comparer:
+        return judge
+
+    return for_pair
+
+
+async def verdicts_of(judge: Comparer, pair: PreferencePair) -> tuple[Verdict, Verdict]:
+    """Return the verdicts on `pair` shown chosen-first and chosen-second, each order judged alone."""
+    ask = judge.judge_order if isinstance(judge, OrderJudge) else judge.compare
+    chosen_first, chosen_second = await asyncio.gather(
+        ask(pair.context, pair.chosen, pair.rejected), ask(pair.context, pair.rejected, pair.chosen)
+    )
+    return chosen_first, chosen_second
+
+
+# --- siblings and splits ----------------------------------------------------------------------
+
+
+def sibling_key(pair: PreferencePair) -> str:
+    """Return the identity a pair shares with its siblings: a hash of its context and chosen reply."""
+    canonical = json.dumps(
+        [[[turn.role, turn.content] for turn in pair.context], pair.chosen],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:20]
+
+
+def holds_out(pair: PreferencePair) -> bool:
+    """Say whether the pair (with all its siblings) is a validation pair, never a training one."""
+    digest = hashlib.sha256(f"validation:{sibling_key(pair)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % VAL_EVERY == 0
+
+
+def sibling_groups(pairs: Iterable[PreferencePair]) -> dict[str, list[PreferencePair]]:
+    """Group pairs by `sibling_key`, in first-seen order."""
+    groups: dict[str, list[PreferencePair]] = defaultdict(list)
+    for pair in pairs:
+        groups[sibling_key(pair)].append(pair)
+    return dict(groups)
+
+
+def split_train_val(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """Split a user's stored pairs oldest first into train and val by `holds_out`."""
+    ordered = sorted(pairs, key=lambda pair: (pair.created_at, pair.id))
+    return [p for p in ordered if not holds_out(p)], [p for p in ordered if holds_out(p)]
+
+
+def split_user_pairs(
+    pairs: Sequence[PreferencePair], *, seed: int = 0
+) -> tuple[list[PreferencePair], list[PreferencePair], list[PreferencePair], str]:
+    """Return (train, val, test, how) for one user's pairs of a benchmark file (see the module)."""
+    groups = sibling_groups(pairs)
+    labelled = [pair for pair in pairs if split_of(pair) in FILE_SPLITS]
+    if labelled:
+        parts: dict[str, list[PreferencePair]] = {name: [] for name in FILE_SPLITS}
+        dropped = 0
+        for group in groups.values():
+            labels = {split_of(pair) for pair in group}
+            home = next((name for name in FILE_SPLITS if name in labels), None)
+            if home is None:
+                continue
+            parts[home].extend(pair for pair in group if split_of(pair) == home)
+            dropped += sum(1 for pair in group if split_of(pair) in FILE_SPLITS and split_of(pair) != home)
+        how = "the file's split" + (f", {dropped} siblings of held-out pairs left out" if dropped else "")
+        return parts["train"], parts["val"], parts["test"], how
+    ordered = sorted(groups.values(), key=lambda group: group[0].id)
+    random.Random(seed).shuffle(ordered)
+    n_test = max(1, round(0.3 * len(pairs)))
+    n_val = round(0.2 * len(pairs)) if len(pairs) - n_test >= 4 else 0
+    test: list[PreferencePair] = []
+    val: list[PreferencePair] = []
+    train: list[PreferencePair] = []
+    for group in ordered:
+        if len(test) < n_test:
+            test.extend(group)
+        elif len(val) < n_val:
+            val.extend(group)
+        else:
+            train.extend(group)
+    return train, val, test, f"seeded split {len(train)}/{len(val)}/{len(test)}"
+
+
+@dataclass(frozen=True)
+class UserSplit:
+    """One user's train, val and test pairs, and how they were split."""
+
+    user_id: str
+    train: list[PreferencePair]
+    val: list[PreferencePair]
+    test: list[PreferencePair]
+    how: str
+
+
+def user_splits(
+    pairs: Sequence[PreferencePair], *, users: int | None = None, seed: int = 0
+) -> tuple[list[UserSplit], dict[str, str]]:
+    """Split each user's pairs (file order of users); return the first `users` usable ones and the skipped.
+
+    Pairs labelled ``population`` are not evaluated; a user with fewer than 2 train pairs or no
+    test pair is skipped with the reason.
+    """
+    by_user: dict[str, list[PreferencePair]] = defaultdict(list)
+    for pair in pairs:
+        if split_of(pair) != "population":
+            by_user[pair.user_id].append(pair)
+    chosen: list[UserSplit] = []
+    skipped: dict[str, str] = {}
+    for user, own in by_user.items():
+        if users is not None and len(chosen) >= users:
+            break
+        train, val, test, how = split_user_pairs(own, seed=seed)
+        if len(train) < MIN_TRAIN_PAIRS or not test:
+            skipped[user] = f"too few pairs ({how})"
+            continue
+        chosen.append(UserSplit(user, train, val, test, how))
+    return chosen, skipped
+
+
+def demos_without(pair: PreferencePair, demos: Sequence[Demo]) -> list[Demo]:
+    """Drop from `demos` the pair being judged and its siblings."""
+    key = sibling_key(pair)
+    return [demo for demo in demos if sibling_key(demo.pair) != key]
+
+
+def check_no_demo_leak(judge: object, pair: PreferencePair) -> None:
+    """Raise ValueError when the judge would be shown `pair`, or a sibling of it, as a demo."""
+    demos: Sequence[Demo] = getattr(judge, "demos", ())
+    if len(demos_without(pair, demos)) != len(demos):
+        raise ValueError(f"pair {pair.id} is judged by a judge that shows it (or a sibling) as a demo")
+
+
+# --- scoring ----------------------------------------------------------------------------------
+
+
 class PairOutcome(BaseModel):
-    """How a judge did on one pair, in both orders."""
+    """What a judge picked for one pair in each order alone, and with both orders combined."""
 
     model_config = ConfigDict(frozen=True)
 
     user_id: str
     pair_id: str
-    chosen_first_correct: bool
-    chosen_second_correct: bool
+    chosen_first: Pick
+    chosen_second: Pick
+    debiased: Pick
+    fallback: bool = False
+
+    @property
+    def chosen_first_correct(self) -> bool:
+        """The order with the chosen reply first named it."""
+        return self.chosen_first == "chosen"
+
+    @property
+    def chosen_second_correct(self) -> bool:
+        """The order with the chosen reply second named it."""
+        return self.chosen_second == "chosen"
 
     @property
     def score(self) -> float:
-        """Fraction of the two orders judged right (0, 0.5 or 1)."""
+        """Debiased score: 1 when the combined verdict names the chosen reply, else 0."""
+        return 1.0 if self.debiased == "chosen" else 0.0
+
+    @property
+    def per_order_score(self) -> float:
+        """Per-order score: the fraction of the two orders that named the chosen reply (0, 0.5, 1)."""
         return (self.chosen_first_correct + self.chosen_second_correct) / 2
+
+    @property
+    def consistent(self) -> bool:
+        """Both orders named the same reply."""
+        return self.chosen_first == self.chosen_second != "tie"
+
+
+def _pick(verdict: Verdict, *, chosen_is_first: bool) -> Pick:
+    if verdict.preferred == "tie":
+        return "tie"
+    return "chosen" if (verdict.preferred == "first") == chosen_is_first else "rejected"
+
+
+def outcome_of(pair: PreferencePair, chosen_first: Verdict, chosen_second: Verdict) -> PairOutcome:
+    """Score the two single-order verdicts of one pair; a tie or a fallback names no reply."""
+    combined = combine_orders(chosen_first, chosen_second)
+    return PairOutcome(
+        user_id=pair.user_id,
+        pair_id=pair.id,
+        chosen_first=_pick(chosen_first, chosen_is_first=True),
+        chosen_second=_pick(chosen_second, chosen_is_first=False),
+        debiased=_pick(combined, chosen_is_first=True),
+        fallback=combined.source == "fallback",
+    )
 
 
 class UserAccuracy(BaseModel):
-    """Accuracy of one user's pairs."""
+    """Accuracy of one user's pairs under both protocols."""
 
     model_config = ConfigDict(frozen=True)
 
     user_id: str
     n_pairs: int
     accuracy: float
+    accuracy_per_order: float
+    position_consistency: float
+
+    def value(self, metric: Metric) -> float:
+        """Return one of the user's figures by name."""
+        return float(getattr(self, metric))
 
 
 class AccuracyReport(BaseModel):
-    """Macro accuracy over users with a bootstrap confidence interval, and the per-user rows."""
+    """Macro figures over users with bootstrap intervals, and the per-user rows."""
 
     model_config = ConfigDict(frozen=True)
 
     macro_accuracy: float
     ci_low: float
     ci_high: float
+    macro_accuracy_per_order: float
+    ci_per_order_low: float
+    ci_per_order_high: float
+    position_consistency: float
     n_users: int
     n_pairs: int
+    fallbacks: int
     users: tuple[UserAccuracy, ...]
 
 
-def outcome_of(pair: PreferencePair, chosen_first: Verdict, chosen_second: Verdict) -> PairOutcome:
-    """Score the two verdicts of one pair; a tie is wrong."""
-    return PairOutcome(
-        user_id=pair.user_id,
-        pair_id=pair.id,
-        chosen_first_correct=chosen_first.preferred == "first",
-        chosen_second_correct=chosen_second.preferred == "second",
-    )
-
-
 def bootstrap_ci(
-    values: Sequence[float], *, confidence: float = 0.95, resamples: int = 10_000, seed: int = 0
+    values: Sequence[float] | np.ndarray,
+    *,
+    confidence: float = 0.95,
+    resamples: int = 10_000,
+    seed: int = 0,
 ) -> tuple[float, float]:
     """Return a percentile bootstrap interval of the mean of `values`."""
     data = np.asarray(values, dtype=float)
@@ -97,32 +345,103 @@ def bootstrap_ci(
     return (float(low), float(high))
 
 
-def summarize(outcomes: Sequence[PairOutcome], *, seed: int = 0) -> AccuracyReport:
-    """Aggregate pair outcomes into per-user and macro accuracy with a 95% CI over users."""
-    by_user: dict[str, list[float]] = defaultdict(list)
+def summarize(
+    outcomes: Sequence[PairOutcome], *, users: Iterable[str] | None = None, seed: int = 0
+) -> AccuracyReport:
+    """Aggregate pair outcomes into per-user and macro figures, over `users` when given."""
+    keep = None if users is None else set(users)
+    by_user: dict[str, list[PairOutcome]] = defaultdict(list)
     for outcome in outcomes:
-        by_user[outcome.user_id].append(outcome.score)
-    users = tuple(
-        UserAccuracy(user_id=user, n_pairs=len(scores), accuracy=float(np.mean(scores)))
-        for user, scores in sorted(by_user.items())
+        if keep is None or outcome.user_id in keep:
+            by_user[outcome.user_id].append(outcome)
+    rows = tuple(
+        UserAccuracy(
+            user_id=user,
+            n_pairs=len(own),
+            accuracy=float(np.mean([o.score for o in own])),
+            accuracy_per_order=float(np.mean([o.per_order_score for o in own])),
+            position_consistency=float(np.mean([o.consistent for o in own])),
+        )
+        for user, own in sorted(by_user.items())
     )
-    per_user = [user.accuracy for user in users]
-    low, high = bootstrap_ci(per_user, seed=seed)
+
+    def macro(metric: Metric) -> float:
+        return float(np.mean([row.value(metric) for row in rows])) if rows else float("nan")
+
+    low, high = bootstrap_ci([row.accuracy for row in rows], seed=seed)
+    per_order_low, per_order_high = bootstrap_ci([row.accuracy_per_order for row in rows], seed=seed)
     return AccuracyReport(
-        macro_accuracy=float(np.mean(per_user)) if per_user else float("nan"),
+        macro_accuracy=macro("accuracy"),
         ci_low=low,
         ci_high=high,
-        n_users=len(users),
-        n_pairs=len(outcomes),
-        users=users,
+        macro_accuracy_per_order=macro("accuracy_per_order"),
+        ci_per_order_low=per_order_low,
+        ci_per_order_high=per_order_high,
+        position_consistency=macro("position_consistency"),
+        n_users=len(rows),
+        n_pairs=sum(row.n_pairs for row in rows),
+        fallbacks=sum(o.fallback for own in by_user.values() for o in own),
+        users=rows,
     )
+
+
+class PairedDifference(BaseModel):
+    """The macro difference `a` - `b` on the same users, with a paired bootstrap interval."""
+
+    model_config = ConfigDict(frozen=True)
+
+    a: str
+    b: str
+    metric: Metric
+    difference: float
+    ci_low: float
+    ci_high: float
+    n_users: int
+
+
+def paired_difference(
+    a: AccuracyReport,
+    b: AccuracyReport,
+    *,
+    metric: Metric = "accuracy",
+    names: tuple[str, str] = ("a", "b"),
+    seed: int = 0,
+) -> PairedDifference:
+    """Return `a` - `b` on `metric` over their common users; resampling users keeps each user's pair."""
+    theirs = {row.user_id: row.value(metric) for row in b.users}
+    differences = [row.value(metric) - theirs[row.user_id] for row in a.users if row.user_id in theirs]
+    low, high = bootstrap_ci(differences, seed=seed)
+    return PairedDifference(
+        a=names[0],
+        b=names[1],
+        metric=metric,
+        difference=float(np.mean(differences)) if differences else float("nan"),
+        ci_low=low,
+        ci_high=high,
+        n_users=len(differences),
+    )
+
+
+# --- running judges ---------------------------------------------------------------------------
 
 
 async def judge_pair(judge: Comparer, pair: PreferencePair) -> PairOutcome:
-    """Judge one pair in both orders."""
-    chosen_first = await judge.compare(pair.context, pair.chosen, pair.rejected)
-    chosen_second = await judge.compare(pair.context, pair.rejected, pair.chosen)
-    return outcome_of(pair, chosen_first, chosen_second)
+    """Judge one pair in both orders, each alone, and score it under both protocols."""
+    return outcome_of(pair, *(await verdicts_of(judge, pair)))
+
+
+async def judge_user(pair_judge: PairJudge, test: Sequence[PreferencePair]) -> list[PairOutcome]:
+    """Judge each test pair with the judge built for it, never one that shows it as a demo.
+
+    The judges' own concurrency limits gate the model calls.
+    """
+
+    async def one(pair: PreferencePair) -> PairOutcome:
+        judge = await pair_judge(pair)
+        check_no_demo_leak(judge, pair)
+        return await judge_pair(judge, pair)
+
+    return list(await asyncio.gather(*(one(pair) for pair in test)))
 
 
 async def evaluate(
@@ -134,8 +453,10 @@ async def evaluate(
 ) -> AccuracyReport:
     """Judge every pair in both orders and report accuracy per user and macro-averaged.
 
-    `judge` is one judge for all pairs, or a function giving the judge for a pair's user
-    (each user has their own persona).
+    `judge` is one judge for all pairs, or a function giving the judge for a pair (each user has
+    their own persona). Demos are the caller's to keep apart from `pairs` (the synthesis scores
+    val pairs with demos from train, which `split_train_val` keeps sibling-free); `run_judges`
+    checks it.
     """
     gate = asyncio.Semaphore(concurrency)
     judge_for = None if isinstance(judge, Comparer) else judge
@@ -143,10 +464,80 @@ async def evaluate(
     async def run(pair: PreferencePair) -> PairOutcome:
         chosen = judge_for(pair) if judge_for is not None else judge
         async with gate:
-            return await judge_pair(cast(Comparer, chosen), pair)
+            return await judge_pair(_as_comparer(chosen), pair)
 
     outcomes = await asyncio.gather(*(run(pair) for pair in pairs))
     return summarize(outcomes, seed=seed)
+
+
+def _as_comparer(judge: object) -> Comparer:
+    if not isinstance(judge, Comparer):
+        raise TypeError(f"{type(judge).__name__} has no compare()")
+    return judge
+
+
+@dataclass
+class JudgeRun:
+    """One judge's outcomes over the users it could judge, and the users it could not."""
+
+    outcomes: list[PairOutcome] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Several judges run on the same user splits; figures are over the users every judge judged."""
+
+    runs: dict[str, JudgeRun]
+    users: tuple[str, ...]
+    excluded: dict[str, dict[str, str]]
+
+    def report(self, name: str, *, seed: int = 0) -> AccuracyReport | None:
+        """Summarize one judge over the common users (None when there are none)."""
+        if not self.users:
+            return None
+        return summarize(self.runs[name].outcomes, users=self.users, seed=seed)
+
+    def difference(
+        self, a: str, b: str, *, metric: Metric = "accuracy", seed: int = 0
+    ) -> PairedDifference | None:
+        """Return judge `a` minus judge `b` with a paired bootstrap interval (None without users)."""
+        first, second = self.report(a, seed=seed), self.report(b, seed=seed)
+        if first is None or second is None:
+            return None
+        return paired_difference(first, second, metric=metric, names=(a, b), seed=seed)
+
+
+async def run_judges(
+    splits: Sequence[UserSplit],
+    factories: Mapping[str, JudgeFactory],
+    *,
+    on_progress: Callable[[str], None] | None = None,
+) -> Evaluation:
+    """Judge every user's test pairs with every judge; a user any judge failed for counts for none."""
+    runs = {name: JudgeRun() for name in factories}
+    for number, split in enumerate(splits, start=1):
+        for name, build in factories.items():
+            started = time.perf_counter()
+            try:
+                outcomes = await judge_user(await build(split), split.test)
+            except PersonaAgentError as exc:
+                runs[name].skipped[split.user_id] = f"{type(exc).__name__}: {exc}"
+                logger.warning("%s: %s skipped: %s", name, split.user_id, exc)
+                continue
+            finally:
+                runs[name].seconds += time.perf_counter() - started
+            runs[name].outcomes.extend(outcomes)
+            if on_progress:
+                score = float(np.mean([o.score for o in outcomes]))
+                on_progress(f"user {number}/{len(splits)} {split.user_id}: {name} {score:.1%}")
+    excluded: dict[str, dict[str, str]] = defaultdict(dict)
+    for name, run in runs.items():
+        for user, why in run.skipped.items():
+            excluded[user][name] = why
+    users = tuple(split.user_id for split in splits if split.user_id not in excluded)
+    return Evaluation(runs=runs, users=users, excluded=dict(excluded))
 
 
 class JudgeAgreement(BaseModel):

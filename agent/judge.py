@@ -5,8 +5,8 @@ then First or Second). When the raw message carries token log-probabilities, the
 mass of the choice token (First against Second) gives a calibrated probability; otherwise the
 structured choice is used as 1 or 0. `compare` judges both orders and averages them, so a judge
 that always names the same position produces ties rather than wins. Single-order answers are
-cached per judge, so asking `compare(a, b)` and then `compare(b, a)` (as the evaluation does)
-spends two calls, not four.
+cached per judge, so asking `compare(a, b)` and then `compare(b, a)`, or `judge_order` in each order
+(as the evaluation does, `agent.evaluation`), spends two calls, not four.
 """
 
 from __future__ import annotations
@@ -397,6 +397,13 @@ class LLMJudge:
         )
         answer, raw = await self._caller(messages)
         return verdict_of(answer, raw)
+
+    async def judge_order(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
+        """Judge this order alone (one call, cached); a tie with source "fallback" on failure."""
+        try:
+            return await self.judge_once(as_turns(context), first, second)
+        except ModelOutputError as exc:
+            return self._fall_back(exc)
 
     async def compare(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
         """Judge both orders (two calls) and combine them; a tie with source "fallback" on failure."""

@@ -56,7 +56,7 @@ from agent.errors import (
     NotEnoughPreferences,
     PersonaRejected,
 )
-from agent.evaluation import evaluate
+from agent.evaluation import demos_without, evaluate
 from agent.judge import LLMJudge, PersonaJudge, StructuredCaller
 from agent.prompts import (
     DEFAULT_INDUCTION_TOKENS,
@@ -208,8 +208,8 @@ def labelled_pool(train: Sequence[PreferencePair], count: int, seed: int) -> lis
 
 
 def others(pool: Sequence[PreferencePair], pair: PreferencePair, count: int) -> list[Demo]:
-    """Return up to `count` labelled demos from `pool`, never the pair itself."""
-    return [labelled_demo(other) for other in pool if other.id != pair.id][:count]
+    """Return up to `count` labelled demos from `pool`, never the pair itself or a sibling of it."""
+    return demos_without(pair, [labelled_demo(other) for other in pool])[:count]
 
 
 def _most_recent(pairs: Sequence[PreferencePair], count: int) -> list[PreferencePair]:

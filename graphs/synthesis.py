@@ -2,10 +2,11 @@
 
 ``load_pairs -> fit_persona -> annotate_pairs -> save_persona (when accepted) -> END``
 
-- `load_pairs` reads the user's newest ``synthesizer.max_pairs`` pairs and splits them
-  deterministically: oldest first, every third pair (positions 2, 5, 8, ...) is held out for
-  validation, but only when there are at least `MIN_PAIRS_FOR_VAL` (6) pairs; with fewer, all
-  train (SynthesizeMe then accepts without a gate). Fewer than 2 pairs: outcome "skipped".
+- `load_pairs` reads the user's newest ``synthesizer.max_pairs`` pairs and splits them with
+  `agent.evaluation.split_train_val`: a pair validates or trains by a hash of its content,
+  siblings of one ``choice`` together, so no pair that any persona was fitted on ever validates
+  a later one. Validation pairs are never trained on, even when there are too few for a gate.
+  Fewer than 2 train pairs: outcome "skipped" (the next trigger tries again with more).
 - `fit_persona` runs the synthesizer's `fit` (SynthesizeMe, or the offline reward model's
   `agent.offline_persona.OfflinePersonaWriter`, as the settings choose) with the current persona
   and demos as the gate's baseline.
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +42,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from agent.errors import NotFound, PersonaRejected
-from agent.records import PreferencePair, utc_now
+from agent.evaluation import MIN_TRAIN_PAIRS, split_train_val
+from agent.records import utc_now
 from agent.synthesis import PersonaSynthesizer, StageReporter, SynthesisResult
 from graphs.retry import is_transient
 from graphs.state import (
@@ -63,20 +65,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SYNTHESIS_LEASE = "synthesis"
-VAL_EVERY = 3
-MIN_PAIRS_FOR_VAL = 6
 # LangGraph names the node that runs fit_persona's `error_handler` after it; its update streams under it.
 FIT_FALLBACK = "__error_handler__fit_persona"
-
-
-def split_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], list[PreferencePair]]:
-    """Split oldest-first: every third pair to val when there are at least 6 pairs, else none."""
-    ordered = sorted(pairs, key=lambda pair: (pair.created_at, pair.id))
-    if len(ordered) < MIN_PAIRS_FOR_VAL:
-        return ordered, []
-    train = [pair for index, pair in enumerate(ordered) if index % VAL_EVERY != VAL_EVERY - 1]
-    val = [pair for index, pair in enumerate(ordered) if index % VAL_EVERY == VAL_EVERY - 1]
-    return train, val
 
 
 def outcome(
@@ -198,11 +188,15 @@ def build_graph(
         except BaseException:
             await _release(memory, lease.as_dict())
             raise
-        train, val = split_pairs(pairs)
-        if len(train) < 2:
+        train, val = split_train_val(pairs)
+        if len(train) < MIN_TRAIN_PAIRS:
             await _release(memory, lease.as_dict())
             skipped = outcome(
-                "skipped", f"{len(pairs)} pairs stored; a persona needs at least 2", train=len(train)
+                "skipped",
+                f"{len(pairs)} pairs stored, {len(train)} of them for training; a persona needs at least "
+                f"{MIN_TRAIN_PAIRS}",
+                train=len(train),
+                val=len(val),
             )
             return Command(update={"outcome": skipped, "result": None, "lease": None}, goto=END)
         return Command(

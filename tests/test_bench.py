@@ -10,15 +10,16 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from typer.testing import CliRunner
 
+from agent.evaluation import run_judges, same_judge, user_splits
 from agent.judge import PersonaJudge
 from agent.records import PreferencePair, Turn, Verdict
 from agent.synthesis import SynthesizeMe
-from persona_agent.benchmarks.accuracy import judge_document, run_judges, same_judge, user_splits
+from persona_agent.benchmarks.accuracy import judge_document
 from persona_agent.benchmarks.cost import REFERENCE, synthetic_pairs
 from persona_agent.benchmarks.fake_models import CountingChatModel, ScriptedPreferenceModel
 from persona_agent.benchmarks.llm_cache import SQLiteLLMCache, attach_cache
 from persona_agent.cli import app
-from tests.conftest import MT_BENCH
+from tests.conftest import MT_BENCH, PRISM
 from tests.fakes import default_responder
 from tests.memory_fixtures import WordHashEmbeddings
 
@@ -51,11 +52,11 @@ async def test_accuracy_counts_both_orders_ties_wrong_and_macro_over_users() -> 
     pairs = [
         *(labelled("alice", "train", f"a{n}", f"b{n}", n) for n in range(2)),
         labelled("alice", "val", "v", "w", 9),
-        labelled("alice", "test", "good A", "bad", 10),  # right in both orders: 1
-        labelled("alice", "test", "fine", "plain", 11),  # tie in both orders: 0
+        labelled("alice", "test", "good A", "bad", 10),  # right in both orders: 1 and 1
+        labelled("alice", "test", "fine", "plain", 11),  # tie in both orders: 0 and 0
         *(labelled("bob", "train", f"c{n}", f"d{n}", n) for n in range(2)),
-        labelled("bob", "test", "good B", "good C", 12),  # always First: right once, 0.5
-        labelled("bob", "test", "x", "good D", 13),  # wrong in both orders: 0
+        labelled("bob", "test", "good B", "good C", 12),  # always First: per order 0.5, debiased a tie
+        labelled("bob", "test", "x", "good D", 13),  # wrong in both orders: 0 and 0
         labelled("carol", "train", "e", "f", 1),  # one train pair: skipped
         labelled("carol", "test", "good", "g", 2),
         labelled("dave", "population", "good", "h", 1),  # population only: not evaluated
@@ -68,14 +69,18 @@ async def test_accuracy_counts_both_orders_ties_wrong_and_macro_over_users() -> 
     async def build(split: object) -> object:
         return same_judge(KeywordJudge())
 
-    results = await run_judges(splits, {"keyword": build})  # type: ignore[dict-item]
-    document = judge_document(results["keyword"], seed=0)
-    per_user = {row["user_id"]: row["accuracy"] for row in document["users"]}
-    assert per_user == {"alice": 0.5, "bob": 0.25}
-    assert document["macro_accuracy"] == pytest.approx(0.375)
+    evaluation = await run_judges(splits, {"keyword": build})  # type: ignore[dict-item]
+    document = judge_document(evaluation, "keyword", seed=0)
+    per_user = {row["user_id"]: (row["accuracy"], row["accuracy_per_order"]) for row in document["users"]}
+    assert per_user == {"alice": (0.5, 0.5), "bob": (0.0, 0.25)}
+    assert document["macro_accuracy"] == pytest.approx(0.25)
+    assert document["macro_accuracy_per_order"] == pytest.approx(0.375)
+    # alice: "good A" named in both orders, the tie in neither; bob: "good D" never, "good B" once.
+    assert document["position_consistency"] == pytest.approx((0.5 + 0.5) / 2)
     assert (document["n_users"], document["n_pairs"]) == (2, 4)
     # Resampling two users: the interval runs from the lower to the higher user accuracy.
-    assert (document["ci_low"], document["ci_high"]) == (0.25, 0.5)
+    assert (document["ci_low"], document["ci_high"]) == (0.0, 0.5)
+    assert document["ci_per_order"] == [0.25, 0.5]
     assert splits[1].test[0].chosen == "good B"  # the test pairs came from the file's labels
 
 
@@ -92,12 +97,12 @@ async def test_a_judge_that_fails_for_a_user_skips_only_that_user() -> None:
     splits, _ = user_splits(pairs)
 
     async def build(split: object) -> object:
-        if split.user_id == "amy":
+        if split.user_id == "amy":  # type: ignore[attr-defined]
             raise NotEnoughPreferences("no fit")
         return same_judge(KeywordJudge())
 
-    results = await run_judges(splits, {"keyword": build})  # type: ignore[dict-item]
-    document = judge_document(results["keyword"], seed=0)
+    evaluation = await run_judges(splits, {"keyword": build})  # type: ignore[dict-item]
+    document = judge_document(evaluation, "keyword", seed=0)
     assert document["n_users"] == 1
     assert document["skipped"] == [{"user_id": "amy", "reason": "NotEnoughPreferences: no fit"}]
 
@@ -212,7 +217,7 @@ def test_bench_accuracy_longer_and_offline_on_mt_bench(
 ) -> None:
     """Runs the no-LLM judges through the CLI; a word-hash embedder stands in for MiniLM to stay fast."""
     import persona_agent.factory as factory
-    from agent.formats import read_pairs
+    from agent.formats import read_pairs, split_of
 
     monkeypatch.setattr(
         factory, "build_embeddings", lambda settings, purpose: WordHashEmbeddings(dimensions=48)
@@ -236,6 +241,8 @@ def test_bench_accuracy_longer_and_offline_on_mt_bench(
             "3",
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--compare",
+            "offline,longer",
         ]
     )
     judges = document["judges"]
@@ -244,6 +251,20 @@ def test_bench_accuracy_longer_and_offline_on_mt_bench(
     for row in judges.values():
         assert row["n_users"] == 3
         assert 0.0 <= row["ci_low"] <= row["macro_accuracy"] <= row["ci_high"] <= 1.0
+        low, high = row["ci_per_order"]
+        assert 0.0 <= low <= row["macro_accuracy_per_order"] <= high <= 1.0
+        # Both judges score a pair from the replies alone, so reply order cannot change their pick.
+        assert row["macro_accuracy_per_order"] == pytest.approx(row["macro_accuracy"])
+    assert document["excluded_users"] == []
+    comparison = document["comparison"]
+    assert (comparison["a"], comparison["b"], comparison["n_users"]) == ("offline", "longer", 3)
+    gains = [
+        mine["accuracy"] - theirs["accuracy"]
+        for mine, theirs in zip(judges["offline"]["users"], judges["longer"]["users"], strict=True)
+    ]
+    assert comparison["accuracy"]["difference"] == pytest.approx(sum(gains) / 3)
+    low, high = comparison["accuracy"]["ci95"]
+    assert min(gains) <= low <= comparison["accuracy"]["difference"] <= high <= max(gains)
     # Prefer-the-longer counted independently from the file: both orders agree, ties score nothing.
     users = [row["user_id"] for row in document["users"]]
     expected = []
@@ -255,6 +276,15 @@ def test_bench_accuracy_longer_and_offline_on_mt_bench(
         ]
         expected.append(sum(len(p.chosen) > len(p.rejected) for p in test) / len(test))
     assert [row["accuracy"] for row in judges["longer"]["users"]] == pytest.approx(expected)
+    ties = [
+        sum(len(p.chosen) == len(p.rejected) for p in test) / len(test)
+        for test in (
+            [p for p in read_pairs(MT_BENCH, skip_invalid=True) if p.user_id == u and split_of(p) == "test"]
+            for u in users
+        )
+    ]
+    consistency = [row["position_consistency"] for row in judges["longer"]["users"]]
+    assert consistency == pytest.approx([1 - tie for tie in ties])
     assert judges["longer"]["macro_accuracy"] == pytest.approx(sum(expected) / 3)
     assert document["offline_prior"].startswith("leave-user-out")
     assert list((tmp_path / "cache").glob("minilm_*.npz"))
@@ -308,3 +338,35 @@ def test_bench_latency_cli_runs_with_the_chosen_checkpointer(tmp_path: Path) -> 
     refused = CliRunner().invoke(app, [*args, "--durability", "never"])
     assert refused.exit_code != 0
     assert "exit, async or sync" in refused.output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PRISM.is_file(), reason="PRISM examples not present")
+def test_bench_accuracy_pipeline_check_on_the_embedded_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pipeline check with the embedded 135M model, not a measure of the method: every judge runs
+    end to end on two PRISM users and reports both accuracies and its position consistency."""
+    pytest.importorskip("llama_cpp")
+    from persona_agent.benchmarks.accuracy import JUDGES
+
+    monkeypatch.chdir(tmp_path)  # no .env from the working directory
+    document = _run_json(
+        [
+            *("bench", "accuracy", "--data", str(PRISM), "--users", "2", "--json", "--no-cache"),
+            *("--compare", "synthesizeme,default"),
+        ]
+    )
+    assert "pipeline check" in document["model_note"]
+    assert set(document["judges"]) == set(JUDGES)
+    assert len(document["users"]) == 2 and document["excluded_users"] == []
+    evaluated = {row["user_id"] for row in document["users"]}
+    for name, row in document["judges"].items():
+        assert row["n_users"] == 2, name
+        assert {user["user_id"] for user in row["users"]} == evaluated
+        for key in ("macro_accuracy", "macro_accuracy_per_order", "position_consistency"):
+            assert 0.0 <= row[key] <= 1.0, (name, key)
+    comparison = document["comparison"]
+    assert (comparison["a"], comparison["b"], comparison["n_users"]) == ("synthesizeme", "default", 2)
+    low, high = comparison["accuracy"]["ci95"]
+    assert low <= comparison["accuracy"]["difference"] <= high

@@ -16,6 +16,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatResult
 from typer.testing import CliRunner
 
+import graphs.synthesis
 from memory.store import PreferenceStore
 from persona_agent import factory
 from persona_agent.cli import app
@@ -187,6 +188,9 @@ def test_picks_that_trigger_a_synthesis_return_at_once_and_the_persona_follows(
     # every pick (2 pairs) is due a synthesis: the first at 2 pairs, then after each 2 more
     monkeypatch.setenv("PERSONA_AGENT_FIRST_SYNTHESIS_AT", "2")
     monkeypatch.setenv("PERSONA_AGENT_RESYNTHESIZE_EVERY", "2")
+    # Every pick's pairs train, whichever of them the content hash would hold out for validation
+    # (tests/test_evaluation.py covers that split): each synthesis here makes a persona.
+    monkeypatch.setattr(graphs.synthesis, "split_train_val", lambda pairs: (list(pairs), []))
 
     def saved(version: int) -> Callable[[], bool]:
         return lambda: len(memory.persona_history("alice")) >= version

@@ -8,10 +8,11 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
+from agent.evaluation import split_train_val
 from agent.records import Persona
 from agent.synthesis import SynthesizeMe
 from graphs.state import SynthesisContext
-from graphs.synthesis import build_graph, split_pairs
+from graphs.synthesis import build_graph
 from memory.store import PreferenceStore
 from tests.fakes import CountingChatModel, persona_message, persona_of, replies_of, task_of, verdict_message
 from tests.memory_fixtures import make_pair
@@ -55,13 +56,34 @@ def synthesis_graph(memory: PreferenceStore, model: CountingChatModel, **options
     )
 
 
-def test_split_holds_out_every_third_pair_from_six_on() -> None:
-    pairs = [make_pair("u", f"q{n}", minutes=n) for n in range(9)]
-    train, val = split_pairs(list(reversed(pairs)))
-    assert [p.query for p in val] == ["q2", "q5", "q8"]
-    assert [p.query for p in train] == ["q0", "q1", "q3", "q4", "q6", "q7"]
-    train, val = split_pairs(pairs[:5])
-    assert len(train) == 5 and val == []
+async def test_a_pair_used_by_a_fit_never_validates_the_next() -> None:
+    memory = make_memory()
+    model = CountingChatModel(responder=taste_responder(GOOD))
+    graph = synthesis_graph(memory, model)
+    fitted_on: set[str] = set()
+    validated: list[set[str]] = []
+    for count in (5, 8, 11, 14, 17):  # the first persona at 5 pairs, then a re-synthesis every 3
+        pairs = [
+            make_pair(
+                "alice",
+                f"alice question {n} about soup",
+                chosen=f"Short {n}.",
+                rejected=f"Long {n} " * 5,
+                minutes=n,
+            )
+            for n in range(count - 3 if count > 5 else 0, count)
+        ]
+        memory.add_pairs("alice", pairs)
+        final = await graph.ainvoke({}, context=SynthesisContext(user_id="alice"))
+        result = final["result"]
+        if result is None:  # too few train pairs yet: nothing was fitted
+            continue
+        val = set(result["val_pair_ids"])
+        assert not val & fitted_on, "a pair an earlier persona was fitted on validates this one"
+        assert not val & set(result["train_pair_ids"])
+        fitted_on |= set(result["train_pair_ids"])
+        validated.append(val)
+    assert len(validated) >= 3 and any(validated)
 
 
 async def test_a_standalone_run_saves_an_accepted_persona_and_annotates_pairs() -> None:
@@ -72,13 +94,14 @@ async def test_a_standalone_run_saves_an_accepted_persona_and_annotates_pairs() 
     final = await synthesis_graph(memory, model).ainvoke({}, context=SynthesisContext(user_id="alice"))
     outcome = final["outcome"]
     assert outcome["status"] == "accepted" and outcome["persona_version"] == 1
-    assert (outcome["train_pairs"], outcome["val_pairs"]) == (6, 3)
+    train, val = split_train_val(memory.newest_pairs("alice", 40))
+    assert (outcome["train_pairs"], outcome["val_pairs"]) == (len(train), len(val))
     assert outcome["llm_calls"] == len(model.calls) > 0
     persona = memory.current_persona("alice")
     assert persona is not None and persona.text == GOOD and set(persona.pair_ids) == set(ids)
     notes = memory.annotations("alice")
     annotated = {pair_id for pair_id, note in notes.items() if "default_judge_correct" in note}
-    assert len(annotated) == 6 and annotated < set(ids)
+    assert annotated == {p.id for p in train} and annotated < set(ids)
     assert all(
         notes[i]["default_judge_correct"] is True and notes[i]["has_verified_reasoning"] for i in annotated
     )

@@ -14,7 +14,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agent.evaluation import judge_agreement
+from agent.evaluation import judge_agreement, split_train_val
 from agent.formats import read_pairs
 from agent.offline_persona import (
     NO_DEPARTURE,
@@ -55,7 +55,7 @@ def sample_pairs(user_id: str = "sam") -> list[PreferencePair]:
 
 async def test_the_writer_renders_the_users_statements_with_provenance(parts: OfflineParts) -> None:
     pairs = sample_pairs()
-    train, val = synthesis.split_pairs(pairs)
+    train, val = split_train_val(pairs)
     result = await OfflinePersonaWriter(parts.prior, parts.extractor).fit(train, val)
     persona = result.persona
     statements = statements_of(persona)
@@ -83,8 +83,9 @@ async def test_the_writer_renders_the_users_statements_with_provenance(parts: Of
     assert persona.source == "offline" and persona.model.startswith("offline reward model (features v")
     assert set(persona.pair_ids) == {pair.id for pair in pairs}
     assert result.usage.total.calls == 0
-    # Validation: the model fitted on the 8 train pairs, scored on the 4 held-out ones, both orders.
-    assert len(result.val_pair_ids) == 4 and persona.val_accuracy in {i / 8 for i in range(9)}
+    # Validation: the model fitted on the train pairs, scored on the held-out ones, both orders.
+    assert result.val_pair_ids == [pair.id for pair in val] and val
+    assert persona.val_accuracy in {i / len(val) for i in range(len(val) + 1)}
     assert result.accepted and persona.baseline_val_accuracy is None
     # The population prior is the default judge of every train pair; its misses the user's model
     # predicts are the demos.
@@ -136,7 +137,7 @@ async def test_offline_personas_are_versions_with_a_gate_and_rollback(parts: Off
         assert v2.val_accuracy is not None and v2.val_accuracy >= v2.baseline_val_accuracy
     # The default judge's verdicts are kept with the pairs (the inspector's badges, demo retrieval).
     notes = memory.annotations("sam")
-    train, _ = synthesis.split_pairs(pairs)
+    train, _ = split_train_val(pairs)
     assert all(isinstance(notes[pair.id]["default_judge_correct"], bool) for pair in train)
     memory.rollback("sam", 1)
     current = memory.current_persona("sam")

@@ -510,7 +510,9 @@ async def test_a_budget_spent_before_any_candidate_is_scored_keeps_the_current_p
 
     train, val = make_pairs(6), make_pairs(3, offset=100)
     current = Persona(user_id="u1", text="OLD: likes the liked answers.", version=3)
-    fitter = SynthesizeMe(CountingChatModel(responder=flaky_gate), attempts=3)
+    # The gate judges 3 val pairs in 2 orders, 4 attempts each: 24 calls, all the plan keeps for
+    # scoring (2 x 3 pairs x (3 sets + the gate)).
+    fitter = SynthesizeMe(CountingChatModel(responder=flaky_gate), attempts=4)
     fitter.max_calls = fitter.plan_calls(len(train), len(val), has_current=True)
     result = await fitter.fit(train, val, current=current)
     # the gate is scored first (its failures are ties); its retries leave nothing for the sets

@@ -1,13 +1,17 @@
 """PersonalRewardBench-style accuracy: per user, fit on train (+ val), judge the test pairs.
 
-Every test pair is judged in both reply orders; an order scores when the verdict names the
-user's chosen reply, a tie scores nothing (`agent.evaluation`). A user's accuracy is the mean
-over their 2n orders; the headline is the macro mean over users with a 95% bootstrap interval.
+The protocol is `agent.evaluation`'s: every test pair is judged in both reply orders, each order
+alone; each judge reports ``macro_accuracy`` (debiased: the two orders combined into one verdict,
+as the product judges), ``macro_accuracy_per_order`` (each order a prediction of its own, ties
+wrong: PersonalRewardBench's figure) and ``position_consistency``, macro over users with 95%
+bootstrap intervals. Judges are compared on the same users: a user any judge failed for is
+listed in ``excluded_users`` and left out of every judge's figures; ``compare`` adds the
+difference of two judges with a paired bootstrap interval.
 
-Splits: a file's own ``split`` labels (MT-Bench) or the seeded split of
-`persona_agent.commands.evaluate.split_user_pairs` (PRISM examples); users whose pairs are all
-``population`` are not evaluated, and users with fewer than 2 train pairs or no test pair are
-skipped. The judges (`JUDGES`):
+Splits (`agent.evaluation.user_splits`): a file's own ``split`` labels (MT-Bench) or a seeded
+split of sibling groups (PRISM examples); siblings (same context and chosen reply) never straddle
+splits. Users whose pairs are all ``population`` are not evaluated, and users with fewer than
+2 train pairs or no test pair are skipped. The judges (`JUDGES`):
 
 - ``default``: the LLM judge without persona.
 - ``synthesizeme``: persona + the demos SynthesizeMe selected on val (one fit per user, shared
@@ -33,15 +37,24 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from agent.errors import PersonaAgentError
-from agent.evaluation import AccuracyReport, Comparer, PairOutcome, judge_pair, summarize
+from agent.evaluation import (
+    Comparer,
+    Evaluation,
+    JudgeFactory,
+    PairJudge,
+    UserSplit,
+    demos_without,
+    run_judges,
+    same_judge,
+    user_splits,
+)
 from agent.formats import split_of
 from agent.judge import DefaultJudge, PersonaJudge
 from agent.prompts import DEFAULT_INDUCTION_TOKENS
@@ -49,7 +62,6 @@ from agent.records import PreferencePair
 from agent.reference_search import ReferenceSearch
 from agent.synthesis import SynthesisResult, SynthesizeMe
 from agent.usage import UsageTracker
-from persona_agent.commands.evaluate import split_user_pairs
 
 if TYPE_CHECKING:
     from agent.features import FeatureExtractor
@@ -65,99 +77,6 @@ JUDGES = ("default", "synthesizeme", "retrieved", "persona", "demos", "offline",
 LLM_JUDGES = frozenset({"default", "synthesizeme", "retrieved", "persona", "demos", "hybrid"})
 FIT_JUDGES = frozenset({"synthesizeme", "retrieved", "persona", "demos", "hybrid"})
 Search = Literal["default", "full", "reference"]
-
-PairJudge = Callable[[PreferencePair], Awaitable[Comparer]]
-JudgeBuilder = Callable[["UserSplit"], Awaitable[PairJudge]]
-
-
-@dataclass(frozen=True)
-class UserSplit:
-    """One user's train, val and test pairs, and how they were split."""
-
-    user_id: str
-    train: list[PreferencePair]
-    val: list[PreferencePair]
-    test: list[PreferencePair]
-    how: str
-
-
-@dataclass
-class JudgeResult:
-    """Outcomes of one judge over the users it could judge, and the users it skipped."""
-
-    outcomes: list[PairOutcome] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def report(self, *, seed: int = 0) -> AccuracyReport | None:
-        """Summarize the outcomes (None when no user was judged)."""
-        return summarize(self.outcomes, seed=seed) if self.outcomes else None
-
-
-def user_splits(
-    pairs: Sequence[PreferencePair], *, users: int | None = None, seed: int = 0
-) -> tuple[list[UserSplit], dict[str, str]]:
-    """Split each user's pairs (file order of users); return the first `users` usable ones and the skipped."""
-    by_user: dict[str, list[PreferencePair]] = defaultdict(list)
-    for pair in pairs:
-        if split_of(pair) != "population":
-            by_user[pair.user_id].append(pair)
-    chosen: list[UserSplit] = []
-    skipped: dict[str, str] = {}
-    for user, own in by_user.items():
-        if users is not None and len(chosen) >= users:
-            break
-        train, val, test, how = split_user_pairs(own, seed=seed)
-        if len(train) < 2 or not test:
-            skipped[user] = f"too few pairs ({how})"
-            continue
-        chosen.append(UserSplit(user, train, val, test, how))
-    return chosen, skipped
-
-
-async def judge_user(pair_judge: PairJudge, test: Sequence[PreferencePair]) -> list[PairOutcome]:
-    """Judge each test pair in both orders with the judge built for it."""
-
-    async def one(pair: PreferencePair) -> PairOutcome:
-        return await judge_pair(await pair_judge(pair), pair)
-
-    # The judges' own concurrency limits gate the model calls.
-    return list(await asyncio.gather(*(one(pair) for pair in test)))
-
-
-def same_judge(judge: Comparer) -> PairJudge:
-    """Return a pair-judge that uses `judge` for every pair."""
-
-    async def for_pair(pair: PreferencePair) -> Comparer:
-        return judge
-
-    return for_pair
-
-
-async def run_judges(
-    splits: Sequence[UserSplit],
-    builders: Mapping[str, JudgeBuilder],
-    *,
-    on_progress: Callable[[str], None] | None = None,
-) -> dict[str, JudgeResult]:
-    """Judge every user's test pairs with every judge; a judge that fails for a user skips that user."""
-    results = {name: JudgeResult() for name in builders}
-    for number, split in enumerate(splits, start=1):
-        for name, build in builders.items():
-            started = time.perf_counter()
-            try:
-                outcomes = await judge_user(await build(split), split.test)
-            except PersonaAgentError as exc:
-                results[name].skipped[split.user_id] = f"{type(exc).__name__}: {exc}"
-                logger.warning("%s: %s skipped: %s", name, split.user_id, exc)
-                continue
-            finally:
-                results[name].seconds += time.perf_counter() - started
-            results[name].outcomes.extend(outcomes)
-            if on_progress:
-                score = sum(o.score for o in outcomes) / len(outcomes)
-                on_progress(f"user {number}/{len(splits)} {split.user_id}: {name} {score:.1%}")
-    return results
 
 
 def synthesizer_for(
@@ -255,9 +174,9 @@ class BenchJudges:
         self._offline_judges: dict[str, OfflineJudge] = {}
         self._stored_users: set[str] = set()
 
-    def builders(self, names: Sequence[str]) -> dict[str, JudgeBuilder]:
+    def builders(self, names: Sequence[str]) -> dict[str, JudgeFactory]:
         """Return the builders of the judges `names`, in that order."""
-        table: dict[str, JudgeBuilder] = {
+        table: dict[str, JudgeFactory] = {
             "default": self._default,
             "synthesizeme": self._synthesizeme,
             "retrieved": self._retrieved,
@@ -345,7 +264,7 @@ class BenchJudges:
                 informativeness_weight=options.informativeness_weight,
                 mmr_lambda=options.mmr_lambda,
             )
-            return self._llm("retrieved", result.persona.text, demos)
+            return self._llm("retrieved", result.persona.text, demos_without(pair, demos))
 
         return for_pair
 
@@ -411,25 +330,55 @@ def user_rows(splits: Sequence[UserSplit], judges: BenchJudges) -> list[dict[str
     return rows
 
 
-def judge_document(result: JudgeResult, *, seed: int) -> dict[str, Any]:
-    """Return one judge's figures: macro accuracy, CI, users, and one row per user."""
-    report = result.report(seed=seed)
+def judge_document(evaluation: Evaluation, name: str, *, seed: int) -> dict[str, Any]:
+    """Return one judge's figures over the users every judge judged, one row per user, and its skips."""
+    report = evaluation.report(name, seed=seed)
+    run = evaluation.runs[name]
     return {
         "macro_accuracy": report.macro_accuracy if report else None,
         "ci_low": report.ci_low if report else None,
         "ci_high": report.ci_high if report else None,
+        "macro_accuracy_per_order": report.macro_accuracy_per_order if report else None,
+        "ci_per_order": [report.ci_per_order_low, report.ci_per_order_high] if report else None,
+        "position_consistency": report.position_consistency if report else None,
         "n_users": report.n_users if report else 0,
         "n_pairs": report.n_pairs if report else 0,
-        "seconds": round(result.seconds, 2),
+        "fallbacks": report.fallbacks if report else 0,
+        "seconds": round(run.seconds, 2),
         "users": [
-            {"user_id": user.user_id, "n_test": user.n_pairs, "accuracy": user.accuracy}
+            {
+                "user_id": user.user_id,
+                "n_test": user.n_pairs,
+                "accuracy": user.accuracy,
+                "accuracy_per_order": user.accuracy_per_order,
+                "position_consistency": user.position_consistency,
+            }
             for user in (report.users if report else ())
         ],
-        "skipped": [{"user_id": user, "reason": why} for user, why in result.skipped.items()],
+        "skipped": [{"user_id": user, "reason": why} for user, why in run.skipped.items()],
     }
 
 
+def comparison_document(evaluation: Evaluation, a: str, b: str, *, seed: int) -> dict[str, Any]:
+    """Return judge `a` minus judge `b` on both accuracies, with paired bootstrap 95% intervals."""
+    document: dict[str, Any] = {"a": a, "b": b, "n_users": len(evaluation.users)}
+    for metric in ("accuracy", "accuracy_per_order"):
+        difference = evaluation.difference(a, b, metric=metric, seed=seed)
+        document[metric] = (
+            {"difference": difference.difference, "ci95": [difference.ci_low, difference.ci_high]}
+            if difference
+            else None
+        )
+    return document
+
+
 PIPELINE_NOTE = "pipeline check, not method quality"
+METRICS_NOTE = (
+    "macro_accuracy: debiased (both orders combined into one verdict, the product's judge); "
+    "macro_accuracy_per_order: each order scored alone, ties 0 (PersonalRewardBench's protocol); "
+    "position_consistency: share of pairs whose two orders name the same reply. All over the users "
+    "every judge judged (excluded_users lists the others)."
+)
 
 
 @dataclass(frozen=True)
@@ -442,6 +391,16 @@ class AccuracyRequest:
     seed: int = 0
     search: Search = "default"
     cache_dir: Path | None = Path(".bench-cache")
+    compare: tuple[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.compare is not None:
+            missing = [name for name in self.compare if name not in self.judges]
+            if missing or self.compare[0] == self.compare[1]:
+                raise ValueError(
+                    f"compare needs two different judges among those run ({', '.join(self.judges)}), "
+                    f"got {','.join(self.compare)}"
+                )
 
 
 def cache_namespace(settings: Settings, role: str) -> str:
@@ -524,7 +483,7 @@ def run_accuracy(
         offline=offline,
         store=new_store(build_embeddings(settings, purpose="retrieval")) if "retrieved" in names else None,
     )
-    results = asyncio.run(run_judges(splits, judges.builders(names), on_progress=on_progress))
+    evaluation = asyncio.run(run_judges(splits, judges.builders(names), on_progress=on_progress))
     embedded = uses_llm and not settings.uses_endpoint
     return {
         "suite": "accuracy",
@@ -537,9 +496,16 @@ def run_accuracy(
         "search": request.search,
         "seed": request.seed,
         "offline_prior": offline.prior_source if offline else None,
-        "judges": {name: judge_document(result, seed=request.seed) for name, result in results.items()},
+        "metrics": METRICS_NOTE,
+        "judges": {name: judge_document(evaluation, name, seed=request.seed) for name in names},
+        "comparison": comparison_document(evaluation, *request.compare, seed=request.seed)
+        if request.compare
+        else None,
         "users": user_rows(splits, judges),
         "skipped_users": [{"user_id": user, "reason": why} for user, why in skipped_users.items()],
+        "excluded_users": [
+            {"user_id": user, "failed_judges": failed} for user, failed in evaluation.excluded.items()
+        ],
         "llm": {
             "test_calls": {
                 name: judges.trackers[name].report().total.calls for name in names if name in LLM_JUDGES

@@ -10,6 +10,7 @@ BENCHMARKS.md gives each suite's exact command, machine and figures.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -38,6 +39,17 @@ def _judge_names(values: list[str] | None) -> tuple[str, ...]:
     if unknown:
         raise typer.BadParameter(f"unknown judges {unknown}; choose from {', '.join(JUDGES)}")
     return tuple(dict.fromkeys(names))
+
+
+def _compared(value: str | None, names: tuple[str, ...]) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    parts = [name.strip() for name in value.split(",")]
+    if len(parts) != 2 or parts[0] == parts[1] or any(name not in names for name in parts):
+        raise typer.BadParameter(
+            f"--compare takes two different judges among those run ({', '.join(names)}), got {value!r}"
+        )
+    return parts[0], parts[1]
 
 
 def _emit(document: dict[str, Any]) -> None:
@@ -69,9 +81,13 @@ def accuracy(
         Path, typer.Option("--cache-dir", help="Where LLM results and embeddings are cached.")
     ] = Path(".bench-cache"),
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Cache nothing on disk.")] = False,
+    compare: Annotated[
+        str | None,
+        typer.Option("--compare", help="A,B: judge A minus judge B on the same users, paired 95% CI."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Fit per user on train (+ val), judge the test pairs in both orders; macro accuracy with 95% CI."""
+    """Fit per user on train (+ val), judge the test pairs in both orders; macro accuracies with 95% CI."""
     from persona_agent.benchmarks.accuracy import AccuracyRequest, run_accuracy
     from persona_agent.settings import load_settings
 
@@ -87,14 +103,16 @@ def accuracy(
         }.items()
         if value is not None
     }
+    names = _judge_names(judge)
     settings = load_settings(**overrides)
     request = AccuracyRequest(
         data=data,
-        judges=_judge_names(judge),
+        judges=names,
         users=users,
         seed=seed,
         search=search,  # type: ignore[arg-type]
         cache_dir=None if no_cache else cache_dir,
+        compare=_compared(compare, names),
     )
     progress = Console(stderr=True)
     document = run_accuracy(request, settings, on_progress=lambda line: progress.print(f"[dim]{line}[/dim]"))
@@ -104,27 +122,53 @@ def accuracy(
     print_accuracy(document, Console())
 
 
+def _with_interval(value: float | None, interval: Sequence[float | None] | None) -> str:
+    if value is None:
+        return "n/a"
+    low, high = interval or (None, None)
+    return _pct(value) if low is None or high is None else f"{value:.1%} ({low:.0%}-{high:.0%})"
+
+
 def print_accuracy(document: dict[str, Any], console: Console) -> None:
-    """Print the macro table, then the per-user table."""
-    title = f"Pairwise accuracy on {document['data']}, both orders, ties wrong (search: {document['search']})"
+    """Print the macro table, the paired comparison, then the per-user table."""
+    title = f"Pairwise accuracy on {document['data']}, both orders (search: {document['search']})"
     if document["model_note"]:
         title += f"\n[yellow]{document['model_note']}[/yellow]"
-    table = Table(title=title)
-    for column in ("judge", "macro accuracy", "95% CI", "users", "test pairs", "skipped", "seconds"):
+    table = Table(
+        title=title,
+        caption="debiased: both orders combined; per order: each order alone, ties wrong (95% CI)",
+    )
+    columns = ("judge", "debiased", "per order", "consistent", "users", "pairs", "skipped", "s")
+    for column in columns:
         table.add_column(column, justify="left" if column == "judge" else "right")
     for name, row in document["judges"].items():
-        ci = "n/a" if row["ci_low"] is None else f"{row['ci_low']:.1%} to {row['ci_high']:.1%}"
         table.add_row(
             name,
-            _pct(row["macro_accuracy"]),
-            ci,
+            _with_interval(row["macro_accuracy"], (row["ci_low"], row["ci_high"])),
+            _with_interval(row["macro_accuracy_per_order"], row["ci_per_order"]),
+            _pct(row["position_consistency"]),
             str(row["n_users"]),
             str(row["n_pairs"]),
             str(len(row["skipped"])),
             f"{row['seconds']:.1f}",
         )
     console.print(table)
-    per_user = Table(title="Per user")
+    comparison = document.get("comparison")
+    if comparison:
+        for metric, label in (("accuracy", "debiased"), ("accuracy_per_order", "per order")):
+            figure = comparison[metric]
+            if figure is None:
+                console.print(f"{comparison['a']} - {comparison['b']} ({label}): no common users")
+                continue
+            console.print(
+                f"{comparison['a']} - {comparison['b']} ({label}): {figure['difference']:+.1%} "
+                f"(paired 95% CI {figure['ci95'][0]:+.1%} to {figure['ci95'][1]:+.1%}) "
+                f"over {comparison['n_users']} users"
+            )
+    for row in document["excluded_users"]:
+        failed = "; ".join(f"{name}: {why}" for name, why in row["failed_judges"].items())
+        console.print(f"[yellow]{row['user_id']} left out of every judge's figures ({failed})[/yellow]")
+    per_user = Table(title="Per user (debiased / per order)")
     per_user.add_column("user")
     per_user.add_column("train/val/test", justify="right")
     names = list(document["judges"])
@@ -132,15 +176,19 @@ def print_accuracy(document: dict[str, Any], console: Console) -> None:
         per_user.add_column(name, justify="right")
     per_user.add_column("fit calls", justify="right")
     by_judge = {
-        name: {row["user_id"]: row["accuracy"] for row in judge["users"]}
-        for name, judge in document["judges"].items()
+        name: {row["user_id"]: row for row in judge["users"]} for name, judge in document["judges"].items()
     }
+
+    def cell(name: str, user: str) -> str:
+        row = by_judge[name].get(user)
+        return "" if row is None else f"{row['accuracy']:.0%} / {row['accuracy_per_order']:.0%}"
+
     for row in document["users"]:
         fit = row.get("fit")
         per_user.add_row(
             row["user_id"],
             f"{row['n_train']}/{row['n_val']}/{row['n_test']}",
-            *(_pct(by_judge[name].get(row["user_id"])) for name in names),
+            *(cell(name, row["user_id"]) for name in names),
             str(fit["calls"]) if fit else "",
         )
     console.print(per_user)

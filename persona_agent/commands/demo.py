@@ -119,8 +119,8 @@ async def _synthesize(
     console: Console,
 ) -> dict[str, Any]:
     """Run the synthesis graph, with a progress bar of LLM calls when an LLM writes the persona."""
+    from agent.evaluation import split_train_val
     from graphs.state import SynthesisContext
-    from graphs.synthesis import split_pairs
     from persona_agent.factory import build_synthesize_me
 
     context = SynthesisContext(user_id=user_id)
@@ -128,7 +128,7 @@ async def _synthesize(
         with console.status("Learning the persona with the offline reward model..."):
             return dict(await synthesis.ainvoke({}, context=context))
     synthesizer = build_synthesize_me(settings, models[0], models[-1])
-    train, val = synthesizer.trim(*split_pairs(pairs))
+    train, val = synthesizer.trim(*split_train_val(pairs))
     columns = (TextColumn("Synthesizing persona"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("fit", total=synthesizer.plan_calls(len(train), len(val)))

@@ -1,21 +1,17 @@
 """`persona-agent eval`: fit a persona per user and score the persona judge on held-out pairs.
 
-Splits: a pair's own ``split`` (train / val / test) is used when the file gives one; users whose
-pairs are all ``population`` are skipped. Without split labels, each user's pairs are shuffled
-with the seed and cut into test = max(1, round(0.3 n)), val = round(0.2 n) when at least 4 pairs
-remain for train and val together (else none), and train = the rest; users with fewer than 3
-pairs are skipped. Accuracy counts both reply orders with ties wrong (the judge combines both
-orders, so each pair scores 0 or 1 unless a comparison failed), macro-averaged over users with
-a 95% bootstrap interval.
+It runs the protocol of `agent.evaluation`: the split of `split_user_pairs` (a file's own
+``split`` labels, else a seeded split of sibling groups: test 30%, val 20%, train the rest;
+users whose pairs are all ``population`` are skipped), every test pair judged in both orders,
+and two accuracies macro-averaged over users with 95% bootstrap intervals: debiased (the judge
+combines both orders, as in chat) and per order (each order scored alone, ties wrong, as
+PersonalRewardBench counts), with the judge's position consistency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import random
-from collections import defaultdict
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,31 +20,11 @@ from langchain_core.language_models import BaseChatModel
 from rich.console import Console
 from rich.table import Table
 
-from agent.evaluation import PairOutcome, judge_pair, summarize
-from agent.formats import read_pairs, split_of
+from agent.evaluation import AccuracyReport, PairJudge, UserSplit, run_judges, same_judge, user_splits
+from agent.formats import read_pairs
 from agent.judge import PersonaJudge
-from agent.records import PreferencePair
-from agent.synthesis import SynthesizeMe
+from agent.synthesis import SynthesisResult, SynthesizeMe
 from agent.usage import UsageTracker
-
-MIN_PAIRS = 3
-
-
-def split_user_pairs(
-    pairs: Sequence[PreferencePair], *, seed: int = 0
-) -> tuple[list[PreferencePair], list[PreferencePair], list[PreferencePair], str]:
-    """Return (train, val, test, how) for one user's pairs, following the module's split rule."""
-    labelled = [pair for pair in pairs if split_of(pair) in ("train", "val", "test")]
-    if labelled:
-        parts = {name: [p for p in labelled if split_of(p) == name] for name in ("train", "val", "test")}
-        return parts["train"], parts["val"], parts["test"], "the file's split"
-    shuffled = sorted(pairs, key=lambda pair: pair.id)
-    random.Random(seed).shuffle(shuffled)
-    n_test = max(1, round(0.3 * len(shuffled)))
-    rest = len(shuffled) - n_test
-    n_val = round(0.2 * len(shuffled)) if rest >= 4 else 0
-    test, val, train = shuffled[:n_test], shuffled[n_test : n_test + n_val], shuffled[n_test + n_val :]
-    return train, val, test, f"seeded split {len(train)}/{len(val)}/{len(test)}"
 
 
 def reference_personas(data: Path) -> dict[str, str]:
@@ -66,51 +42,59 @@ def reference_personas(data: Path) -> dict[str, str]:
 
 
 async def evaluate_users(
-    by_user: dict[str, list[PreferencePair]],
+    splits: list[UserSplit],
     *,
-    model: BaseChatModel,
     judge_model: BaseChatModel,
     fitter: SynthesizeMe,
     structured_method: str,
     concurrency: int,
     seed: int,
-) -> tuple[list[dict[str, Any]], list[PairOutcome]]:
-    """Fit and test each user in turn; return one row per user and every test outcome."""
-    rows: list[dict[str, Any]] = []
-    outcomes: list[PairOutcome] = []
-    for user, pairs in by_user.items():
-        train, val, test, how = split_user_pairs(pairs, seed=seed)
-        if len(train) < 2 or not test:
-            rows.append({"user_id": user, "skipped": f"too few pairs ({how})"})
-            continue
-        result = await fitter.fit(train, val)
-        tracker = UsageTracker()
-        judge = PersonaJudge(
+) -> tuple[list[dict[str, Any]], AccuracyReport | None]:
+    """Fit and test each user in turn; return one row per user and the macro report."""
+    fits: dict[str, SynthesisResult] = {}
+    judges: dict[str, PersonaJudge] = {}
+    trackers: dict[str, UsageTracker] = {}
+
+    async def persona_judge(split: UserSplit) -> PairJudge:
+        result = fits[split.user_id] = await fitter.fit(split.train, split.val)
+        trackers[split.user_id] = UsageTracker()
+        judges[split.user_id] = PersonaJudge(
             judge_model,
             result.persona.text,
             result.demos,
             structured_method=structured_method,
             concurrency=concurrency,
             stage="test",
-            callbacks=[tracker],
+            callbacks=[trackers[split.user_id]],
         )
-        # The judge's own concurrency limit gates the model calls.
-        user_outcomes = await asyncio.gather(*(judge_pair(judge, pair) for pair in test))
-        outcomes.extend(user_outcomes)
-        fit_usage, test_usage = result.usage.total, tracker.report().total
+        return same_judge(judges[split.user_id])
+
+    evaluation = await run_judges(splits, {"synthesizeme": persona_judge})
+    report = evaluation.report("synthesizeme", seed=seed)
+    per_user = {row.user_id: row for row in report.users} if report else {}
+    rows: list[dict[str, Any]] = []
+    for split in splits:
+        failed = evaluation.runs["synthesizeme"].skipped.get(split.user_id)
+        if failed is not None:
+            rows.append({"user_id": split.user_id, "skipped": f"fit failed: {failed}"})
+            continue
+        result, scores = fits[split.user_id], per_user[split.user_id]
+        fit_usage, test_usage = result.usage.total, trackers[split.user_id].report().total
         rows.append(
             {
-                "user_id": user,
-                "split": how,
+                "user_id": split.user_id,
+                "split": split.how,
                 "n_train": len(result.train_pair_ids),
                 "n_val": len(result.val_pair_ids),
-                "n_test": len(test),
-                "accuracy": sum(o.score for o in user_outcomes) / len(user_outcomes),
+                "n_test": len(split.test),
+                "accuracy": scores.accuracy,
+                "accuracy_per_order": scores.accuracy_per_order,
+                "position_consistency": scores.position_consistency,
                 "val_accuracy": result.persona.val_accuracy,
                 "demos": len(result.demos),
                 "verified_reasoning": sum(r.verified for r in result.reasoning),
                 "skipped_pairs": len(result.skipped_pair_ids),
-                "fallbacks": result.judge_fallbacks + judge.fallbacks,
+                "fallbacks": result.judge_fallbacks + judges[split.user_id].fallbacks,
                 "fit_calls": fit_usage.calls,
                 "fit_prompt_tokens": fit_usage.prompt_tokens,
                 "fit_completion_tokens": fit_usage.completion_tokens,
@@ -119,7 +103,7 @@ async def evaluate_users(
                 "usage_by_stage": {k: v.model_dump() for k, v in result.usage.stages.items()},
             }
         )
-    return rows, outcomes
+    return rows, report
 
 
 def evaluate(
@@ -136,17 +120,12 @@ def evaluate(
 
     settings = load_settings()
     pairs = read_pairs(data, skip_invalid=True, limits=settings.limits)
-    by_user: dict[str, list[PreferencePair]] = defaultdict(list)
-    for pair in pairs:
-        if split_of(pair) != "population":
-            by_user[pair.user_id].append(pair)
-    chosen_users = dict(list(by_user.items())[:users] if users else by_user.items())
+    splits, too_few = user_splits(pairs, users=users, seed=seed)
     model, judge_model = build_chat_model(settings), build_judge_model(settings)
     fitter = build_synthesize_me(settings, model, judge_model, seed=seed)
-    rows, outcomes = asyncio.run(
+    rows, report = asyncio.run(
         evaluate_users(
-            chosen_users,
-            model=model,
+            splits,
             judge_model=judge_model,
             fitter=fitter,
             structured_method=settings.structured_output_method,
@@ -154,7 +133,7 @@ def evaluate(
             seed=seed,
         )
     )
-    report = summarize(outcomes, seed=seed) if outcomes else None
+    rows += [{"user_id": user, "skipped": why} for user, why in too_few.items()]
     references = reference_personas(data)
     note = (
         None
@@ -167,6 +146,9 @@ def evaluate(
         "note": note,
         "macro_accuracy": report.macro_accuracy if report else None,
         "ci95": [report.ci_low, report.ci_high] if report else None,
+        "macro_accuracy_per_order": report.macro_accuracy_per_order if report else None,
+        "ci95_per_order": [report.ci_per_order_low, report.ci_per_order_high] if report else None,
+        "position_consistency": report.position_consistency if report else None,
         "n_users": report.n_users if report else 0,
         "n_test_pairs": report.n_pairs if report else 0,
         "llm_calls": sum(row.get("fit_calls", 0) + row.get("test_calls", 0) for row in rows),
@@ -196,7 +178,8 @@ def _print_report(document: dict[str, Any]) -> None:
         console.print(table)
         val = "n/a" if row["val_accuracy"] is None else f"{row['val_accuracy']:.1%}"
         console.print(
-            f"  test accuracy {row['accuracy']:.1%} on {row['n_test']} pairs | val {val} | "
+            f"  test accuracy {row['accuracy']:.1%} debiased, {row['accuracy_per_order']:.1%} per order, "
+            f"{row['position_consistency']:.0%} position-consistent, on {row['n_test']} pairs | val {val} | "
             f"demos {row['demos']} | verified reasoning {row['verified_reasoning']}/{row['n_train']} | "
             f"fallbacks {row['fallbacks']} | fit {row['fit_calls']} calls, "
             f"{row['fit_prompt_tokens']} prompt + {row['fit_completion_tokens']} completion tokens | "
@@ -206,8 +189,10 @@ def _print_report(document: dict[str, Any]) -> None:
         console.print("no user had enough pairs to evaluate")
         return
     low, high = document["ci95"]
+    order_low, order_high = document["ci95_per_order"]
     console.print(
-        f"[bold]macro accuracy {document['macro_accuracy']:.1%} (95% CI {low:.1%} to {high:.1%}) over "
-        f"{document['n_users']} users, {document['n_test_pairs']} test pairs; "
-        f"{document['llm_calls']} LLM calls[/bold]"
+        f"[bold]macro accuracy {document['macro_accuracy']:.1%} debiased (95% CI {low:.1%} to {high:.1%}), "
+        f"{document['macro_accuracy_per_order']:.1%} per order (95% CI {order_low:.1%} to {order_high:.1%}), "
+        f"position consistency {document['position_consistency']:.1%}; over {document['n_users']} users, "
+        f"{document['n_test_pairs']} test pairs; {document['llm_calls']} LLM calls[/bold]"
     )

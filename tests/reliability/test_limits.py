@@ -14,6 +14,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from agent.errors import BudgetExceeded, ConfigurationError, InvalidPreference
+from agent.evaluation import split_train_val
 from agent.judge import MAX_RANK_CANDIDATES, DefaultJudge
 from agent.prompts import MAX_REPLY_CHARS, judge_messages
 from agent.records import PreferencePair, Turn, utc_now
@@ -135,7 +136,7 @@ async def test_llm_calls_per_synthesis_stay_within_the_budget() -> None:
     pairs = _pairs("alice", 40)
     model = CountingChatModel(responder=respond)
     fitter = build_synthesizer(settings, model, model)
-    train, val = synthesis.split_pairs(pairs)
+    train, val = split_train_val(pairs)
     result = await fitter.fit(train, val)
     assert result.usage.total.calls == len(model.calls) <= 30 and result.planned_calls <= 30
     assert len(result.train_pair_ids) < len(train)  # trimmed to fit, most recent kept
