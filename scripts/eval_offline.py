@@ -10,7 +10,7 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
   each simulated user, beside the population alone;
 * MT-Bench human judges (`val` and `test`): each user's prior refitted without them
   (`agent.evaluation.leave_user_out_priors`);
-* PRISM examples: the seeded split of `persona-agent eval`, the shipped prior;
+* PRISM examples: the seeded split of `agent.evaluation` (sibling pairs kept together), the shipped prior;
 * loops: each real MT-Bench answer that does not itself loop, against a copy of another answer
   to the same question that breaks into a loop, judged for every planted user and the population;
 * `--ablate`: the same on planted users and MT-Bench `val` with one part of the design removed;
@@ -40,13 +40,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from agent.evaluation import evaluate, leave_user_out_priors
+from agent.evaluation import evaluate, leave_user_out_priors, user_splits
 from agent.features import DEGENERATE_REPETITION, CachedEmbedder, FeatureExtractor, repetition
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair
 from agent.reward_model import RewardModel
-from persona_agent.commands.evaluate import split_user_pairs
 
 SIZES = (5, 10, 20)
 Prior = Callable[[str], RewardModel]
@@ -58,6 +57,18 @@ def by_user(pairs: Sequence[PreferencePair], split: str | None = None) -> dict[s
         if split is None or split_of(pair) == split:
             grouped[pair.user_id].append(pair)
     return dict(grouped)
+
+
+def splits_of(
+    pairs: Sequence[PreferencePair],
+) -> tuple[dict[str, list[PreferencePair]], dict[str, list[PreferencePair]], dict[str, list[PreferencePair]]]:
+    """Return each user's train, val and test pairs as the evaluation protocol splits them."""
+    found, _ = user_splits(pairs)
+    return (
+        {split.user_id: split.train for split in found},
+        {split.user_id: split.val for split in found},
+        {split.user_id: split.test for split in found},
+    )
 
 
 def accuracy(
@@ -98,7 +109,7 @@ def planted_table(
     for size in SIZES:
         pairs = read_pairs(folder / f"visible_n{size}.jsonl")
         extractor.pair_differences(pairs)
-        train, test = by_user(pairs, "train"), by_user(pairs, "test")
+        train, _, test = splits_of(pairs)
         column = f"n{size}"
         per_user = accuracy(extractor, lambda _: prior, train, test)
         if size == SIZES[0]:
@@ -118,12 +129,11 @@ def mt_bench(
     """Return population-alone and personal accuracy on MT-Bench splits, leave-user-out priors."""
     pairs = read_pairs(path, skip_invalid=True)
     extractor.pair_differences(pairs)
-    train = by_user(pairs, "train")
-    users = sorted(set(by_user(pairs, "test")) | set(by_user(pairs, "val")))
-    priors = leave_user_out_priors(pairs, extractor, users, template=prior)
+    train, val, test = splits_of(pairs)
+    priors = leave_user_out_priors(pairs, extractor, sorted(train), template=prior)
     found: dict[str, dict[str, float]] = {}
     for split in splits:
-        held = by_user(pairs, split)
+        held = {user: own for user, own in (val if split == "val" else test).items() if own}
         found[split] = {
             "population": macro(accuracy(extractor, priors.__getitem__, train, held, adapt=False)),
             "personal": macro(accuracy(extractor, priors.__getitem__, train, held)),
@@ -135,9 +145,7 @@ def prism(extractor: FeatureExtractor, prior: RewardModel, path: Path) -> dict[s
     """Return accuracy on the PRISM examples' seeded test split."""
     pairs = read_pairs(path)
     extractor.pair_differences(pairs)
-    train, test = {}, {}
-    for user, own in by_user(pairs).items():
-        train[user], _, test[user], _ = split_user_pairs(own, seed=0)
+    train, _, test = splits_of(pairs)
     return {
         "population": macro(accuracy(extractor, lambda _: prior, train, test, adapt=False)),
         "personal": macro(accuracy(extractor, lambda _: prior, train, test)),
@@ -190,7 +198,7 @@ def loops(
     held = {"loops": pairs}
     found = {"population": macro(accuracy(extractor, lambda _: prior, {}, held, adapt=False))}
     if planted is not None:
-        train = by_user(read_pairs(planted / "visible_n10.jsonl"), "train")
+        train, _, _ = splits_of(read_pairs(planted / "visible_n10.jsonl"))
         worst = min(
             macro(accuracy(extractor, lambda _: prior, {"loops": own}, held)) for own in train.values()
         )
@@ -225,9 +233,8 @@ def ablate(
         row = {}
         for size in SIZES:
             pairs = read_pairs(folder / f"visible_n{size}.jsonl")
-            row[f"planted n{size}"] = macro(
-                accuracy(extractor, lambda _, m=changed: m, by_user(pairs, "train"), by_user(pairs, "test"))
-            )
+            train, _, test = splits_of(pairs)
+            row[f"planted n{size}"] = macro(accuracy(extractor, lambda _, m=changed: m, train, test))
         row["MT-Bench val"] = mt_bench(extractor, changed, mt_path, ("val",))["val"]["personal"]
         found[name] = row
     return found
