@@ -56,9 +56,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import PersonaAgentError
+from agent.features import FeatureExtractor
 from agent.formats import split_of
 from agent.judge import combine_orders
 from agent.records import Demo, PreferencePair, Turn, Verdict
+from agent.reward_model import RewardModel, fit_population
 
 logger = logging.getLogger(__name__)
 
@@ -569,3 +571,34 @@ def judge_agreement(pairs: Sequence[PreferencePair], *, last: int = 20) -> Judge
         rate=agreed_count / len(recent) if recent else None,
         recent=recent,
     )
+
+
+def leave_user_out_priors(
+    pairs: Sequence[PreferencePair],
+    extractor: FeatureExtractor,
+    users: Sequence[str],
+    *,
+    template: RewardModel,
+    prior_splits: tuple[str, ...] = ("population", "train"),
+) -> dict[str, RewardModel]:
+    """Refit, for each user, the population weights on the other users' pairs of `prior_splits`.
+
+    The question-kind probe and the taste prior (between-user variances) are `template`'s; the
+    probe is left out when the extractor's embedder is not the one it was fitted on.
+    """
+    pool = [pair for pair in pairs if split_of(pair) in prior_splits]
+    extractor.pair_differences(pool)
+    width = extractor.query_vectors(pool[:1]).shape[1] if pool else 0
+    axis = template.axis if template.axis.size == width + 1 else None
+    everyone = fit_population(extractor, pool, axis=axis, taste_prior=template.taste_prior)
+    return {
+        user: fit_population(
+            extractor,
+            [pair for pair in pool if pair.user_id != user],
+            axis=axis,
+            taste_prior=template.taste_prior,
+            description=f"population prior without {user}",
+            start=everyone,
+        )
+        for user in users
+    }

@@ -28,7 +28,7 @@ import numpy as np
 
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "1"
+FEATURES_VERSION = "2"
 
 
 class Embedder(Protocol):
@@ -54,7 +54,7 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "length",
         "length",
-        "log of the reply's length in characters",
+        "log of the reply's length in words",
         "prefers longer, more detailed replies than most people",
         "prefers shorter replies than most people",
     ),
@@ -82,7 +82,13 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
         "likes being asked questions back",
         "dislikes questions back to them",
     ),
-    FeatureSpec("hedging", "hedging", "hedging phrases", "tolerates hedging", "dislikes hedging"),
+    FeatureSpec(
+        "hedging",
+        "hedging",
+        "hedging phrases per 100 words",
+        "tolerates hedging",
+        "dislikes hedging and prefers plain assertions",
+    ),
     FeatureSpec("apologies", "apologies", "apology phrases", "tolerates apologies", "dislikes apologies"),
     FeatureSpec(
         "refusal", "refusal", "a refusal or 'as an AI' disclaimer", "accepts refusals", "dislikes refusals"
@@ -105,7 +111,7 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "informality",
         "casual tone",
-        "contractions and exclamation marks per 100 words",
+        "contractions per 100 words",
         "likes a casual tone",
         "prefers a formal tone",
     ),
@@ -123,7 +129,81 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
         "likes replies that stay close to the question",
         "likes replies that go beyond the literal question",
     ),
+    FeatureSpec(
+        "sentence_length",
+        "sentence length",
+        "log of the mean words per sentence",
+        "likes long, flowing sentences",
+        "prefers short sentences",
+    ),
+    FeatureSpec(
+        "word_length",
+        "long words",
+        "mean letters per word",
+        "likes precise, technical vocabulary",
+        "prefers plain, everyday words",
+    ),
+    FeatureSpec(
+        "numbers",
+        "numbers and figures",
+        "words with digits per 100 words",
+        "likes numbers and figures",
+        "prefers replies without many numbers",
+    ),
+    FeatureSpec(
+        "first_sentence",
+        "opening sentence length",
+        "log of the first sentence's length in words",
+        "does not mind a long lead-in before the answer",
+        "wants the answer in a short, direct first sentence",
+    ),
+    FeatureSpec(
+        "examples",
+        "concrete examples",
+        "example markers (for example, e.g., for instance, such as)",
+        "likes concrete examples",
+        "prefers replies without worked examples",
+    ),
+    FeatureSpec(
+        "paragraphs",
+        "paragraphs",
+        "log of the number of blank-line separated blocks",
+        "likes replies broken into many paragraphs",
+        "prefers a single compact block of text",
+    ),
+    FeatureSpec(
+        "exclamation",
+        "exclamation marks",
+        "exclamation marks per 100 words",
+        "likes an enthusiastic tone",
+        "dislikes exclamation marks",
+    ),
+    FeatureSpec(
+        "emphasis",
+        "bold and italic emphasis",
+        "bold or italic spans",
+        "likes bold and italic emphasis",
+        "dislikes bold and italic emphasis",
+    ),
+    FeatureSpec(
+        "summary",
+        "closing summary",
+        "a closing summary (in summary, in conclusion, overall, to sum up)",
+        "likes a closing summary",
+        "dislikes a closing summary",
+    ),
+    FeatureSpec(
+        "repetition",
+        "repetition",
+        "log of the longest stretch of tokens that only repeats what the reply already said",
+        "tolerates repetition",
+        "dislikes repetition",
+    ),
 )
+# Measurements that describe whether a reply works at all rather than a matter of taste: they
+# keep the population's weight for every user, so a user who likes short replies never gets a
+# looping or refusing one.
+QUALITY_FEATURES: frozenset[str] = frozenset({"repetition"})
 INTERPRETABLE_NAMES: tuple[str, ...] = tuple(spec.name for spec in INTERPRETABLE)
 N_INTERPRETABLE = len(INTERPRETABLE)
 
@@ -132,14 +212,15 @@ _HEADING_LINE = re.compile(r"^\s*(?:#{1,6}\s+\S|\*\*[^*\n]{1,80}\*\*:?\s*$|[A-Z]
 _FENCE = re.compile(r"^\s*(```|~~~)", re.MULTILINE)
 _CODE_BLOCK = re.compile(r"(```|~~~).*?(\1|\Z)", re.DOTALL)
 _WORD = re.compile(r"[A-Za-z][A-Za-z']*")
-_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)|\n")
 _QUESTION = re.compile(r"\?(?:\s|$)")
 _VOWEL_GROUP = re.compile(r"[aeiouy]+")
 _EMOJI = re.compile("[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff]")
 _HEDGES = re.compile(
-    r"\b(?:might|may be|perhaps|possibly|probably|it depends|generally|typically|"
-    r"it is important to note|it's important to note|keep in mind|however|i think|i believe|"
-    r"it seems|could be|likely|not necessarily|in some cases|consult a)\b",
+    r"\b(?:may|might|could|perhaps|possibly|probably|likely|unlikely|maybe|seems?|appears? to|"
+    r"suggests?|often|usually|generally|typically|somewhat|fairly|rather|relatively|arguably|"
+    r"apparently|presumably|however|although|it depends|tends? to|in some cases|not necessarily|"
+    r"i think|i believe|i guess|it is important to note|it's important to note|keep in mind|consult a)\b",
     re.IGNORECASE,
 )
 _APOLOGIES = re.compile(r"\b(?:sorry|i apologi[sz]e|apologies|my apologies|unfortunately)\b", re.IGNORECASE)
@@ -149,6 +230,18 @@ _REFUSALS = re.compile(
     r"(?:access|the ability|personal))",
     re.IGNORECASE,
 )
+_NUMBER = re.compile(r"\b\S*\d\S*\b")
+_EXAMPLES = re.compile(r"\b(?:for example|for instance|e\.g\.|such as|example:|an example)", re.IGNORECASE)
+_EMPHASIS = re.compile(r"(\*\*|__)[^*_\n]{1,80}\1|(?<![*\w])\*[^*\s][^*\n]{0,80}\*(?!\*)")
+_SUMMARY = re.compile(
+    r"\b(?:in summary|in conclusion|to sum up|to summari[sz]e|overall,|in short,|all in all|ultimately,)",
+    re.IGNORECASE,
+)
+_PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+_CLOSED_CODE_BLOCK = re.compile(r"(```|~~~).*?\1", re.DOTALL)
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+# A span of this many tokens seen before in the same reply counts as repeated text.
+_REPEAT_SPAN = 10
 _FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"})
 _STOPWORDS_TEXT = (
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this "
@@ -185,6 +278,46 @@ def reading_level(text: str) -> float:
     return float(min(max(grade, 0.0), 20.0))
 
 
+def repetition(text: str) -> int:
+    """Return the longest stretch of tokens made only of spans of `_REPEAT_SPAN` tokens said before.
+
+    Natural replies rarely restate ten tokens in a row, and never for long; a reply that loops
+    ("something that is something that is ...") or pastes a paragraph again scores the length
+    of the loop, however long the sane text before it. Code blocks are left out:
+    code repeats itself legitimately (an unclosed fence is not code: a reply can loop inside it).
+    """
+    tokens = [token.lower() for token in _TOKEN.findall(_CLOSED_CODE_BLOCK.sub(" ", text))]
+    if len(tokens) <= _REPEAT_SPAN:
+        return 0
+    seen: set[tuple[str, ...]] = set()
+    repeated = np.zeros(len(tokens), dtype=bool)
+    for start in range(len(tokens) - _REPEAT_SPAN + 1):
+        span = tuple(tokens[start : start + _REPEAT_SPAN])
+        if span in seen:
+            repeated[start : start + _REPEAT_SPAN] = True
+        else:
+            seen.add(span)
+    longest = run = 0
+    for flag in repeated:
+        run = run + 1 if flag else 0
+        longest = max(longest, run)
+    return longest
+
+
+# A reply that repeats itself for this many tokens in a row is taken as looping or broken.
+DEGENERATE_REPETITION = math.log1p(40)
+
+
+def degeneracy(features: np.ndarray) -> np.ndarray:
+    """Return, per row of a reply feature matrix, how far it loops (0 when it does not)."""
+    repeated = np.asarray(features)[:, INTERPRETABLE_NAMES.index("repetition")]
+    return np.where(repeated >= DEGENERATE_REPETITION, repeated, 0.0)
+
+
+def _sentences(prose: str) -> list[str]:
+    return [part for part in _SENTENCE_END.split(prose) if _WORD.search(part)]
+
+
 def _content_words(text: str) -> set[str]:
     return {word.lower() for word in _WORD.findall(text) if word.lower() not in _STOPWORDS and len(word) > 2}
 
@@ -199,21 +332,33 @@ def measure(reply: str, query: str) -> np.ndarray:
     query_words = _content_words(query)
     overlap = len(query_words & _content_words(reply)) / len(query_words) if query_words else 0.0
     contractions = sum(1 for word in lowered if "'" in word.strip("'"))
+    sentences = _sentences(prose)
+    first_sentence = len(_WORD.findall(sentences[0])) if sentences else 0
     values = {
-        "length": math.log1p(len(reply)),
+        "length": math.log1p(len(reply.split())),
         "lists": math.log1p(sum(1 for line in lines if _LIST_LINE.match(line))),
         "headings": math.log1p(sum(1 for line in lines if _HEADING_LINE.match(line))),
         "code_blocks": math.log1p(len(_FENCE.findall(reply)) // 2 + len(_FENCE.findall(reply)) % 2),
         "questions": math.log1p(len(_QUESTION.findall(prose))),
-        "hedging": math.log1p(len(_HEDGES.findall(prose))),
+        "hedging": len(_HEDGES.findall(prose)) * per_100,
         "apologies": math.log1p(len(_APOLOGIES.findall(prose))),
         "refusal": 1.0 if _REFUSALS.search(prose) else 0.0,
         "reading_level": reading_level(reply),
         "emoji": math.log1p(len(_EMOJI.findall(reply))),
         "first_person": sum(1 for word in lowered if word in _FIRST_PERSON) * per_100,
-        "informality": (contractions + prose.count("!")) * per_100,
+        "informality": contractions * per_100,
         "query_overlap": overlap,
         "query_similarity": 0.0,
+        "sentence_length": math.log1p(len(words) / max(len(sentences), 1)),
+        "word_length": sum(len(word) for word in words) / len(words) if words else 0.0,
+        "numbers": len(_NUMBER.findall(prose)) * per_100,
+        "first_sentence": math.log1p(first_sentence),
+        "examples": math.log1p(len(_EXAMPLES.findall(prose))),
+        "paragraphs": math.log1p(len([p for p in _PARAGRAPH_BREAK.split(reply.strip()) if p.strip()])),
+        "exclamation": prose.count("!") * per_100,
+        "emphasis": math.log1p(len(_EMPHASIS.findall(prose))),
+        "summary": math.log1p(len(_SUMMARY.findall(prose))),
+        "repetition": math.log1p(repetition(reply)),
     }
     return np.array([values[name] for name in INTERPRETABLE_NAMES], dtype=np.float64)
 
@@ -326,6 +471,10 @@ class FeatureExtractor:
             return np.zeros((0, 0))
         return np.stack([self.pair_difference(pair) for pair in pairs])
 
-    def feature_names(self, dimensions: int) -> tuple[str, ...]:
-        """Return the names of a full feature vector with a `dimensions`-wide embedding."""
-        return (*INTERPRETABLE_NAMES, *(f"embedding_{i}" for i in range(dimensions)))
+    def query_vectors(self, pairs: Sequence[PreferencePair]) -> np.ndarray:
+        """Return the embedding of each pair's user message (cached with the replies')."""
+        return self.embedder.embed([pair.query for pair in pairs])
+
+    def query_vector(self, query: str) -> np.ndarray:
+        """Return the embedding of one user message."""
+        return self.embedder.embed([query])[0]

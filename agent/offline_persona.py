@@ -29,15 +29,12 @@ from typing import Literal
 
 from agent.evaluation import evaluate
 from agent.features import INTERPRETABLE_NAMES, FeatureExtractor
+from agent.offline_judge import OfflineJudge
 from agent.records import Demo, Persona, PreferencePair, Reasoning
-from agent.reward_model import (
-    OfflineJudge,
-    PreferenceStatement,
-    RewardModel,
-    describe_preferences,
-    fit_user,
-)
+from agent.reward_model import RewardModel
+from agent.statements import PreferenceStatement, describe_preferences
 from agent.synthesis import CandidateScore, StageReporter, SynthesisResult
+from agent.taste import fit_user
 from agent.usage import UsageReport
 
 MODEL_LABEL = "offline reward model"

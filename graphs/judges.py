@@ -5,7 +5,7 @@ for the turn, and returns a judge (anything with ``compare`` and ``rank``) with 
 records. `LLMJudges` gives the default judge before the user has a persona and the persona judge
 after. `OfflineJudges` fits the user's reward model on their newest stored pairs (the population
 prior alone when they have none). `HybridJudges` pools the two with the fixed weights of
-`agent.hybrid` (fitting the stack needs validation pairs judged by the LLM, too costly per turn).
+`agent.offline_judge` (fitting the stack needs validation pairs judged by the LLM, too costly per turn).
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class OfflineJudges:
         self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
     ) -> tuple[PairwiseJudge, str]:
         """Fit the user's reward model (no language model call) and return its judge."""
-        from agent.reward_model import OfflineJudge
+        from agent.offline_judge import OfflineJudge
 
         pairs = await asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs)
         judge = await asyncio.to_thread(OfflineJudge.for_user, self.prior, self.extractor, pairs)
@@ -94,7 +94,7 @@ class HybridJudges:
         self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
     ) -> tuple[PairwiseJudge, str]:
         """Return the pooled judge; its label names the LLM judge's kind."""
-        from agent.hybrid import HybridJudge
+        from agent.offline_judge import HybridJudge
 
         llm_judge, label = self.llm.build(persona, demos)
         offline_judge, _ = await self.offline(user_id, persona, demos)

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict
 
 from agent.evaluation import JudgeAgreement, judge_agreement
 from agent.offline_persona import is_offline_persona, statements_of
-from agent.reward_model import PreferenceStatement, describe_preferences, fit_user
+from agent.statements import PreferenceStatement, describe_preferences
+from agent.taste import fit_user
 
 if TYPE_CHECKING:
     from agent.records import Persona

@@ -1,199 +1,364 @@
-"""Evaluate the offline reward model on MT-Bench human judges; print a table (or JSON).
+"""Measure how well the offline reward model learns a person's taste; print tables (or JSON).
 
-    python scripts/eval_offline.py --data ../shared/data/mt_bench_human/pairs.jsonl \\
-        [--split val|test] [--json] [--tune] [--speed] [--sample-user]
+    python scripts/eval_offline.py [--planted ../shared/data/planted] [--mt-bench FILE]
+        [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--json]
 
-Rows: prefer-the-longer-reply; the population model alone (each tested user's prior is fitted on
-the `population` and `train` pairs of every other user); the population model adapted on the
-user's own `train` pairs. Accuracy counts both reply orders, macro over users, with a 95%
-bootstrap interval (agent.evaluation). `--split` picks the evaluated split (default `test`).
-`--tune` grid-searches the regularization on the `val` split (never on `test`) and prints each
-setting's validation accuracy. `--sample-user` fits the shipped prior on the demo's sample user
-(`persona_agent/data/sample_user.jsonl`): its first 8 pairs, then its last 4 held out, and
-prints the persona of all 12.
+Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judged in both
+orders, macro over users), the judges fitted on the users' `train` pairs:
+
+* planted tastes: per taste and training size (5, 10, 20 pairs), the shipped prior adapted on
+  each simulated user, beside the population alone;
+* MT-Bench human judges (`val` and `test`): each user's prior refitted without them
+  (`agent.evaluation.leave_user_out_priors`);
+* PRISM examples: the seeded split of `agent.evaluation` (sibling pairs kept together), the shipped prior;
+* loops: each real MT-Bench answer that does not itself loop, against a copy of another answer
+  to the same question that breaks into a loop, judged for every planted user and the population;
+* `--ablate`: the same on planted users and MT-Bench `val` with one part of the design removed;
+* `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached).
+
+`--curve` writes the learning curve (accuracy against training pairs) as an SVG picture.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
+import random
 import statistics
 import sys
 import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-# The fits are small matrix solves; threaded BLAS only fights over the cores (20x slower under load).
+# The fits are small matrix solves; threaded BLAS only fights over the cores.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from agent.evaluation import AccuracyReport, evaluate
-from agent.features import CachedEmbedder, FeatureExtractor
+import numpy as np
+
+from agent.evaluation import evaluate, leave_user_out_priors, user_splits
+from agent.features import DEGENERATE_REPETITION, CachedEmbedder, FeatureExtractor, repetition
 from agent.formats import read_pairs, split_of
+from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair
-from agent.reward_model import (
-    OfflineJudge,
-    Regularization,
-    RewardModel,
-    describe_preferences,
-    evaluate_offline,
-    fit_user,
-    leave_user_out_priors,
-    render_persona,
-)
+from agent.reward_model import RewardModel
 
-SAMPLE_USER_FILE = Path(__file__).resolve().parents[1] / "persona_agent" / "data" / "sample_user.jsonl"
+SIZES = (5, 10, 20)
+Prior = Callable[[str], RewardModel]
 
-LABELS = {
-    "prefer_longer": "prefer the longer reply",
-    "population": "population model only",
-    "population_plus_user": "population + per-user",
+
+def by_user(pairs: Sequence[PreferencePair], split: str | None = None) -> dict[str, list[PreferencePair]]:
+    grouped: dict[str, list[PreferencePair]] = defaultdict(list)
+    for pair in pairs:
+        if split is None or split_of(pair) == split:
+            grouped[pair.user_id].append(pair)
+    return dict(grouped)
+
+
+def splits_of(
+    pairs: Sequence[PreferencePair],
+) -> tuple[dict[str, list[PreferencePair]], dict[str, list[PreferencePair]], dict[str, list[PreferencePair]]]:
+    """Return each user's train, val and test pairs as the evaluation protocol splits them."""
+    found, _ = user_splits(pairs)
+    return (
+        {split.user_id: split.train for split in found},
+        {split.user_id: split.val for split in found},
+        {split.user_id: split.test for split in found},
+    )
+
+
+def accuracy(
+    extractor: FeatureExtractor,
+    prior: Prior,
+    train: dict[str, list[PreferencePair]],
+    held_out: dict[str, list[PreferencePair]],
+    *,
+    adapt: bool = True,
+) -> dict[str, float]:
+    """Return each user's accuracy on their held-out pairs."""
+    judges = {
+        user: OfflineJudge.for_user(prior(user), extractor, train.get(user, []))
+        if adapt
+        else OfflineJudge(prior(user), extractor)
+        for user in held_out
+    }
+    found = {}
+    for user, pairs in held_out.items():
+        report = asyncio.run(evaluate(judges[user], pairs))
+        found[user] = report.macro_accuracy
+    return found
+
+
+def macro(per_user: dict[str, float]) -> float:
+    return 100 * float(np.mean(list(per_user.values())))
+
+
+def taste_of(user_id: str) -> str:
+    return user_id.removeprefix("planted_").rsplit("_", 1)[0]
+
+
+def planted_table(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path
+) -> dict[str, dict[str, float]]:
+    """Return accuracy per taste (and overall) per training size, and the population alone."""
+    table: dict[str, dict[str, float]] = {}
+    for size in SIZES:
+        pairs = read_pairs(folder / f"visible_n{size}.jsonl")
+        extractor.pair_differences(pairs)
+        train, _, test = splits_of(pairs)
+        column = f"n{size}"
+        per_user = accuracy(extractor, lambda _: prior, train, test)
+        if size == SIZES[0]:
+            population = accuracy(extractor, lambda _: prior, train, test, adapt=False)
+            table.setdefault("population alone", {})["all"] = macro(population)
+        for name in sorted({taste_of(user) for user in per_user}):
+            table.setdefault(name, {})[column] = macro(
+                {u: a for u, a in per_user.items() if taste_of(u) == name}
+            )
+        table.setdefault("all planted users", {})[column] = macro(per_user)
+    return table
+
+
+def mt_bench(
+    extractor: FeatureExtractor, prior: RewardModel, path: Path, splits: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Return population-alone and personal accuracy on MT-Bench splits, leave-user-out priors."""
+    pairs = read_pairs(path, skip_invalid=True)
+    extractor.pair_differences(pairs)
+    train, val, test = splits_of(pairs)
+    priors = leave_user_out_priors(pairs, extractor, sorted(train), template=prior)
+    found: dict[str, dict[str, float]] = {}
+    for split in splits:
+        held = {user: own for user, own in (val if split == "val" else test).items() if own}
+        found[split] = {
+            "population": macro(accuracy(extractor, priors.__getitem__, train, held, adapt=False)),
+            "personal": macro(accuracy(extractor, priors.__getitem__, train, held)),
+        }
+    return found
+
+
+def prism(extractor: FeatureExtractor, prior: RewardModel, path: Path) -> dict[str, float]:
+    """Return accuracy on the PRISM examples' seeded test split."""
+    pairs = read_pairs(path)
+    extractor.pair_differences(pairs)
+    train, _, test = splits_of(pairs)
+    return {
+        "population": macro(accuracy(extractor, lambda _: prior, train, test, adapt=False)),
+        "personal": macro(accuracy(extractor, lambda _: prior, train, test)),
+    }
+
+
+def looping_copy(text: str, rng: random.Random) -> str:
+    """Return the start of `text`, then a short phrase of it repeated over ten lines."""
+    words = text.split()
+    cut = min(len(words), max(6, int(len(words) * rng.uniform(0.2, 0.7))))
+    unit = " ".join(words[max(0, cut - rng.randint(2, 6)) : cut])
+    lines = "\n".join(" ".join([unit] * rng.randint(3, 6)) for _ in range(10))
+    return " ".join(words[:cut]) + " " + lines
+
+
+def loop_pairs(path: Path, *, seed: int = 0) -> list[PreferencePair]:
+    """Pair each sane real answer (chosen) with a looping copy of another answer to its question."""
+    rng = random.Random(seed)
+    answers: dict[str, set[str]] = defaultdict(set)
+    contexts = {}
+    for pair in read_pairs(path, skip_invalid=True):
+        answers[pair.query].update((pair.chosen, pair.rejected))
+        contexts[pair.query] = pair.context
+    sane_limit = int(np.expm1(DEGENERATE_REPETITION))
+    made = []
+    for query, texts in sorted(answers.items()):
+        usable = sorted(text for text in texts if len(text.split()) >= 10)
+        for real in usable:
+            if repetition(real) >= sane_limit:
+                continue
+            for other in usable:
+                if other != real:
+                    made.append(
+                        PreferencePair(
+                            user_id="loops",
+                            context=contexts[query],
+                            chosen=real,
+                            rejected=looping_copy(other, rng),
+                        )
+                    )
+    return made
+
+
+def loops(
+    extractor: FeatureExtractor, prior: RewardModel, path: Path, planted: Path | None
+) -> dict[str, float]:
+    """Return the share of loop pairs each judge gets right: population, and the worst planted user."""
+    pairs = loop_pairs(path)
+    extractor.pair_differences(pairs)
+    held = {"loops": pairs}
+    found = {"population": macro(accuracy(extractor, lambda _: prior, {}, held, adapt=False))}
+    if planted is not None:
+        train, _, _ = splits_of(read_pairs(planted / "visible_n10.jsonl"))
+        worst = min(
+            macro(accuracy(extractor, lambda _: prior, {"loops": own}, held)) for own in train.values()
+        )
+        found["worst planted user (10 pairs)"] = worst
+    found["pairs"] = len(pairs)
+    return found
+
+
+ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
+    "full design": lambda prior: prior,
+    "no strong tastes (broad only)": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, strong_share=1e-9)
+    ),
+    "no question-kind tastes": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, conditional_share=1e-9)
+    ),
+    "no lapse": lambda prior: replace(prior, taste_prior=replace(prior.taste_prior, lapse=1e-6)),
+    "embedding on every question": lambda prior: replace(prior, questions=np.zeros((0, 0))),
+    "strong tastes keep full trust in the population": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, strong_trust=(1.0,))
+    ),
 }
 
 
-def build_extractor(cache: Path | None) -> FeatureExtractor:
-    """Return a feature extractor on MiniLM embeddings, cached in `cache` when given."""
-    from memory.embeddings import MiniLMEmbeddings
-
-    return FeatureExtractor(CachedEmbedder(MiniLMEmbeddings(), cache))
-
-
-def print_table(reports: dict[str, AccuracyReport], *, title: str) -> None:
-    """Print one row per method: macro accuracy, CI, users and pairs."""
-    print(title)
-    print(f"{'method':28s} {'macro acc':>9s}  {'95% CI':>15s}  {'users':>5s}  {'pairs':>5s}")
-    for key, report in reports.items():
-        print(
-            f"{LABELS.get(key, key):28s} {report.macro_accuracy:9.1%}  "
-            f"[{report.ci_low:5.1%}, {report.ci_high:5.1%}]  {report.n_users:5d}  {report.n_pairs:5d}"
-        )
-
-
-def tune(pairs: list[PreferencePair], extractor: FeatureExtractor, *, user_only: bool) -> Regularization:
-    """Grid-search the regularization on the val split; print every setting; return the best."""
-    users = sorted({pair.user_id for pair in pairs if split_of(pair) == "val"})
-    shipped = Regularization()
-    population_grid = (
-        [(shipped.population_interpretable, shipped.population_embedding)]
-        if user_only
-        else list(itertools.product((0.1, 0.3, 1.0, 3.0), (0.3, 1.0, 3.0, 10.0)))
-    )
-    user_grid = [
-        (strength, tuple(weaker), embedding)
-        for strength, weaker, embedding in itertools.product(
-            (3.0, 10.0, 30.0, 100.0), ((), (3.0, 1.0)), (None, 10.0, 100.0)
-        )
-        if all(value < strength for value in weaker)
-    ]
-    rows = []
-    for pop_i, pop_e in population_grid:
-        base = Regularization(population_interpretable=pop_i, population_embedding=pop_e)
-        priors = leave_user_out_priors(pairs, extractor, users, regularization=base)
-        for strength, weaker, embedding in user_grid:
-            reg = replace(
-                base, user_interpretable=strength, user_interpretable_weaker=weaker, user_embedding=embedding
-            )
-            reports = evaluate_offline(pairs, extractor, regularization=reg, eval_split="val", priors=priors)
-            population, personal = (
-                reports[key].macro_accuracy for key in ("population", "population_plus_user")
-            )
-            rows.append((reg, population, personal))
-            print(f"{reg}  population {population:.3f}  +user {personal:.3f}", flush=True)
-    best = max(rows, key=lambda row: row[2])
-    print(f"best on val: {best[0]} (population {best[1]:.3f}, +user {best[2]:.3f})")
-    return best[0]
+def ablate(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path, mt_path: Path
+) -> dict[str, dict[str, float]]:
+    """Return planted (n5, n10, n20) and MT-Bench val accuracy with each part of the design removed."""
+    found = {}
+    for name, change in ABLATIONS.items():
+        changed = change(prior)
+        row = {}
+        for size in SIZES:
+            pairs = read_pairs(folder / f"visible_n{size}.jsonl")
+            train, _, test = splits_of(pairs)
+            row[f"planted n{size}"] = macro(accuracy(extractor, lambda _, m=changed: m, train, test))
+        row["MT-Bench val"] = mt_bench(extractor, changed, mt_path, ("val",))["val"]["personal"]
+        found[name] = row
+    return found
 
 
-def sample_user(extractor: FeatureExtractor) -> dict[str, object]:
-    """Fit the shipped prior on the sample user's first 8 pairs; score the last 4; persona of all 12."""
-    prior = RewardModel.load()
-    pairs = read_pairs(SAMPLE_USER_FILE)
-    train, held_out = pairs[:8], pairs[8:]
-    personal = fit_user(prior, extractor, train)
-    reports = {
-        name: asyncio.run(evaluate(OfflineJudge(model, extractor), held_out))
-        for name, model in (("population", prior), ("population_plus_user", personal))
-    }
-    everything = fit_user(prior, extractor, pairs)
-    return {
-        **{f"{name} on the last {len(held_out)}": report.macro_accuracy for name, report in reports.items()},
-        "pull on the first 8": personal.user_strength,
-        "pull on all 12": everything.user_strength,
-        "persona of all 12": render_persona(describe_preferences(everything, prior)),
-    }
-
-
-def measure_speed(pairs: list[PreferencePair], extractor: FeatureExtractor) -> dict[str, float]:
-    """Time a 25-pair user fit (features cached) and one cached pair comparison, in milliseconds."""
-    prior = RewardModel.load()
-    by_user: dict[str, list[PreferencePair]] = {}
-    for pair in pairs:
-        by_user.setdefault(pair.user_id, []).append(pair)
-    user_pairs = max(by_user.values(), key=len)[:25]
-    fit_times = []
-    for _ in range(20):
+def speed(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path, *, rounds: int = 20
+) -> dict[str, float]:
+    """Return median milliseconds to fit a user on 25 pairs and to compare one pair, features cached."""
+    pairs = read_pairs(folder / "visible_n20.jsonl")
+    extractor.pair_differences(pairs)
+    own = by_user([p for p in pairs if split_of(p) in ("train", "val")])
+    user_pairs = next(ps for ps in own.values() if len(ps) >= 25)[:25]
+    fits, compares = [], []
+    for _ in range(rounds):
         started = time.perf_counter()
-        model = fit_user(prior, extractor, user_pairs)
-        fit_times.append(time.perf_counter() - started)
-    judge = OfflineJudge(model, extractor)
-    pair = user_pairs[0]
-    compare_times = []
-    for _ in range(200):
+        judge = OfflineJudge.for_user(prior, extractor, user_pairs)
+        fits.append(time.perf_counter() - started)
+        pair = user_pairs[len(compares) % len(user_pairs)]
         started = time.perf_counter()
         asyncio.run(judge.compare(pair.context, pair.chosen, pair.rejected))
-        compare_times.append(time.perf_counter() - started)
+        compares.append(time.perf_counter() - started)
     return {
-        "fit_25_pairs_ms_median": 1000 * statistics.median(fit_times),
-        "fit_25_pairs_ms_max": 1000 * max(fit_times),
-        "compare_ms_median": 1000 * statistics.median(compare_times),
-        "compare_ms_max": 1000 * max(compare_times),
+        "fit 25 pairs (ms)": 1000 * statistics.median(fits),
+        "compare (ms)": 1000 * statistics.median(compares),
     }
+
+
+def learning_curve_svg(table: dict[str, dict[str, float]]) -> str:
+    """Draw accuracy against training pairs, one line per taste, as a small SVG."""
+    width, height, left, bottom, top = 560, 320, 50, 40, 20
+    plot_w, plot_h = width - left - 150, height - bottom - top
+
+    def x(size: int) -> float:
+        return left + plot_w * SIZES.index(size) / (len(SIZES) - 1)
+
+    def y(value: float) -> float:
+        return top + plot_h * (1 - (value - 40) / 60)
+
+    colours = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#333333"]
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
+        'font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    for value in range(40, 101, 10):
+        parts.append(
+            f'<line x1="{left}" x2="{left + plot_w}" y1="{y(value):.1f}" y2="{y(value):.1f}" stroke="#ddd"/>'
+        )
+        parts.append(f'<text x="{left - 6}" y="{y(value) + 4:.1f}" text-anchor="end">{value}%</text>')
+    for size in SIZES:
+        parts.append(f'<text x="{x(size):.1f}" y="{height - bottom + 16}" text-anchor="middle">{size}</text>')
+    parts.append(
+        f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">training pairs per user</text>'
+    )
+    rows = [name for name in table if name != "population alone"]
+    for index, name in enumerate(rows):
+        colour = colours[index % len(colours)]
+        points = " ".join(f"{x(size):.1f},{y(table[name][f'n{size}']):.1f}" for size in SIZES)
+        dash = ' stroke-dasharray="5,3"' if name == "all planted users" else ""
+        parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
+        parts.append(
+            f'<text x="{left + plot_w + 8}" y="{top + 14 * index + 10}" fill="{colour}">{name}</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
+    columns = list(dict.fromkeys(column for row in rows.values() for column in row))
+    print(f"\n{title}")
+    print("| | " + " | ".join(columns) + " |")
+    print("| --- |" + " ---: |" * len(columns))
+    for name, row in rows.items():
+        print(f"| {name} | " + " | ".join(f"{row[c]:.1f}" if c in row else "" for c in columns) + " |")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation from the command line."""
+    """Run the evaluations named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/mt_bench_human/pairs.jsonl"))
-    parser.add_argument("--cache", type=Path, default=Path(".bench-cache/minilm_mt_bench.npz"))
-    parser.add_argument("--json", action="store_true", help="print the reports as JSON")
-    parser.add_argument("--speed", action="store_true", help="time a user fit and a comparison")
-    parser.add_argument("--split", choices=("val", "test"), default="test", help="the split to evaluate")
-    parser.add_argument("--tune", action="store_true", help="grid-search regularization on the val split")
+    data = Path("../shared/data")
+    parser.add_argument("--planted", type=Path, default=data / "planted")
+    parser.add_argument("--mt-bench", type=Path, default=data / "mt_bench_human" / "pairs.jsonl")
+    parser.add_argument("--prism", type=Path, default=data / "prism_examples" / "pairs.jsonl")
     parser.add_argument(
-        "--tune-user-only", action="store_true", help="with --tune: keep the shipped population strengths"
+        "--prior", type=Path, default=None, help="a prior artifact (default: the shipped one)"
     )
-    parser.add_argument("--sample-user", action="store_true", help="fit and score the demo's sample user")
+    parser.add_argument("--cache", type=Path, default=Path(".bench-cache/minilm_mt_bench.npz"))
+    parser.add_argument("--curve", type=Path, default=None, help="write the learning curve as SVG here")
+    parser.add_argument("--ablate", action="store_true", help="also remove each part of the design in turn")
+    parser.add_argument("--speed", action="store_true", help="also time a fit and a comparison")
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
-    pairs = read_pairs(args.data, skip_invalid=True)
-    extractor = build_extractor(args.cache)
-    started = time.perf_counter()
-    extractor.pair_differences(pairs)
-    extractor.embedder.save(args.cache)
-    print(f"features of {len(pairs)} pairs in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    from memory.embeddings import MiniLMEmbeddings
 
+    prior = RewardModel.load(args.prior) if args.prior else RewardModel.load()
+    extractor = FeatureExtractor(CachedEmbedder(MiniLMEmbeddings(), args.cache))
+    report: dict[str, object] = {"prior": prior.description}
+    planted = planted_table(extractor, prior, args.planted)
+    report["planted"] = planted
+    report["mt_bench"] = mt_bench(extractor, prior, args.mt_bench, ("val", "test"))
+    report["prism"] = prism(extractor, prior, args.prism)
+    report["loops"] = loops(extractor, prior, args.mt_bench, args.planted)
+    if args.ablate:
+        report["ablations"] = ablate(extractor, prior, args.planted, args.mt_bench)
     if args.speed:
-        for key, value in measure_speed(pairs, extractor).items():
-            print(f"{key:26s} {value:8.2f}")
-        return 0
-    if args.tune:
-        tune(pairs, extractor, user_only=args.tune_user_only)
-        return 0
-    if args.sample_user:
-        for key, shown in sample_user(extractor).items():
-            print(f"{key:34s} {shown}")
-        return 0
-
-    started = time.perf_counter()
-    reports = evaluate_offline(pairs, extractor, eval_split=args.split)
-    elapsed = time.perf_counter() - started
+        report["speed"] = speed(extractor, prior, args.planted)
+    extractor.embedder.save(args.cache)
+    if args.curve:
+        args.curve.parent.mkdir(parents=True, exist_ok=True)
+        args.curve.write_text(learning_curve_svg(planted), encoding="utf-8")
     if args.json:
-        print(json.dumps({key: report.model_dump(mode="json") for key, report in reports.items()}, indent=2))
-    else:
-        print_table(reports, title=f"MT-Bench human judges, {args.split} split ({elapsed:.1f}s)")
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"prior: {prior.description}")
+    print_table("Planted tastes (test pairs, % accuracy)", planted)
+    print_table("MT-Bench human judges, leave-user-out priors", report["mt_bench"])  # type: ignore[arg-type]
+    print_table("PRISM examples (seeded split)", {"PRISM": report["prism"]})  # type: ignore[dict-item]
+    print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
+    if args.ablate:
+        print_table("Ablations", report["ablations"])  # type: ignore[arg-type]
+    if args.speed:
+        print_table("Speed, median of 20 (features cached)", {"offline model": report["speed"]})  # type: ignore[dict-item]
     return 0
 
 

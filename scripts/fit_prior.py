@@ -3,26 +3,56 @@
     python scripts/fit_prior.py --data ../shared/data/mt_bench_human/pairs.jsonl \\
         --out agent/data/population_prior.json
 
-The shipped artifact is fitted on every user's `train` and `population` pairs (no `val`, no
-`test`). Evaluations must not use it for users it was fitted on: `scripts/eval_offline.py`
-refits a leave-user-out prior for each tested user instead.
+Three parts, all from the data file:
+
+* the question-kind probe: a logistic fit on the embeddings of the file's questions telling the
+  technical categories (coding, math, reasoning, STEM, extraction) from the open-ended ones
+  (writing, roleplay, humanities);
+* the population weights, fitted on every user's `train` and `population` pairs (no `val`, no
+  `test`); evaluations refit them without each evaluated user (`agent.evaluation`);
+* the between-user variance of each interpretable weight, estimated by empirical Bayes over
+  the users' `train` pairs (`agent.taste.estimate_user_variance`).
+
+Rerun it whenever `agent.features.FEATURES_VERSION` changes: a prior of another version is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # The fit is one small matrix solve per step; threaded BLAS only fights over the cores.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from agent.features import CachedEmbedder, FeatureExtractor
+import numpy as np
+
+from agent.features import N_INTERPRETABLE, CachedEmbedder, FeatureExtractor
 from agent.formats import read_pairs, split_of
-from agent.reward_model import DEFAULT_PRIOR_PATH, fit_population
+from agent.reward_model import DEFAULT_PRIOR_PATH, TastePrior, fit_population, fit_question_kind
+from agent.taste import estimate_user_variance
+
+TECHNICAL = frozenset({"coding", "math", "reasoning", "stem", "extraction"})
+OPEN_ENDED = frozenset({"writing", "roleplay", "humanities"})
+# users with fewer train pairs than this say too little about their own weights to count
+MIN_USER_PAIRS = 3
+
+
+def question_categories(path: Path) -> dict[str, str]:
+    """Return each question's category, as the data file gives it."""
+    found = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if isinstance(record.get("category"), str):
+                found[record["context"][-1]["content"]] = record["category"]
+    return found
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,29 +60,53 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/mt_bench_human/pairs.jsonl"))
     parser.add_argument("--out", type=Path, default=DEFAULT_PRIOR_PATH)
-    parser.add_argument("--splits", default="train,population", help="comma-separated splits to fit on")
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache/minilm_mt_bench.npz"))
     args = parser.parse_args(argv)
 
     from memory.embeddings import MiniLMEmbeddings
 
-    splits = set(args.splits.split(","))
-    pairs = [pair for pair in read_pairs(args.data, skip_invalid=True) if split_of(pair) in splits]
+    pairs = [p for p in read_pairs(args.data, skip_invalid=True) if split_of(p) in ("train", "population")]
     extractor = FeatureExtractor(CachedEmbedder(MiniLMEmbeddings(), args.cache))
     started = time.perf_counter()
     extractor.pair_differences(pairs)
+    categories = question_categories(args.data)
+    questions = sorted(q for q, category in categories.items() if category in TECHNICAL | OPEN_ENDED)
+    if not questions:
+        raise SystemExit(f"{args.data}: no question carries a category to fit the question-kind probe on")
+    axis = fit_question_kind(
+        extractor.embedder.embed(questions), np.array([categories[q] in TECHNICAL for q in questions])
+    )
     extractor.embedder.save(args.cache)
     users = len({pair.user_id for pair in pairs})
     model = fit_population(
         extractor,
         pairs,
-        description=(
-            f"population prior: {args.data.parent.name} {'+'.join(sorted(splits))} pairs of all {users} users"
+        axis=axis,
+        taste_prior=TastePrior(),
+        description=f"population prior: {args.data.parent.name} train+population pairs of all {users} users",
+    )
+    by_user = defaultdict(list)
+    for pair in pairs:
+        if split_of(pair) == "train":
+            by_user[pair.user_id].append(pair)
+    rows = []
+    for own in by_user.values():
+        if len(own) >= MIN_USER_PAIRS:
+            chosen, rejected = extractor.pair_features(own)
+            rows.append(model.design(chosen - rejected, model.question_terms(extractor.query_vectors(own))))
+    variances = estimate_user_variance(model, rows)
+    model = replace(
+        model,
+        taste_prior=replace(
+            model.taste_prior,
+            user_variance=tuple(float(v) for v in variances[:N_INTERPRETABLE]),
+            interaction_variance=tuple(float(v) for v in variances[N_INTERPRETABLE:]),
         ),
     )
     model.save(args.out)
     print(
-        f"fitted on {model.n_pairs} pairs of {model.n_users} users in {time.perf_counter() - started:.1f}s; "
+        f"fitted on {model.n_pairs} pairs of {model.n_users} users, between-user variances from "
+        f"{len(rows)} users, in {time.perf_counter() - started:.1f}s; "
         f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)"
     )
     return 0

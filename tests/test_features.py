@@ -16,6 +16,7 @@ from agent.features import (
     FeatureExtractor,
     measure,
     reading_level,
+    repetition,
 )
 from agent.records import PreferencePair, Turn
 
@@ -65,7 +66,32 @@ def test_measurements_see_structure_and_tone() -> None:
     assert value("I love it and my family does too.", "first_person") > value(plain, "first_person") == 0
     assert value("It's easy! You'll love it!", "informality") > value(plain, "informality") == 0
     assert value("Bake bread in an oven.", "query_overlap") > value("Use a pan.", "query_overlap")
-    assert value("a" * 1000, "length") > value("a" * 10, "length")
+    assert value("word " * 100, "length") > value("word " * 10, "length")
+
+
+def test_measurements_of_the_tastes_people_state() -> None:
+    plain = "Mix flour and water, knead the dough, let it rise and bake it."
+    assert value("Short. Clear. Done.", "sentence_length") < value(plain, "sentence_length")
+    assert value("Use yeast.", "word_length") < value("Incorporate fermentation agents.", "word_length")
+    assert value("Bake at 220 C for 35 minutes.", "numbers") > value(plain, "numbers") == 0
+    direct = "Yes. Bread needs flour, water, salt and yeast, mixed and baked."
+    lead_in = "Bread, which people have baked for thousands of years in many forms, needs flour. Bake it."
+    assert value(direct, "first_sentence") < value(lead_in, "first_sentence")
+    assert value("Use a strong flour, for example bread flour.", "examples") > value(plain, "examples") == 0
+    assert value("Mix.\n\nKnead.\n\nBake.", "paragraphs") > value(plain, "paragraphs")
+    assert value("Great bread!", "exclamation") > value(plain, "exclamation") == 0
+    assert value("Use **strong** flour.", "emphasis") > value(plain, "emphasis") == 0
+    assert value(plain + " In summary, bake it.", "summary") > value(plain, "summary") == 0
+
+
+def test_repetition_measures_a_loop_not_a_list() -> None:
+    answer = "\n".join(f"{i}. Step {i}: mix the flour with water and salt number {i}." for i in range(8))
+    loop = "To bake bread, mix flour and water. " + " ".join(["something that is"] * 30)
+    pasted = "Knead the dough until it is smooth and elastic, then let it rise. " * 3
+    assert repetition(answer) < 20
+    assert repetition(loop) >= 80
+    assert repetition(pasted) >= 20
+    assert value(loop, "repetition") > value(answer, "repetition")
 
 
 def test_reading_level_rises_with_long_words_and_sentences() -> None:

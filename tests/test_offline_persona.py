@@ -24,8 +24,9 @@ from agent.offline_persona import (
     statements_of,
 )
 from agent.records import PreferencePair, Turn, check_persona_text
-from agent.reward_model import PreferenceStatement, describe_preferences, fit_user
+from agent.statements import PreferenceStatement, describe_preferences
 from agent.synthesis import SynthesizeMe
+from agent.taste import fit_user
 from graphs import synthesis
 from graphs.chat import ChatOptions, build_graph
 from graphs.judges import OfflineJudges

@@ -1,11 +1,12 @@
-"""The offline reward model: population prior, per-user adaptation, persona, artifact, judges."""
+"""The offline reward model on synthetic users: population prior, learning a taste, statements, judges.
+
+Planted tastes over real answers are in tests/test_taste_planted.py.
+"""
 
 from __future__ import annotations
 
 import json
 import random
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,19 +16,12 @@ import pytest
 
 from agent.errors import ConfigurationError
 from agent.evaluation import evaluate
-from agent.features import INTERPRETABLE, FeatureExtractor
-from agent.hybrid import FIXED_WEIGHTS, HybridJudge, fit_stack
+from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
+from agent.offline_judge import FIXED_WEIGHTS, HybridJudge, OfflineJudge, PreferLongerJudge, fit_stack
 from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
-from agent.reward_model import (
-    OfflineJudge,
-    PreferLongerJudge,
-    Regularization,
-    RewardModel,
-    describe_preferences,
-    fit_population,
-    fit_user,
-    render_persona,
-)
+from agent.reward_model import RewardModel, fit_population
+from agent.statements import describe_preferences, render_persona
+from agent.taste import estimate_user_variance, fit_user
 from tests.test_features import HashEmbedder
 
 WORDS = (
@@ -74,9 +68,25 @@ def with_noise(pairs: list[PreferencePair], *, flip: float, seed: int) -> list[P
 
 @pytest.fixture(scope="module")
 def prior(extractor: FeatureExtractor) -> RewardModel:
-    """A population of 20 users who pick the longer reply 90% of the time."""
-    pairs = [p for u in range(20) for p in synthetic_pairs(f"pop{u}", 10, prefer="longer", seed=u)]
-    return fit_population(extractor, with_noise(pairs, flip=0.1, seed=7), description="synthetic population")
+    """A population of 20 users who pick the longer reply 90% of the time, with measured spreads."""
+    users = [
+        with_noise(synthetic_pairs(f"pop{u}", 10, prefer="longer", seed=u), flip=0.1, seed=7 + u)
+        for u in range(20)
+    ]
+    model = fit_population(extractor, [p for own in users for p in own], description="synthetic population")
+    rows = []
+    for own in users:
+        chosen, rejected = extractor.pair_features(own)
+        rows.append(model.design(chosen - rejected, model.question_terms(extractor.query_vectors(own))))
+    variances = estimate_user_variance(model, rows)
+    return replace(
+        model,
+        taste_prior=replace(
+            model.taste_prior,
+            user_variance=tuple(variances[:N_INTERPRETABLE]),
+            interaction_variance=tuple(variances[N_INTERPRETABLE:]),
+        ),
+    )
 
 
 def length_weight(model: RewardModel) -> float:
@@ -88,6 +98,13 @@ async def agreement(judge: OfflineJudge, pairs: Sequence[PreferencePair]) -> flo
     return report.macro_accuracy
 
 
+def probabilities(
+    model: RewardModel, extractor: FeatureExtractor, pairs: Sequence[PreferencePair]
+) -> np.ndarray:
+    chosen, rejected = extractor.pair_features(pairs)
+    return model.prob_first(chosen - rejected, model.question_terms(extractor.query_vectors(pairs)))
+
+
 async def test_prior_learns_the_population_preference(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
@@ -96,110 +113,113 @@ async def test_prior_learns_the_population_preference(
     assert await agreement(OfflineJudge(prior, extractor), held_out) == 1.0
 
 
-async def test_user_model_recovers_a_planted_preference_from_ten_pairs(
+def test_between_user_variances_are_estimated_for_every_personal_feature(prior: RewardModel) -> None:
+    variances = np.array(prior.taste_prior.user_variance)
+    assert variances.shape == (N_INTERPRETABLE,)
+    assert (variances[:-1] > 0).all()
+    # the repetition measure is quality, not taste: no user moves it
+    assert INTERPRETABLE_NAMES[-1] == "repetition" and variances[-1] == 0
+
+
+async def test_user_model_learns_a_taste_against_the_population_from_five_pairs(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
-    train = synthetic_pairs("alice", 10, prefer="shorter", seed=100)
     held_out = synthetic_pairs("alice", 20, prefer="shorter", seed=101)
-    model = fit_user(prior, extractor, train)  # the shipped strengths
-    assert model.user_id == "alice" and model.n_pairs == 10
-    assert model.user_strength is not None and model.user_strength < Regularization().user_interpretable
+    model = fit_user(prior, extractor, synthetic_pairs("alice", 5, prefer="shorter", seed=100))
+    assert model.user_id == "alice" and model.n_pairs == 5
     assert length_weight(model) < 0 < length_weight(prior)
     assert await agreement(OfflineJudge(prior, extractor), held_out) <= 0.1
     assert await agreement(OfflineJudge(model, extractor), held_out) >= 0.9
 
 
-async def test_without_the_leave_one_out_choice_ten_pairs_do_not_reverse_the_prior(
-    extractor: FeatureExtractor, prior: RewardModel
-) -> None:
-    """The shipped starting pull alone is deliberately strong: the choice is what lets 10 pairs count."""
-    fixed = replace(Regularization(), user_interpretable_weaker=())
-    model = fit_user(
-        prior, extractor, synthetic_pairs("alice", 10, prefer="shorter", seed=100), regularization=fixed
-    )
-    assert model.user_strength == fixed.user_interpretable
-    assert length_weight(model) > 0
+async def test_one_odd_pick_does_not_undo_a_taste(extractor: FeatureExtractor, prior: RewardModel) -> None:
+    pairs = synthetic_pairs("olga", 10, prefer="shorter", seed=150)
+    odd = pairs[3].model_copy(update={"chosen": pairs[3].rejected, "rejected": pairs[3].chosen, "id": ""})
+    model = fit_user(prior, extractor, [*pairs[:3], odd, *pairs[4:]])
+    held_out = synthetic_pairs("olga", 20, prefer="shorter", seed=151)
+    assert await agreement(OfflineJudge(model, extractor), held_out) >= 0.9
 
 
-def test_a_user_like_the_population_keeps_the_strong_pull(
+def test_two_contradictory_pairs_leave_predictions_at_the_priors(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
+    pair = synthetic_pairs("bob", 1, prefer="shorter", seed=200)[0]
+    flipped = pair.model_copy(update={"chosen": pair.rejected, "rejected": pair.chosen, "id": ""})
+    model = fit_user(prior, extractor, [pair, flipped])
+    held_out = synthetic_pairs("bob", 20, prefer="longer", seed=201)
+    before, after = probabilities(prior, extractor, held_out), probabilities(model, extractor, held_out)
+    # less sure than the population once contradicted, but on its side, and no taste is claimed
+    assert float(np.mean((before > 0.5) == (after > 0.5))) >= 0.85
+    assert float(np.mean(after)) > 0.55
+    assert describe_preferences(model, prior) == []
+
+
+def test_a_user_like_the_population_stays_there(extractor: FeatureExtractor, prior: RewardModel) -> None:
     pairs = with_noise(synthetic_pairs("paul", 12, prefer="longer", seed=250), flip=0.1, seed=251)
     model = fit_user(prior, extractor, pairs)
-    assert model.user_strength == Regularization().user_interpretable
+    assert model.taste is not None and model.taste.trust > 0.5
+    assert all(
+        item.feature != "length" or item.direction == "more" for item in describe_preferences(model, prior)
+    )
 
 
-def test_the_embedding_stays_the_populations_unless_asked(
+def test_the_embedding_weights_stay_the_populations(extractor: FeatureExtractor, prior: RewardModel) -> None:
+    model = fit_user(prior, extractor, synthetic_pairs("quinn", 10, prefer="shorter", seed=260))
+    assert model.taste is not None
+    for _, coefficients, _ in model.taste.components:
+        embedding = coefficients[N_INTERPRETABLE : prior.dimensions]
+        population = prior.weights[N_INTERPRETABLE:]
+        # a user may follow the population less (a scale on it), never in another direction
+        scale = float(embedding @ population / (population @ population))
+        assert np.allclose(embedding, scale * population) and 0 <= scale <= 1
+
+
+def test_statements_name_the_taste_with_the_pairs_behind_it(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
-    pairs = synthetic_pairs("quinn", 10, prefer="shorter", seed=260)
-    interpretable = len(INTERPRETABLE)
-    shipped = fit_user(prior, extractor, pairs)
-    assert np.array_equal(shipped.weights[interpretable:], prior.weights[interpretable:])
-    free = fit_user(prior, extractor, pairs, regularization=replace(Regularization(), user_embedding=10.0))
-    assert not np.allclose(free.weights[interpretable:], prior.weights[interpretable:])
-
-
-async def test_two_pairs_leave_the_user_close_to_the_prior(
-    extractor: FeatureExtractor, prior: RewardModel
-) -> None:
-    model = fit_user(prior, extractor, synthetic_pairs("bob", 2, prefer="shorter", seed=200))
-    held_out = synthetic_pairs("bob", 20, prefer="longer", seed=201)
-    differences = extractor.pair_differences(held_out)
-    prior_probabilities, user_probabilities = prior.prob_first(differences), model.prob_first(differences)
-    assert model.user_strength == Regularization().user_interpretable
-    assert np.array_equal(prior_probabilities > 0.5, user_probabilities > 0.5)
-    assert float(np.abs(prior_probabilities - user_probabilities).mean()) < 0.05
-    assert length_weight(model) > 0.5 * length_weight(prior)
-
-
-async def test_more_pairs_move_the_user_further(extractor: FeatureExtractor, prior: RewardModel) -> None:
-    pairs = synthetic_pairs("carol", 20, prefer="shorter", seed=300)
-    weights = [length_weight(fit_user(prior, extractor, pairs[:n])) for n in (2, 5, 20)]
-    assert weights[0] > weights[1] > weights[2]
-
-
-def test_persona_names_the_planted_preference(extractor: FeatureExtractor, prior: RewardModel) -> None:
     model = fit_user(prior, extractor, synthetic_pairs("alice", 10, prefer="shorter", seed=100))
     statements = describe_preferences(model, prior)
     assert statements[0].feature == "length" and statements[0].direction == "less"
-    assert statements[0].n_pairs == 10
-    assert statements[0].weight == pytest.approx(length_weight(model))
+    assert statements[0].condition is None
+    assert statements[0].n_pairs == statements[0].pairs_shown == 10
+    assert statements[0].probability > 0.5
     assert statements[0].population_weight == pytest.approx(length_weight(prior))
     text = render_persona(statements)
-    assert "shorter replies" in text and "10 pairs" in text
-    assert "as long as" in statements[0].text
+    assert "shorter replies" in text and "10 of 10 pairs" in text
+    assert render_persona([]).startswith("No clear departure")
 
 
-def test_fitting_a_user_on_25_pairs_takes_under_200_ms(
+async def test_a_looping_reply_loses_whatever_the_taste(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
-    pairs = with_noise(synthetic_pairs("tess", 25, prefer="shorter", seed=270), flip=0.2, seed=271)
-    extractor.pair_differences(pairs)  # features are cached per pair in the product too
-    times = []
-    for _ in range(5):
-        started = time.perf_counter()
-        fit_user(prior, extractor, pairs)
-        times.append(time.perf_counter() - started)
-    assert statistics.median(times) < 0.2
-
-
-def test_persona_of_a_user_like_everyone_says_so(extractor: FeatureExtractor, prior: RewardModel) -> None:
-    model = fit_user(prior, extractor, synthetic_pairs("dan", 2, prefer="longer", seed=400))
-    statements = describe_preferences(model, prior)
-    assert all(item.feature != "length" or item.direction == "more" for item in statements)
-    assert render_persona([]).startswith("No clear departure")
+    short_lover = fit_user(prior, extractor, synthetic_pairs("gina", 10, prefer="shorter", seed=801))
+    long_lover = fit_user(prior, extractor, synthetic_pairs("lena", 10, prefer="longer", seed=802))
+    rng = random.Random(803)
+    sane_long, sane_short = reply(rng, 10), reply(rng, 1)
+    loop = sane_short + " " + "\n".join(["something that is"] * 15)
+    context = (Turn(role="user", content="How do I bake bread?"),)
+    for model in (prior, short_lover, long_lover):
+        judge = OfflineJudge(model, extractor)
+        for sane in (sane_long, sane_short):
+            assert (await judge.compare(context, loop, sane)).preferred == "second"
+            assert (await judge.compare(context, sane, loop)).preferred == "first"
+        ranking = await judge.rank(context, [loop, sane_long, sane_short])
+        assert ranking.candidates[-1].index == 0
+        assert "repeats itself" in ranking.candidates[-1].reasons[0]
 
 
 def test_artifact_round_trip(tmp_path: Path, extractor: FeatureExtractor, prior: RewardModel) -> None:
     path = tmp_path / "prior.json"
     prior.save(path)
     loaded = RewardModel.load(path)
-    differences = extractor.pair_differences(synthetic_pairs("erin", 5, prefer="longer", seed=600))
-    assert np.allclose(loaded.prob_first(differences), prior.prob_first(differences), atol=1e-5)
+    pairs = synthetic_pairs("erin", 5, prefer="longer", seed=600)
+    assert np.allclose(
+        probabilities(loaded, extractor, pairs), probabilities(prior, extractor, pairs), atol=1e-5
+    )
     assert loaded.features_version == prior.features_version
     assert loaded.n_pairs == prior.n_pairs == 200 and loaded.n_users == 20
-    assert loaded.regularization == prior.regularization
+    assert np.allclose(loaded.taste_prior.user_variance, prior.taste_prior.user_variance, rtol=1e-6)
+    assert loaded.trained_on == prior.trained_on
 
 
 def test_artifact_of_another_feature_version_is_refused(tmp_path: Path, prior: RewardModel) -> None:
@@ -217,8 +237,8 @@ def test_shipped_prior_loads_with_the_current_feature_version() -> None:
     model = RewardModel.load()
     assert model.n_users > 50 and model.n_pairs > 500
     assert model.dimensions == len(model.mean) == len(model.scale)
-    # the product adapts users with the prior's strengths: they must be the ones these tests use
-    assert model.regularization == Regularization()
+    assert len(model.taste_prior.user_variance) == N_INTERPRETABLE
+    assert model.questions.shape[0] >= 60 and model.axis.size == model.dimensions - N_INTERPRETABLE + 1
 
 
 async def test_offline_judge_compares_both_orders_consistently(
@@ -234,7 +254,7 @@ async def test_offline_judge_compares_both_orders_consistently(
     assert "length favours First" in forward.reasoning
 
 
-async def test_offline_judge_ranks_by_utility_without_judge_calls(
+async def test_offline_judge_ranks_without_judge_calls(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
     rng = random.Random(800)

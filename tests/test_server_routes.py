@@ -238,6 +238,9 @@ def test_learnt_route_shows_the_offline_personas_statements_and_the_judge_agreem
         "population_weight": 0.0,
         "deviation": 0.8,
         "n_pairs": 4,
+        "pairs_shown": 4,
+        "probability": 0.9,
+        "condition": None,
     }
     store.save_persona(
         Persona(

@@ -21,11 +21,11 @@ splits. Users whose pairs are all ``population`` are not evaluated, and users wi
   (``default_judge_correct``, ``has_verified_reasoning``, the verified reasoning).
 - ``persona``: persona only. ``demos``: the selected demos only.
 - ``offline``: the reward model, population prior adapted on the user's train pairs (no LLM).
-  The prior is fitted leave-user-out on every other user's ``population`` and ``train`` pairs
-  of the file, as ``scripts/eval_offline.py`` does; a file with fewer than `MIN_PRIOR_PAIRS`
-  such pairs (PRISM examples) uses the shipped population prior (fitted on MT-Bench).
+  The prior is the shipped one (fitted on MT-Bench), except for users it was fitted on: for a
+  file of those (MT-Bench), each user's prior is refitted on every other user's ``population``
+  and ``train`` pairs of the file, as ``scripts/eval_offline.py`` does.
 - ``hybrid``: the ``synthesizeme`` judge and the ``offline`` judge pooled in log-odds, the stack
-  fitted on the user's val pairs when there are enough (`agent.hybrid`).
+  fitted on the user's val pairs when there are enough (`agent.offline_judge`).
 - ``longer``: the rule "prefer the longer reply".
 """
 
@@ -65,8 +65,8 @@ from agent.usage import UsageTracker
 
 if TYPE_CHECKING:
     from agent.features import FeatureExtractor
-    from agent.hybrid import HybridJudge
-    from agent.reward_model import OfflineJudge, RewardModel
+    from agent.offline_judge import HybridJudge, OfflineJudge
+    from agent.reward_model import RewardModel
     from graphs.chat import ChatOptions
     from memory.store import PreferenceStore
     from persona_agent.settings import Settings
@@ -76,7 +76,6 @@ logger = logging.getLogger(__name__)
 JUDGES = ("default", "synthesizeme", "retrieved", "persona", "demos", "offline", "hybrid", "longer")
 LLM_JUDGES = frozenset({"default", "synthesizeme", "retrieved", "persona", "demos", "hybrid"})
 FIT_JUDGES = frozenset({"synthesizeme", "retrieved", "persona", "demos", "hybrid"})
-MIN_PRIOR_PAIRS = 100
 Search = Literal["default", "full", "reference"]
 
 
@@ -123,20 +122,27 @@ class OfflineModels:
 
     def prepare(self, users: Sequence[str]) -> None:
         """Fit the users' priors (or load the shipped one); embeds every reply of the file once."""
-        from agent.reward_model import RewardModel, leave_user_out_priors
+        from agent.evaluation import leave_user_out_priors
+        from agent.reward_model import RewardModel
 
         self.extractor.pair_differences(self.pairs)
-        pool = [pair for pair in self.pairs if split_of(pair) in ("population", "train")]
-        if len(pool) >= MIN_PRIOR_PAIRS:
-            self._priors = leave_user_out_priors(self.pairs, self.extractor, users)
-            self.prior_source = f"leave-user-out, fitted on {len(pool)} population and train pairs"
+        shipped = RewardModel.load()
+        seen = sorted(set(users) & set(shipped.trained_on))
+        if seen:
+            # the shipped prior was fitted on these users' pairs: refit it without each of them
+            self._priors = leave_user_out_priors(self.pairs, self.extractor, users, template=shipped)
+            pool = [pair for pair in self.pairs if split_of(pair) in ("population", "train")]
+            self.prior_source = (
+                f"leave-user-out (the shipped prior has seen {len(seen)} of these users), "
+                f"fitted on {len(pool)} population and train pairs"
+            )
         else:
-            self._shared = RewardModel.load()
-            self.prior_source = "the shipped population prior (MT-Bench)"
+            self._shared = shipped
+            self.prior_source = f"the shipped population prior ({shipped.description})"
 
     def judge(self, split: UserSplit) -> OfflineJudge:
         """Return the user's offline judge, adapted on their train pairs."""
-        from agent.reward_model import OfflineJudge
+        from agent.offline_judge import OfflineJudge
 
         prior = self._priors.get(split.user_id) or self._shared
         if prior is None:
@@ -273,14 +279,14 @@ class BenchJudges:
         return same_judge(await asyncio.to_thread(self._offline_judge, split))
 
     async def _hybrid(self, split: UserSplit) -> PairJudge:
-        from agent.hybrid import HybridJudge
+        from agent.offline_judge import HybridJudge
 
         offline = await asyncio.to_thread(self._offline_judge, split)
         hybrid: HybridJudge = await HybridJudge.fit(await self._persona_judge(split), offline, split.val)
         return same_judge(hybrid)
 
     async def _longer(self, split: UserSplit) -> PairJudge:
-        from agent.reward_model import PreferLongerJudge
+        from agent.offline_judge import PreferLongerJudge
 
         return same_judge(PreferLongerJudge())
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
     from agent.records import Persona, PreferencePair
-    from agent.reward_model import PreferenceStatement
+    from agent.statements import PreferenceStatement
     from memory.store import PreferenceStore
     from persona_agent.factory import OfflineParts
     from persona_agent.settings import Settings
@@ -147,8 +147,8 @@ async def _default_pick(
     settings: Settings, judge_model: BaseChatModel, parts: OfflineParts, question: str, candidates: list[str]
 ) -> tuple[int, str]:
     """Return the candidate the default judge picks and that judge's name."""
+    from agent.offline_judge import OfflineJudge
     from agent.records import Turn
-    from agent.reward_model import OfflineJudge
     from graphs.judges import LLMJudges
 
     context = (Turn(role="user", content=question),)
@@ -164,7 +164,8 @@ class _Explainer:
     """Say which of the user's statements favour their pick over the default one (the offline judge)."""
 
     def __init__(self, store: PreferenceStore, user_id: str, parts: OfflineParts, max_pairs: int) -> None:
-        from agent.reward_model import describe_preferences, fit_user
+        from agent.statements import describe_preferences
+        from agent.taste import fit_user
 
         # The fit the offline judge makes for this user's turns: the same newest pairs.
         self.parts = parts

@@ -34,7 +34,7 @@ def show(
 ) -> None:
     """Show the persona the judge uses for a user: provenance, demos, learnt statements, judge agreement."""
     from agent.errors import UnknownUser
-    from agent.reward_model import render_persona
+    from agent.statements import render_persona
     from persona_agent.factory import build_offline_parts
     from persona_agent.learnt import agreement_line, agreement_of, learnt, statement_lines
     from persona_agent.settings import load_settings

@@ -1,0 +1,344 @@
+"""Learn one user's taste from a few pairs: a posterior over how they depart from the population.
+
+The population model (`agent.reward_model`) predicts each of the user's pairs with log-odds
+``m``. The user's own part is added on the interpretable features only — the embedding, which
+carries answer quality, stays the population's, and so do the quality measurements
+(`agent.features.QUALITY_FEATURES`). Two kinds of departure compete, weighed by how well they
+explain the user's pairs (their marginal likelihood):
+
+* **broad**: every interpretable weight and its question-kind interaction moves a little, with
+  the between-user variances measured across real users (`estimate_user_variance`, empirical
+  Bayes). Most people are like this, and with few pairs they stay close to the population.
+* **strong**: one feature decides most of the user's picks ("always the shorter reply"), either
+  always or flipping with the kind of question ("short answers to technical questions, long
+  ones to creative requests"), with a lapse rate so one odd pick does not undo the rest.
+  Each is integrated exactly on a grid.
+
+A few consistent pairs make a strong taste far likelier than chance agreement would, so five
+pairs can move a weight a long way; pairs that contradict each other move nothing. The user's
+weights are the posterior mean, so the model stays one linear utility that can be explained.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.special import expit, log_expit, logsumexp
+
+from agent.errors import ConfigurationError
+from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, QUALITY_FEATURES, FeatureExtractor
+from agent.records import PreferencePair
+from agent.reward_model import RewardModel, check_compatible, fit_logistic
+
+# the interpretable features a user's taste may move (the quality measurements stay fixed)
+PERSONAL = np.array([name not in QUALITY_FEATURES for name in INTERPRETABLE_NAMES])
+_GRID = np.linspace(-12.0, 12.0, 97)
+# How far a user follows the population's judgement (a scale on its log-odds), and the prior on it:
+# most people mostly agree with the crowd; someone who picks by one taste may ignore it.
+TRUST_LEVELS = (1.0, 0.5, 0.25, 0.1)
+TRUST_PRIOR = (0.55, 0.15, 0.15, 0.15)
+# a pair "shows" a feature when the replies differ on it by this many population spreads
+CLEAR_DIFFERENCE = 0.25
+
+
+@dataclass(frozen=True)
+class StrongTaste:
+    """One candidate strong taste and the posterior evidence for it."""
+
+    feature: str
+    conditional: bool
+    probability: float
+    mean: float
+    sd: float
+
+
+@dataclass(frozen=True)
+class Taste:
+    """The posterior over one user's departure from the population, from their pairs."""
+
+    n_pairs: int
+    # the posterior as a mixture of linear models over `RewardModel.design` rows:
+    # (probability, coefficients, lapse), most of the mass in a handful of components
+    components: tuple[tuple[float, np.ndarray, float], ...]
+    # how far the user follows the population's judgement of quality (1: fully, as most people do)
+    trust: float
+    broad_probability: float
+    # posterior mean and spread of the broad departure: interpretable weights, then interactions
+    broad_mean: np.ndarray
+    broad_sd: np.ndarray
+    strong: tuple[StrongTaste, ...]
+    # per interpretable feature: pairs that clearly differ on it, and those whose pick went
+    # the way of the user's net departure on it (sign by question kind for interactions)
+    shown: np.ndarray
+    agreeing: np.ndarray
+    shown_conditional: np.ndarray
+    agreeing_conditional: np.ndarray
+
+    def strong_probability(self, feature: str, *, conditional: bool) -> float:
+        """Return the posterior probability of a strong taste on `feature`."""
+        return sum(
+            item.probability
+            for item in self.strong
+            if item.feature == feature and item.conditional == conditional
+        )
+
+
+def _user_columns(prior: RewardModel, rows: np.ndarray) -> np.ndarray:
+    """Return the columns a user's taste moves: interpretable main effects, then their interactions."""
+    return np.concatenate([rows[:, :N_INTERPRETABLE], rows[:, prior.dimensions :]], axis=1)
+
+
+def _spread(prior: RewardModel, departure: np.ndarray) -> np.ndarray:
+    """Place a departure over the user's columns (see `_user_columns`) into a full coefficient vector."""
+    full = np.zeros(prior.coefficients.shape[0])
+    full[:N_INTERPRETABLE] = departure[:N_INTERPRETABLE]
+    full[prior.dimensions :] = departure[N_INTERPRETABLE:]
+    return full
+
+
+def _trusted(prior: RewardModel) -> np.ndarray:
+    """Return 1 for the coefficients a user's trust in the population scales (all but quality ones)."""
+    scaled = np.ones(prior.coefficients.shape[0])
+    quality = ~PERSONAL
+    scaled[:N_INTERPRETABLE][quality] = 0.0
+    scaled[prior.dimensions :][quality] = 0.0
+    return scaled
+
+
+def _broad_variances(prior: RewardModel) -> np.ndarray:
+    variances = np.concatenate([prior.taste_prior.user_variance, prior.taste_prior.interaction_variance])
+    if variances.size != 2 * N_INTERPRETABLE:
+        raise ConfigurationError(
+            "the population model has no between-user variances for these features: refit it with "
+            "scripts/fit_prior.py"
+        )
+    return variances
+
+
+def _broad_posterior(
+    rows: np.ndarray, offset: np.ndarray, variances: np.ndarray, lapse: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Return the MAP departure, its posterior sd, and the Laplace log evidence of the broad model.
+
+    The evidence counts `lapse` (picks made at random) so that one pick against a confident
+    population does not rule the population out; the fit itself is the plain logistic MAP.
+    """
+    free = np.concatenate([PERSONAL, PERSONAL]) & (variances > 0)
+    mean = np.zeros(rows.shape[1])
+    sd = np.zeros(rows.shape[1])
+    if not free.any():
+        return mean, sd, float(_log_likelihood(offset, lapse))
+    design, precision = rows[:, free], 1.0 / variances[free]
+    estimate = fit_logistic(design, precision, offset=offset)
+    margins = design @ estimate + offset
+    curvature = expit(margins) * expit(-margins)
+    hessian = (design.T * curvature) @ design
+    hessian[np.diag_indices_from(hessian)] += precision
+    _, logdet = np.linalg.slogdet(hessian / precision[None, :])
+    evidence = float(_log_likelihood(margins, lapse) - 0.5 * precision @ (estimate * estimate) - 0.5 * logdet)
+    mean[free] = estimate
+    sd[free] = np.sqrt(np.diag(np.linalg.inv(hessian)))
+    return mean, sd, evidence
+
+
+def _log_likelihood(margins: np.ndarray, lapse: float) -> float:
+    """Return the log-probability of the picks with these log-odds when a `lapse` share is random."""
+    if lapse == 0:
+        return float(log_expit(margins).sum())
+    return float(np.log(lapse / 2 + (1 - lapse) * expit(margins)).sum())
+
+
+def _strong_posteriors(
+    rows: np.ndarray, offsets: np.ndarray, log_trust: np.ndarray, scale: float, lapse: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Return, per column of `rows`, the log evidence of a lone strong weight and its posterior.
+
+    `offsets[a]` are the pairs' population log-odds at trust level `a` (prior `log_trust[a]`).
+    Returns the log evidence, the posterior mean and sd of the weight, the posterior of the
+    trust level (per column) and the weight's posterior mean at each trust level.
+    """
+    log_prior = -0.5 * (_GRID / scale) ** 2
+    log_prior -= logsumexp(log_prior)
+    # margins[a, g, i, k]: log-odds of pair i's pick at trust a with weight _GRID[g] on column k
+    margins = offsets[:, None, :, None] + _GRID[None, :, None, None] * rows[None, None, :, :]
+    likelihood = np.log(lapse / 2 + (1 - lapse) * expit(margins)).sum(axis=2)
+    joint = log_trust[:, None, None] + log_prior[None, :, None] + likelihood
+    evidence = logsumexp(joint, axis=(0, 1))
+    posterior = np.exp(joint - evidence[None, None, :])
+    over_grid = posterior.sum(axis=0)
+    mean = _GRID @ over_grid
+    sd = np.sqrt(np.maximum((_GRID**2) @ over_grid - mean**2, 0.0))
+    by_trust = posterior.sum(axis=1)
+    mean_by_trust = np.einsum("g,agk->ak", _GRID, posterior) / np.maximum(by_trust, 1e-300)
+    return evidence, mean, sd, by_trust, mean_by_trust
+
+
+def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste]:
+    """Return the posterior-mean coefficients of a user and their taste posterior.
+
+    `rows` are the user's pairs as `RewardModel.design` rows (chosen - rejected).
+    """
+    settings = prior.taste_prior
+    trust = np.asarray(TRUST_LEVELS)
+    log_trust = np.log(np.asarray(TRUST_PRIOR))
+    scalable = prior.coefficients * _trusted(prior)
+    fixed = prior.coefficients - scalable
+    offsets = trust[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
+    user_rows = _user_columns(prior, rows)
+    variances = _broad_variances(prior)
+    broad = [_broad_posterior(user_rows, offset, variances, settings.lapse) for offset in offsets]
+    broad_log = np.array([item[2] for item in broad]) + log_trust
+    broad_evidence = float(logsumexp(broad_log))
+    broad_trust = np.exp(broad_log - broad_evidence)
+    broad_mean = sum(weight * item[0] for weight, item in zip(broad_trust, broad, strict=True))
+    broad_sd = sum(weight * item[1] for weight, item in zip(broad_trust, broad, strict=True))
+    strong_levels = np.asarray(settings.strong_trust)
+    strong_offsets = strong_levels[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
+    evidence, mean, sd, strong_trust, strong_by_trust = _strong_posteriors(
+        user_rows,
+        strong_offsets,
+        np.full(len(strong_levels), -np.log(len(strong_levels))),
+        settings.strong_scale,
+        settings.lapse,
+    )
+    columns = np.concatenate([PERSONAL, PERSONAL])
+    n_personal = int(PERSONAL.sum())
+    share = np.concatenate(
+        [
+            np.full(N_INTERPRETABLE, settings.strong_share * (1 - settings.conditional_share) / n_personal),
+            np.full(N_INTERPRETABLE, settings.strong_share * settings.conditional_share / n_personal),
+        ]
+    )
+    log_joint = np.full(2 * N_INTERPRETABLE, -np.inf)
+    log_joint[columns] = np.log(share[columns]) + evidence[columns]
+    log_broad = np.log(1 - settings.strong_share) + broad_evidence
+    total = logsumexp([log_broad, *log_joint[columns]])
+    broad_probability = float(np.exp(log_broad - total))
+    strong_probability = np.where(columns, np.exp(log_joint - total), 0.0)
+    departure = broad_probability * broad_mean + strong_probability * mean
+    mean_trust = float(
+        broad_probability * (broad_trust @ trust)
+        + strong_probability[columns] @ (strong_trust[:, columns].T @ strong_levels)
+    )
+    coefficients = fixed + mean_trust * scalable + _spread(prior, departure)
+    # the posterior as a mixture of linear models, for predictions: (weight, coefficients, lapse)
+    components = [
+        (
+            broad_probability * float(broad_trust[a]),
+            fixed + level * scalable + _spread(prior, broad[a][0]),
+            0.0,
+        )
+        for a, level in enumerate(trust)
+    ]
+    for k in np.flatnonzero(strong_probability >= 0.005):
+        for a, level in enumerate(strong_levels):
+            one = np.zeros(2 * N_INTERPRETABLE)
+            one[k] = strong_by_trust[a, k]
+            weight = float(strong_probability[k] * strong_trust[a, k])
+            components.append((weight, fixed + level * scalable + _spread(prior, one), settings.lapse))
+    kept = [item for item in components if item[0] >= 1e-3]
+    total_weight = sum(item[0] for item in kept)
+    strong = tuple(
+        StrongTaste(
+            feature=INTERPRETABLE_NAMES[k % N_INTERPRETABLE],
+            conditional=k >= N_INTERPRETABLE,
+            probability=float(strong_probability[k]),
+            mean=float(mean[k]),
+            sd=float(sd[k]),
+        )
+        for k in np.argsort(-strong_probability)
+        if strong_probability[k] >= 0.01
+    )
+    shown, agreeing = _support(user_rows[:, :N_INTERPRETABLE], departure[:N_INTERPRETABLE])
+    shown_conditional, agreeing_conditional = _support(
+        user_rows[:, N_INTERPRETABLE:], departure[N_INTERPRETABLE:]
+    )
+    taste = Taste(
+        n_pairs=len(rows),
+        components=tuple((weight / total_weight, coef, lapse) for weight, coef, lapse in kept),
+        trust=mean_trust,
+        broad_probability=broad_probability,
+        broad_mean=broad_mean,
+        broad_sd=broad_sd,
+        strong=strong,
+        shown=shown,
+        agreeing=agreeing,
+        shown_conditional=shown_conditional,
+        agreeing_conditional=agreeing_conditional,
+    )
+    return coefficients, taste
+
+
+def _support(columns: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Count pairs that clearly differ on each column, and those whose pick agrees with `direction`."""
+    clear = np.abs(columns) >= CLEAR_DIFFERENCE
+    agrees = clear & (np.sign(columns) == np.sign(direction)[None, :]) & (direction[None, :] != 0)
+    return clear.sum(axis=0), agrees.sum(axis=0)
+
+
+def fit_user(prior: RewardModel, extractor: FeatureExtractor, pairs: Sequence[PreferencePair]) -> RewardModel:
+    """Fit one user's model: the population's, moved by the posterior over their taste."""
+    check_compatible(prior, extractor)
+    if not pairs:
+        return prior
+    users = {pair.user_id for pair in pairs}
+    if len(users) > 1:
+        raise ValueError(f"fit_user takes one user's pairs, got {len(users)} users")
+    chosen, rejected = extractor.pair_features(pairs)
+    if chosen.shape[1] != prior.dimensions:
+        raise ConfigurationError(
+            f"the prior reads {prior.dimensions} features but the extractor gives {chosen.shape[1]}: "
+            "the embedder differs from the one the prior was fitted with"
+        )
+    rows = prior.design(chosen - rejected, prior.question_terms(extractor.query_vectors(pairs)))
+    coefficients, taste = infer_taste(prior, rows)
+    user = next(iter(users))
+    return replace(
+        prior,
+        weights=coefficients[: prior.dimensions],
+        interaction=coefficients[prior.dimensions :],
+        chosen_mean=chosen[:, :N_INTERPRETABLE].mean(axis=0),
+        n_pairs=len(pairs),
+        n_users=1,
+        user_id=user,
+        description=f"personal model of {user} on {len(pairs)} pairs",
+        lapse=prior.taste_prior.lapse,
+        taste=taste,
+        trained_on=(user,),
+    )
+
+
+def estimate_user_variance(
+    prior: RewardModel, users_rows: Sequence[np.ndarray], *, iterations: int = 30, floor: float = 1e-4
+) -> np.ndarray:
+    """Estimate the between-user variance of each personal weight (empirical Bayes, EM on Laplace posteriors).
+
+    `users_rows` holds each user's pairs as design rows. Each round fits every user's broad
+    departure under the current variances, then sets each variance to the mean over users of the
+    squared posterior mean plus the posterior variance: the fixed point maximises the users'
+    (Laplace-approximate) marginal likelihood.
+    """
+    variances = np.full(2 * N_INTERPRETABLE, 1.0)
+    personal = np.concatenate([PERSONAL, PERSONAL])
+    variances[~personal] = 0.0
+    shown = np.zeros(2 * N_INTERPRETABLE, dtype=bool)
+    for rows in users_rows:
+        shown |= (np.abs(_user_columns(prior, rows)) > 0).any(axis=0)
+    for _ in range(iterations):
+        second_moments = []
+        for rows in users_rows:
+            mean, sd, _ = _broad_posterior(_user_columns(prior, rows), rows @ prior.coefficients, variances)
+            second_moments.append(mean**2 + sd**2)
+        updated = np.maximum(np.mean(second_moments, axis=0), floor)
+        updated[~personal] = 0.0
+        converged = np.allclose(updated, variances, rtol=1e-3)
+        variances = updated
+        if converged:
+            break
+    # a feature no user's pairs showed says nothing about how people differ on it: typical spread
+    unseen = personal & ~shown
+    if unseen.any() and (personal & shown).any():
+        variances[unseen] = float(np.median(variances[personal & shown]))
+    return variances

@@ -1,0 +1,122 @@
+"""The offline model on planted tastes: simulated users picking between real answers by one taste.
+
+Reads ../shared/data/planted (see its README). The full tables are `scripts/eval_offline.py`'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from agent.evaluation import evaluate
+from agent.features import CachedEmbedder, FeatureExtractor, repetition
+from agent.formats import read_pairs, split_of
+from agent.offline_judge import OfflineJudge
+from agent.records import PreferencePair, Turn
+from agent.reward_model import RewardModel
+from agent.statements import describe_preferences
+from agent.taste import fit_user
+
+PLANTED = Path(__file__).resolve().parents[2] / "shared" / "data" / "planted"
+# the feature and direction each visible taste is about
+TASTES = {
+    "short": ("length", "less", None),
+    "lists": ("lists", "more", None),
+    "no_hedging": ("hedging", "less", None),
+    "direct_start": ("first_sentence", "less", None),
+    "short_on_stem_long_on_writing": ("length", "less", "technical"),
+}
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not PLANTED.is_dir(), reason="needs ../shared/data/planted"),
+]
+
+
+@pytest.fixture(scope="module")
+def extractor() -> FeatureExtractor:
+    from memory.embeddings import MiniLMEmbeddings
+
+    return FeatureExtractor(CachedEmbedder(MiniLMEmbeddings()))
+
+
+@pytest.fixture(scope="module")
+def prior() -> RewardModel:
+    return RewardModel.load()
+
+
+def users(size: int) -> dict[str, dict[str, list[PreferencePair]]]:
+    grouped: dict[str, dict[str, list[PreferencePair]]] = defaultdict(lambda: defaultdict(list))
+    for pair in read_pairs(PLANTED / f"visible_n{size}.jsonl"):
+        grouped[pair.user_id][str(split_of(pair))].append(pair)
+    return grouped
+
+
+def taste_of(user_id: str) -> str:
+    return user_id.removeprefix("planted_").rsplit("_", 1)[0]
+
+
+def accuracy(judge: OfflineJudge, pairs: list[PreferencePair]) -> float:
+    return asyncio.run(evaluate(judge, pairs)).macro_accuracy
+
+
+def test_ten_pairs_teach_a_taste_the_population_does_not_have(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    by_taste: dict[str, list[float]] = defaultdict(list)
+    population: list[float] = []
+    for user, splits in users(10).items():
+        by_taste[taste_of(user)].append(
+            accuracy(OfflineJudge.for_user(prior, extractor, splits["train"]), splits["test"])
+        )
+        population.append(accuracy(OfflineJudge(prior, extractor), splits["test"]))
+    mean = {name: sum(values) / len(values) for name, values in by_taste.items()}
+    overall = sum(sum(v) for v in by_taste.values()) / sum(len(v) for v in by_taste.values())
+    assert sum(population) / len(population) < 0.55  # the planted tastes are not the population's
+    assert overall >= 0.75
+    assert mean["lists"] >= 0.9 and mean["short"] >= 0.8
+    assert min(mean.values()) >= 0.6
+
+
+def test_statements_name_the_planted_taste(extractor: FeatureExtractor, prior: RewardModel) -> None:
+    named = 0
+    for user, splits in users(20).items():
+        feature, direction, condition = TASTES[taste_of(user)]
+        statements = describe_preferences(fit_user(prior, extractor, splits["train"]), prior)
+        if any((s.feature, s.direction, s.condition) == (feature, direction, condition) for s in statements):
+            named += 1
+    assert named >= 10  # of 15 users
+
+
+def test_a_conditional_taste_reads_as_one(extractor: FeatureExtractor, prior: RewardModel) -> None:
+    conditional = [
+        statement
+        for user, splits in users(20).items()
+        if taste_of(user) == "short_on_stem_long_on_writing"
+        for statement in describe_preferences(fit_user(prior, extractor, splits["train"]), prior)
+        if statement.condition == "technical"
+    ]
+    assert conditional
+    assert conditional[0].text.startswith("on technical questions, ")
+    assert "on open-ended requests" in conditional[0].text
+
+
+async def test_a_looping_reply_loses_for_every_planted_user(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    everyone = users(10)
+    sane = [
+        p for p in next(iter(everyone.values()))["test"] if max(map(repetition, (p.chosen, p.rejected))) < 20
+    ]
+    sample = sane[:3]
+    for splits in everyone.values():
+        judge = OfflineJudge.for_user(prior, extractor, splits["train"])
+        for pair in sample:
+            words = pair.rejected.split()
+            loop = " ".join(words[: max(6, len(words) // 3)]) + "\n".join([" something that is"] * 20)
+            context: tuple[Turn, ...] = pair.context
+            for reply in (pair.chosen, pair.rejected):
+                assert (await judge.compare(context, loop, reply)).preferred == "second"
