@@ -21,7 +21,7 @@ from agent.features import INTERPRETABLE, N_INTERPRETABLE
 from agent.reward_model import RewardModel
 
 # posterior probability of a departure needed before it is stated
-CREDIBLE = 0.1
+CREDIBLE = 0.05
 # pairs that must show the feature, and the share of them that must have gone the statement's way
 MIN_PAIRS_SHOWN = 3
 MIN_BACKING = 0.7
@@ -84,7 +84,7 @@ def _departures(user_model: RewardModel) -> list[tuple[int, bool, float, float]]
 
 
 def describe_preferences(
-    user_model: RewardModel, prior: RewardModel, *, top: int = 5
+    user_model: RewardModel, prior: RewardModel, *, top: int = 6
 ) -> list[PreferenceStatement]:
     """List the user's credible departures from the population, the most certain and largest first."""
     taste = user_model.taste

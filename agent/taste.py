@@ -228,7 +228,7 @@ def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste
         (
             broad_probability * float(broad_trust[a]),
             fixed + level * scalable + _spread(prior, broad[a][0]),
-            0.0,
+            settings.lapse,
         )
         for a, level in enumerate(trust)
     ]
@@ -243,7 +243,7 @@ def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste
     strong = tuple(
         StrongTaste(
             feature=INTERPRETABLE_NAMES[k % N_INTERPRETABLE],
-            conditional=k >= N_INTERPRETABLE,
+            conditional=bool(k >= N_INTERPRETABLE),
             probability=float(strong_probability[k]),
             mean=float(mean[k]),
             sd=float(sd[k]),

@@ -265,8 +265,8 @@ def speed(
 
 def learning_curve_svg(table: dict[str, dict[str, float]]) -> str:
     """Draw accuracy against training pairs, one line per taste, as a small SVG."""
-    width, height, left, bottom, top = 560, 320, 50, 40, 20
-    plot_w, plot_h = width - left - 150, height - bottom - top
+    width, height, left, bottom, top = 680, 320, 50, 40, 20
+    plot_w, plot_h = width - left - 230, height - bottom - top
 
     def x(size: int) -> float:
         return left + plot_w * SIZES.index(size) / (len(SIZES) - 1)
