@@ -28,7 +28,7 @@ import numpy as np
 
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "2"
+FEATURES_VERSION = "3"
 
 
 class Embedder(Protocol):
@@ -153,7 +153,7 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "first_sentence",
         "opening sentence length",
-        "log of the first sentence's length in words",
+        "log of the length in words of the reply's opening (its first sentence or line)",
         "does not mind a long lead-in before the answer",
         "wants the answer in a short, direct first sentence",
     ),
@@ -238,6 +238,8 @@ _SUMMARY = re.compile(
     re.IGNORECASE,
 )
 _PARAGRAPH_BREAK = re.compile(r"\n\s*\n")
+# the opening of a reply: up to its first sentence end or line break
+_FIRST_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _CLOSED_CODE_BLOCK = re.compile(r"(```|~~~).*?\1", re.DOTALL)
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 # A span of this many tokens seen before in the same reply counts as repeated text.
@@ -333,7 +335,6 @@ def measure(reply: str, query: str) -> np.ndarray:
     overlap = len(query_words & _content_words(reply)) / len(query_words) if query_words else 0.0
     contractions = sum(1 for word in lowered if "'" in word.strip("'"))
     sentences = _sentences(prose)
-    first_sentence = len(_WORD.findall(sentences[0])) if sentences else 0
     values = {
         "length": math.log1p(len(reply.split())),
         "lists": math.log1p(sum(1 for line in lines if _LIST_LINE.match(line))),
@@ -352,7 +353,7 @@ def measure(reply: str, query: str) -> np.ndarray:
         "sentence_length": math.log1p(len(words) / max(len(sentences), 1)),
         "word_length": sum(len(word) for word in words) / len(words) if words else 0.0,
         "numbers": len(_NUMBER.findall(prose)) * per_100,
-        "first_sentence": math.log1p(first_sentence),
+        "first_sentence": math.log1p(len(_FIRST_SENTENCE.split(reply.strip(), maxsplit=1)[0].split())),
         "examples": math.log1p(len(_EXAMPLES.findall(prose))),
         "paragraphs": math.log1p(len([p for p in _PARAGRAPH_BREAK.split(reply.strip()) if p.strip()])),
         "exclamation": prose.count("!") * per_100,

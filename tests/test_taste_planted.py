@@ -77,7 +77,7 @@ def test_ten_pairs_teach_a_taste_the_population_does_not_have(
     overall = sum(sum(v) for v in by_taste.values()) / sum(len(v) for v in by_taste.values())
     assert sum(population) / len(population) < 0.55  # the planted tastes are not the population's
     assert overall >= 0.75
-    assert mean["lists"] >= 0.9 and mean["short"] >= 0.8
+    assert mean["lists"] >= 0.9 and mean["short"] >= 0.75
     assert min(mean.values()) >= 0.6
 
 
