@@ -7,14 +7,22 @@ Chroma accepts only 3-512 characters of ``[a-zA-Z0-9._-]`` that start and end al
 from __future__ import annotations
 
 import re
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from agent.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from chromadb.api import ClientAPI
     from chromadb.config import Settings
+
+T = TypeVar("T")
+# chromadb 1.5.9's server can fail a read that races another client's first writes to a
+# collection with "Error creating hnsw segment reader: Nothing found on disk"; the same read
+# succeeds a moment later.
+_TRANSIENT_READ = "Nothing found on disk"
 
 _COLLECTION_NAME = re.compile(r"^[a-zA-Z0-9](?:[a-zA-Z0-9._-]{1,510})[a-zA-Z0-9]$")
 
@@ -60,3 +68,17 @@ def check_collection_name(name: str) -> str:
             "starting and ending with a letter or digit"
         )
     return name
+
+
+def read_retrying(read: Callable[[], T], *, attempts: int = 4, pause_s: float = 0.05) -> T:
+    """Run a Chroma read, retrying the server's transient "nothing found on disk" failure."""
+    from chromadb.errors import InternalError
+
+    for attempt in range(attempts):
+        try:
+            return read()
+        except InternalError as exc:
+            if _TRANSIENT_READ not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(pause_s * 2**attempt)
+    raise AssertionError("unreachable: the last attempt returns or raises")

@@ -50,6 +50,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -69,7 +70,7 @@ from agent.records import (
     check_user_id,
     persona_problem,
 )
-from memory.chroma import check_collection_name
+from memory.chroma import check_collection_name, read_retrying
 from memory.embedding_cache import CachedEmbeddings
 from memory.vector_cache import LOCAL_REVISIONS, UserVectors, VectorCache, unit_rows
 
@@ -252,9 +253,10 @@ class PreferenceStore:
             rows: list[_Row] = []
             for start in range(0, len(keys), self._batch):
                 ids = [scope.record_id(key) for key in keys[start : start + self._batch]]
-                rows += self._rows(collection.get(ids=ids, include=include), scope)
+                rows += self._rows(read_retrying(partial(collection.get, ids=ids, include=include)), scope)
             return rows
-        return self._rows(collection.get(where=scope.where(**conditions), include=include), scope)
+        where = scope.where(**conditions)
+        return self._rows(read_retrying(partial(collection.get, where=where, include=include)), scope)
 
     @staticmethod
     def _rows(result: Mapping[str, Any], scope: _UserScope) -> list[_Row]:

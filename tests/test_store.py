@@ -557,3 +557,33 @@ def test_pair_counts_follow_writes_and_the_current_persona(make_store: StoreFact
     assert (counts.total, counts.since_persona, counts.persona) == (5, 3, saved)
     assert counts.since_persona == len(here.pairs_since_persona("alice"))
     assert here.pair_counts("bob").total == 0
+
+
+def test_a_read_that_races_a_chroma_servers_first_writes_is_retried() -> None:
+    from chromadb.errors import InternalError
+
+    from memory.chroma import read_retrying
+
+    answers: list[object] = [
+        InternalError("Error executing plan: Error creating hnsw segment reader: Nothing found on disk"),
+        {"ids": ["a"]},
+    ]
+
+    def read() -> object:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert read_retrying(read, pause_s=0.0) == {"ids": ["a"]}
+    with pytest.raises(InternalError, match="something else"):
+        read_retrying(lambda: (_ for _ in ()).throw(InternalError("something else")), pause_s=0.0)
+    always: list[int] = []
+
+    def never_ready() -> object:
+        always.append(1)
+        raise InternalError("Nothing found on disk")
+
+    with pytest.raises(InternalError):
+        read_retrying(never_ready, attempts=3, pause_s=0.0)
+    assert len(always) == 3
