@@ -1,22 +1,23 @@
 """Learn one user's taste from a few pairs: a posterior over how they depart from the population.
 
 The population model (`agent.reward_model`) predicts each of the user's pairs with log-odds
-``m``. The user's own part is added on the interpretable features only — the embedding, which
-carries answer quality, stays the population's, and so do the quality measurements
-(`agent.features.QUALITY_FEATURES`). Two kinds of departure compete, weighed by how well they
-explain the user's pairs (their marginal likelihood):
+``m``. The user's own part is added on the interpretable features only; the embedding, which
+carries answer quality, only scales with how far the user follows the population's judgement
+(their *trust*, inferred too), and the quality measurements (`agent.features.QUALITY_FEATURES`)
+stay the population's. Two kinds of departure compete, weighed by how well they explain the
+user's pairs (their marginal likelihood), both with a lapse rate (a share of random picks):
 
 * **broad**: every interpretable weight and its question-kind interaction moves a little, with
   the between-user variances measured across real users (`estimate_user_variance`, empirical
   Bayes). Most people are like this, and with few pairs they stay close to the population.
 * **strong**: one feature decides most of the user's picks ("always the shorter reply"), either
   always or flipping with the kind of question ("short answers to technical questions, long
-  ones to creative requests"), with a lapse rate so one odd pick does not undo the rest.
-  Each is integrated exactly on a grid.
+  ones to creative requests"). Each is integrated exactly on a grid.
 
 A few consistent pairs make a strong taste far likelier than chance agreement would, so five
-pairs can move a weight a long way; pairs that contradict each other move nothing. The user's
-weights are the posterior mean, so the model stays one linear utility that can be explained.
+pairs can move a weight a long way, and one odd pick does not undo the rest. Predictions use the
+whole posterior (a mixture of linear models, `Taste.components`); the user's weights, which
+explanations and statements read, are its mean.
 """
 
 from __future__ import annotations
