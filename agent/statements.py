@@ -56,8 +56,8 @@ def _length_ratio_phrase(ratio: float) -> str:
         (3.0, "three times"),
     ):
         if abs(math.log(ratio / target)) < 0.15:
-            return f"about {words} as long as"
-    return f"about {ratio:.1f} times as long as"
+            return f"about {words} as long"
+    return f"about {ratio:.1f} times as long"
 
 
 def _departures(user_model: RewardModel) -> list[tuple[int, bool, float, float]]:
@@ -109,7 +109,7 @@ def describe_preferences(
                 # log1p(chars) differences are log ratios of lengths, near enough for replies of any size
                 ratio = math.exp(float(user_model.chosen_mean[index] - prior.chosen_mean[index]))
                 if (ratio < 0.8 and direction == "less") or (ratio > 1.25 and direction == "more"):
-                    text = f"{text} (the replies they chose are {_length_ratio_phrase(ratio)} most people's)"
+                    text = f"{text} ({_length_ratio_phrase(ratio)})"
             weight = float(user_model.weights[index])
             population_weight = float(prior.weights[index])
             shown, backing = taste.shown[index], taste.agreeing[index]

@@ -174,7 +174,7 @@ def test_persona_show_puts_the_offline_reward_models_view_beside_the_llm_persona
     offline = shown["offline_persona"]
     # What the model concludes from 10 pairs is the reward model's business (tests/test_reward_model.py
     # plants and recovers preferences); here: it is fitted on this user's stored pairs and shown.
-    assert offline["text"].startswith(("Compared with most people, from 10 pairs", "No clear departure"))
+    assert offline["text"].startswith(("Compared with most people, this user", "No clear departure"))
     assert all(statement["n_pairs"] == len(topics) for statement in offline["statements"])
     assert offline["statements_from"] == "offline model" and offline["n_pairs"] == len(topics)
     text = runner.invoke(cli.app, ["persona", "show", "--user", "alice"]).stdout
