@@ -87,6 +87,8 @@ def test_chat_resumes_the_thread_and_reports_a_new_persona(
     third = runner.invoke(app, ["chat", "-u", "alice"], input="/persona\n")
     assert "Persona v1 of alice" in third.output and "synthesized" in third.output
     assert "update is running" not in third.output
+    # an LLM wrote this persona: what the offline reward model measures is shown beside it
+    assert "What the offline reward model measured on your 6 newest pairs:" in third.output
     # Three picks in all; the scripted judge ranks the warm third candidate first, picked once.
     assert "Judge agreement: of your last 3 picks, the judge had ranked 1 first (33%)." in third.output
 

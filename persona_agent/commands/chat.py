@@ -19,8 +19,10 @@ if TYPE_CHECKING:
     from langchain_core.runnables import RunnableConfig
     from langgraph.graph.state import CompiledStateGraph
 
+    from agent.records import Persona
     from graphs.state import SynthesisOutcome
     from memory.store import PreferenceStore
+    from persona_agent.learnt import Learnt
     from persona_agent.settings import CheckpointDurability, Settings
 
 HELP = (
@@ -50,6 +52,7 @@ def chat(
 
 async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
     from persona_agent import factory
+    from persona_agent.learnt import learnt
 
     console = Console()
     store = factory.build_store(settings)
@@ -71,6 +74,13 @@ async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
             thread_id,
             settings.checkpoint_durability,
             notify=reader.notify,
+            measure=lambda persona: learnt(
+                store,
+                user_id,
+                persona,
+                lambda: factory.build_offline_parts(settings),
+                max_pairs=settings.max_pairs_per_synthesis,
+            ),
         )
         console.print(f"[bold]persona-agent chat[/] — {settings.model_label} — {user_id}, thread {thread_id}")
         console.print(HELP)
@@ -156,8 +166,11 @@ class _Session:
         durability: CheckpointDurability,
         *,
         notify: Callable[[str], None],
+        measure: Callable[[Persona], Learnt] | None = None,
     ) -> None:
         self.console = console
+        # what the offline reward model measures, shown beside a persona an LLM wrote
+        self.measure = measure
         self.graph = graph
         self.synthesis_graph = synthesis_graph
         self.store = store
@@ -317,7 +330,8 @@ class _Session:
 
     async def show_persona(self) -> None:
         """Show the current persona, when it was synthesized, the judge's agreement and any running update."""
-        from persona_agent.learnt import agreement_line, agreement_of
+        from agent.offline_persona import is_offline_persona
+        from persona_agent.learnt import agreement_line, agreement_of, statement_lines
 
         if self.updating:
             stage, detail = self.stage
@@ -342,4 +356,11 @@ class _Session:
                 subtitle=f"synthesized {when} · held-out accuracy {accuracy} · {count} pairs stored",
             )
         )
+        if self.measure is not None and not is_offline_persona(persona):
+            view = await asyncio.to_thread(self.measure, persona)
+            lines = statement_lines(view.statements) or ["no clear departure from most people yet"]
+            self.console.print(
+                f"What the offline reward model measured on your {view.n_pairs} newest pairs:\n"
+                + "\n".join(lines)
+            )
         self.console.print(agreement_line(await asyncio.to_thread(agreement_of, self.store, self.user_id)))
