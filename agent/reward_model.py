@@ -161,11 +161,6 @@ class RewardModel:
         """Return the weights that multiply `design` rows."""
         return np.concatenate([self.weights, self.interaction])
 
-    def utility(self, features: np.ndarray, terms: np.ndarray) -> np.ndarray:
-        """Return the utility of each row of a reply feature matrix answering one question (`terms`)."""
-        rows = self._standardise(features - self.mean, np.tile(terms, (len(features), 1)))
-        return rows @ self.coefficients
-
     def contributions(self, difference: np.ndarray, terms: np.ndarray) -> np.ndarray:
         """Return each feature's share of the log-odds that the first reply wins."""
         row = self._standardise(difference[None, :], terms[None, :])[0]

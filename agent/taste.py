@@ -77,14 +77,6 @@ class Taste:
     shown_conditional: np.ndarray
     agreeing_conditional: np.ndarray
 
-    def strong_probability(self, feature: str, *, conditional: bool) -> float:
-        """Return the posterior probability of a strong taste on `feature`."""
-        return sum(
-            item.probability
-            for item in self.strong
-            if item.feature == feature and item.conditional == conditional
-        )
-
 
 def _user_columns(prior: RewardModel, rows: np.ndarray) -> np.ndarray:
     """Return the columns a user's taste moves: interpretable main effects, then their interactions."""
