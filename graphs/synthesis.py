@@ -55,7 +55,7 @@ from graphs.state import (
     pair_to_state,
     user_of,
 )
-from memory.store import Lease
+from memory.leases import Lease
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
