@@ -16,12 +16,11 @@ from agent.records import PreferencePair, Turn, Verdict
 from agent.synthesis import SynthesizeMe
 from persona_agent.benchmarks.accuracy import judge_document
 from persona_agent.benchmarks.cost import REFERENCE, synthetic_pairs
-from persona_agent.benchmarks.fake_models import CountingChatModel, ScriptedPreferenceModel
 from persona_agent.benchmarks.llm_cache import SQLiteLLMCache, attach_cache
+from persona_agent.benchmarks.scripted_model import ScriptedPreferenceModel
 from persona_agent.cli import app
 from tests.conftest import MT_BENCH, PRISM
-from tests.fakes import default_responder
-from tests.memory_fixtures import WordHashEmbeddings
+from tests.fakes import CountingChatModel, WordHashEmbeddings, default_responder
 
 
 def labelled(user: str, split: str, chosen: str, rejected: str, n: int) -> PreferencePair:

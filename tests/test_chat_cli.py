@@ -20,8 +20,7 @@ import graphs.synthesis
 from memory.store import PreferenceStore
 from persona_agent import factory
 from persona_agent.cli import app
-from tests.fakes import CountingChatModel, task_of
-from tests.test_graph_chat import PERSONA_TEXT, STYLE_REPLIES, chat_responder, make_memory
+from tests.fakes import PERSONA_TEXT, STYLE_REPLIES, CountingChatModel, chat_responder, make_memory, task_of
 
 
 class SlowInductionModel(CountingChatModel):

@@ -14,9 +14,16 @@ from agent.synthesis import SynthesizeMe
 from graphs.state import SynthesisContext
 from graphs.synthesis import build_graph
 from memory.store import PreferenceStore
-from tests.fakes import CountingChatModel, persona_message, persona_of, replies_of, task_of, verdict_message
-from tests.memory_fixtures import make_pair
-from tests.test_graph_chat import make_memory
+from tests.fakes import (
+    CountingChatModel,
+    make_memory,
+    make_pair,
+    persona_message,
+    persona_of,
+    replies_of,
+    task_of,
+    verdict_message,
+)
 
 GOOD = "Prefers short, direct replies."
 BAD = "Prefers long, rambling replies."

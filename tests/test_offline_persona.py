@@ -35,8 +35,7 @@ from persona_agent import factory
 from persona_agent.factory import OfflineParts, build_offline_parts
 from persona_agent.settings import load_settings
 from tests.conftest import SAMPLE_USER
-from tests.fakes import CountingChatModel
-from tests.test_graph_chat import chat_responder, make_memory
+from tests.fakes import CountingChatModel, chat_responder, make_memory
 
 
 @pytest.fixture(scope="module")

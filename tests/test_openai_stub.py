@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agent.judge import JudgeAnswer
 from agent.synthesis import InducedPersona
-from tests.openai_stub import OpenAIStub, instance_of
+from devtools.openai_stub import OpenAIStub, instance_of
 
 
 def _model(stub: OpenAIStub, **options: object) -> ChatOpenAI:

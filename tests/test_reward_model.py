@@ -22,7 +22,7 @@ from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdic
 from agent.reward_model import RewardModel, fit_population
 from agent.statements import describe_preferences, render_persona
 from agent.taste import estimate_user_variance, fit_user
-from tests.test_features import HashEmbedder
+from tests.fakes import HashEmbedder
 
 WORDS = (
     "bread", "flour", "water", "salt", "yeast", "oven", "knead", "rise",

@@ -15,15 +15,17 @@ from langchain_core.runnables import RunnableConfig
 from typer.testing import CliRunner
 
 from agent.errors import ConfigurationError
-from memory.chroma_server import ChromaServer
+from devtools.chroma_server import ChromaServer
+from devtools.openai_stub import OpenAIStub
 from memory.store import PreferenceStore
 from persona_agent import factory
 from persona_agent.benchmarks.scaleout import run_scaleout
 from persona_agent.cli import app
 from persona_agent.settings import load_settings
-from tests.fakes import CountingChatModel
-from tests.memory_fixtures import chroma_server  # noqa: F401
-from tests.openai_stub import OpenAIStub
+from tests.fakes import (
+    CountingChatModel,
+    chroma_server,  # noqa: F401
+)
 from tests.test_chat_cli import parts  # noqa: F401
 
 
@@ -99,7 +101,7 @@ async def test_processes_opening_one_new_database_at_once_all_find_its_tables(ch
 
 
 async def test_an_unreachable_checkpoint_database_is_a_clear_error_without_the_password() -> None:
-    from memory.chroma_server import free_port
+    from persona_agent.benchmarks.ports import free_port
 
     url = f"postgresql://alice:s3cret@127.0.0.1:{free_port()}/threads"
     with pytest.raises(ConfigurationError, match="cannot use PostgreSQL") as caught:

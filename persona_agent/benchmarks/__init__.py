@@ -4,5 +4,5 @@
 - `cost`: LLM calls and tokens of one fit and one chat turn, on an instant counting fake.
 - `latency`: per-turn overhead of the chat graph outside the model.
 - `llm_cache`: the on-disk LLM result cache that lets an interrupted accuracy run resume.
-- `fake_models`: the instant counting fakes the cost and latency suites run on.
+- `scripted_model`: the instant scripted model the cost and latency suites run on.
 """
