@@ -190,11 +190,10 @@ async def test_explain_pick_names_the_statements_that_favour_the_pick(parts: Off
     )
     # A statement favours one side only; those on neither side separate nothing.
     assert not favouring & {item.statement.feature for item in backward}
+    # the sample user dislikes hedging and likes lists: both statements favour the listed reply
     by_feature = {statement.feature: statement for statement in statements}
-    if "hedging" in by_feature and by_feature["hedging"].direction == "less":
-        assert "hedging" in favouring
-    if "lists" in by_feature and by_feature["lists"].direction == "more":
-        assert "lists" in favouring
+    assert by_feature["hedging"].direction == "less" and by_feature["lists"].direction == "more"
+    assert {"hedging", "lists"} <= favouring
 
 
 def test_the_persona_source_setting_picks_the_writer(

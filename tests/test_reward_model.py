@@ -158,9 +158,13 @@ def test_a_user_like_the_population_stays_there(extractor: FeatureExtractor, pri
     pairs = with_noise(synthetic_pairs("paul", 12, prefer="longer", seed=250), flip=0.1, seed=251)
     model = fit_user(prior, extractor, pairs)
     assert model.taste is not None and model.taste.trust > 0.5
-    assert all(
-        item.feature != "length" or item.direction == "more" for item in describe_preferences(model, prior)
-    )
+    held_out = synthetic_pairs("paul", 20, prefer="longer", seed=252)
+    before, after = probabilities(prior, extractor, held_out), probabilities(model, extractor, held_out)
+    assert float(np.mean((before > 0.5) == (after > 0.5))) == 1.0 and float(np.mean(after)) > 0.8
+    # the persona claims no taste the population does not share, and says so
+    statements = describe_preferences(model, prior)
+    assert statements == []
+    assert render_persona(statements).startswith("No clear departure")
 
 
 def test_the_embedding_weights_stay_the_populations(extractor: FeatureExtractor, prior: RewardModel) -> None:

@@ -6,7 +6,7 @@ in a temporary folder); `make test` and `.ci/run` install them when missing.
 
 from __future__ import annotations
 
-# ruff: noqa: F811 - the fixtures imported from other test modules are redefined as test parameters
+# ruff: noqa: F811 - the fixtures imported from tests.fakes are redefined as test parameters
 import asyncio
 from pathlib import Path
 
@@ -24,9 +24,9 @@ from persona_agent.cli import app
 from persona_agent.settings import load_settings
 from tests.fakes import (
     CountingChatModel,
+    chat_cli_fakes,  # noqa: F401
     chroma_server,  # noqa: F401
 )
-from tests.test_chat_cli import parts  # noqa: F401
 
 
 def _chat_twice(user: str, thread: str) -> str:
@@ -52,12 +52,12 @@ async def _checkpoints(thread: str) -> tuple[list[int], list[str]]:
 @pytest.mark.scaleout
 @pytest.mark.parametrize("durability", ["exit", "async"])
 def test_chat_keeps_its_thread_in_postgresql_and_resumes_it_in_a_new_session(
-    parts: tuple[CountingChatModel, PreferenceStore],
+    chat_cli_fakes: tuple[CountingChatModel, PreferenceStore],
     checkpoint_url: str,
     monkeypatch: pytest.MonkeyPatch,
     durability: str,
 ) -> None:
-    _, memory = parts
+    _, memory = chat_cli_fakes
     monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_DURABILITY", durability)
     # The same two sessions over the local SQLite file, for comparison.
     _chat_twice("alice", "local")

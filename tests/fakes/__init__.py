@@ -5,13 +5,25 @@
 - `embeddings`: deterministic fake embedders (`WordHashEmbeddings`, `HashEmbedder`).
 - `stores`: `make_pair`, `make_memory`, and the memory fixtures (`chroma_server`, `client_kind`,
   `make_store`, `store`), which a test module uses by importing their names.
-- `chat`: the chat graph over fakes (`chat_responder`, `make_graph`).
+- `chat`: the chat graph over fakes (`chat_responder`, `make_graph`) and the `chat_cli_fakes`
+  fixture for tests of `persona-agent chat`.
+- `synthesis`: persona synthesis over fakes (`taste_responder`, `liked_pairs`, `synthesis_graph`).
 
 The local servers the tests start (Chroma, `langgraph dev`, the OpenAI stub, PostgreSQL) live in
 `devtools/`, which `scripts/` use too.
 """
 
-from tests.fakes.chat import FAST, PERSONA_TEXT, STYLE_REPLIES, WARM, chat_responder, judge_score, make_graph
+from tests.fakes.chat import (
+    FAST,
+    PERSONA_TEXT,
+    STYLE_REPLIES,
+    WARM,
+    SlowInductionModel,
+    chat_cli_fakes,
+    chat_responder,
+    judge_score,
+    make_graph,
+)
 from tests.fakes.embeddings import HashEmbedder, WordHashEmbeddings
 from tests.fakes.models import (
     CountingChatModel,
@@ -42,10 +54,13 @@ from tests.fakes.stores import (
     make_store,
     store,
 )
+from tests.fakes.synthesis import BAD, GOOD, liked_pairs, pick, store_pairs, synthesis_graph, taste_responder
 
 __all__ = [
+    "BAD",
     "CLIENT_KINDS",
     "FAST",
+    "GOOD",
     "PERSONA_TEXT",
     "STYLE_REPLIES",
     "T0",
@@ -57,9 +72,11 @@ __all__ = [
     "RecordedCall",
     "Responder",
     "ScriptedChatModel",
+    "SlowInductionModel",
     "StoreFactory",
     "Task",
     "WordHashEmbeddings",
+    "chat_cli_fakes",
     "chat_responder",
     "choice_logprobs",
     "chroma_server",
@@ -67,15 +84,20 @@ __all__ = [
     "default_responder",
     "demo_count",
     "judge_score",
+    "liked_pairs",
     "make_graph",
     "make_memory",
     "make_pair",
     "make_store",
     "persona_message",
     "persona_of",
+    "pick",
     "replies_of",
     "store",
+    "store_pairs",
+    "synthesis_graph",
     "task_of",
+    "taste_responder",
     "tool_call_message",
     "verdict_message",
 ]

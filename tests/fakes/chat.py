@@ -1,21 +1,28 @@
-"""The chat graph over fakes: a responder with a known taste, and `make_graph` to compile it.
+"""The chat graph over fakes: a responder with a known taste, `make_graph`, and the CLI's fakes.
 
 `chat_responder` drafts one reply per style hint (the question quoted in it), judges with a
-taste (warm replies first, then shorter ones) and induces `PERSONA_TEXT`.
+taste (warm replies first, then shorter ones) and induces `PERSONA_TEXT`. The `chat_cli_fakes`
+fixture swaps the factory's models and store for these fakes, for tests of `persona-agent chat`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.outputs import ChatResult
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.drafting import STYLE_HINTS
 from graphs.chat import ChatOptions, build_graph
 from memory.store import PreferenceStore
+from persona_agent import factory
 from tests.fakes.models import CountingChatModel, persona_message, replies_of, task_of, verdict_message
+from tests.fakes.stores import make_memory
 
 PERSONA_TEXT = "Likes warm, friendly replies.\nDislikes dry lists."
 STYLE_REPLIES = {
@@ -74,3 +81,30 @@ def make_graph(
         options=ChatOptions(**{**FAST.__dict__, **options}),
     )
     return graph, model
+
+
+class SlowInductionModel(CountingChatModel):
+    """The chat fake, whose persona induction takes `delay_s` (none unless a test sets it)."""
+
+    delay_s: float = 0.0
+
+    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        if task_of(messages) == "induce" and self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self._generate(messages)
+
+
+@pytest.fixture
+def chat_cli_fakes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> tuple[SlowInductionModel, PreferenceStore]:
+    """Swap the factory's models and store for fakes; the store lives under this test's data dir."""
+    model = SlowInductionModel(responder=chat_responder())
+    memory = make_memory(tmp_path / "chroma", prefix="cli_chat")
+    monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
+    monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
+    monkeypatch.setattr(factory, "build_store", lambda settings: memory)
+    # The scripted model stands in for an LLM judge (the embedded default would be the offline one).
+    monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
+    monkeypatch.setenv("PERSONA_AGENT_PERSONA_SOURCE", "llm")  # and it writes the persona
+    return model, memory
