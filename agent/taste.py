@@ -3,8 +3,8 @@
 The population model (`agent.reward_model`) predicts each of the user's pairs with log-odds
 ``m``. The user's own part is added on the interpretable features only; the embedding, which
 carries answer quality, only scales with how far the user follows the population's judgement
-(their *trust*, inferred too), and the quality measurements (`agent.features.QUALITY_FEATURES`)
-stay the population's. Two kinds of departure compete, weighed by how well they explain the
+(their *trust*, inferred too), and the quality measurements (`TastePrior.fixed_features`) stay
+the population's. Two kinds of departure compete, weighed by how well they explain the
 user's pairs (their marginal likelihood), both with a lapse rate (a share of random picks):
 
 * **broad**: every interpretable weight and its question-kind interaction moves a little, with
@@ -29,12 +29,10 @@ import numpy as np
 from scipy.special import expit, log_expit, logsumexp
 
 from agent.errors import ConfigurationError
-from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, QUALITY_FEATURES, FeatureExtractor
+from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.records import PreferencePair
 from agent.reward_model import RewardModel, check_compatible, fit_logistic
 
-# the interpretable features a user's taste may move (the quality measurements stay fixed)
-PERSONAL = np.array([name not in QUALITY_FEATURES for name in INTERPRETABLE_NAMES])
 _GRID = np.linspace(-12.0, 12.0, 97)
 # How far a user follows the population's judgement (a scale on its log-odds), and the prior on it:
 # most people mostly agree with the crowd; someone who picks by one taste may ignore it.
@@ -94,7 +92,7 @@ def _spread(prior: RewardModel, departure: np.ndarray) -> np.ndarray:
 def _trusted(prior: RewardModel) -> np.ndarray:
     """Return 1 for the coefficients a user's trust in the population scales (all but quality ones)."""
     scaled = np.ones(prior.coefficients.shape[0])
-    quality = ~PERSONAL
+    quality = ~prior.taste_prior.personal()
     scaled[:N_INTERPRETABLE][quality] = 0.0
     scaled[prior.dimensions :][quality] = 0.0
     return scaled
@@ -115,10 +113,11 @@ def _broad_posterior(
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Return the MAP departure, its posterior sd, and the Laplace log evidence of the broad model.
 
-    The evidence counts `lapse` (picks made at random) so that one pick against a confident
-    population does not rule the population out; the fit itself is the plain logistic MAP.
+    Columns with no variance stay at the population's weight. The evidence counts `lapse` (picks
+    made at random) so that one pick against a confident population does not rule the population
+    out; the fit itself is the plain logistic MAP.
     """
-    free = np.concatenate([PERSONAL, PERSONAL]) & (variances > 0)
+    free = variances > 0
     mean = np.zeros(rows.shape[1])
     sd = np.zeros(rows.shape[1])
     if not free.any():
@@ -180,7 +179,9 @@ def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste
     fixed = prior.coefficients - scalable
     offsets = trust[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
     user_rows = _user_columns(prior, rows)
-    variances = _broad_variances(prior)
+    personal = settings.personal()
+    columns = np.concatenate([personal, personal])
+    variances = np.where(columns, _broad_variances(prior), 0.0)
     broad = [_broad_posterior(user_rows, offset, variances, settings.lapse) for offset in offsets]
     broad_log = np.array([item[2] for item in broad]) + log_trust
     broad_evidence = float(logsumexp(broad_log))
@@ -196,8 +197,7 @@ def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste
         settings.strong_scale,
         settings.lapse,
     )
-    columns = np.concatenate([PERSONAL, PERSONAL])
-    n_personal = int(PERSONAL.sum())
+    n_personal = int(personal.sum())
     share = np.concatenate(
         [
             np.full(N_INTERPRETABLE, settings.strong_share * (1 - settings.conditional_share) / n_personal),
@@ -314,7 +314,7 @@ def estimate_user_variance(
     (Laplace-approximate) marginal likelihood.
     """
     variances = np.full(2 * N_INTERPRETABLE, 1.0)
-    personal = np.concatenate([PERSONAL, PERSONAL])
+    personal = np.concatenate([prior.taste_prior.personal()] * 2)
     variances[~personal] = 0.0
     shown = np.zeros(2 * N_INTERPRETABLE, dtype=bool)
     for rows in users_rows:

@@ -41,7 +41,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from agent.evaluation import evaluate, leave_user_out_priors, user_splits
-from agent.features import DEGENERATE_REPETITION, CachedEmbedder, FeatureExtractor, repetition
+from agent.features import (
+    DEGENERATE_REPETITION,
+    INTERPRETABLE_NAMES,
+    CachedEmbedder,
+    FeatureExtractor,
+    repetition,
+)
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair
@@ -220,7 +226,39 @@ ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
     "strong tastes keep full trust in the population": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, strong_trust=(1.0,))
     ),
+    "strong tastes never set the population aside": lambda prior: replace(
+        prior,
+        taste_prior=replace(
+            prior.taste_prior, strong_trust=tuple(t for t in prior.taste_prior.strong_trust if t > 0)
+        ),
+    ),
+    "relevance to the question a matter of taste": lambda prior: _personal_relevance(prior),
 }
+
+
+def _personal_relevance(prior: RewardModel) -> RewardModel:
+    """Return the prior with the question-relevance measurements open to a user's taste."""
+    relevance = {"query_overlap", "query_similarity"}
+    taste_prior = prior.taste_prior
+    fixed = tuple(name for name in taste_prior.fixed_features if name not in relevance)
+    # the artifact's between-user variances are 0 for fixed features: give them the typical one
+    typical = float(np.median([v for v in taste_prior.user_variance if v > 0]))
+    typical_interaction = float(np.median([v for v in taste_prior.interaction_variance if v > 0]))
+    opened = [name in relevance for name in INTERPRETABLE_NAMES]
+    return replace(
+        prior,
+        taste_prior=replace(
+            taste_prior,
+            fixed_features=fixed,
+            user_variance=tuple(
+                typical if open_ else v for open_, v in zip(opened, taste_prior.user_variance, strict=True)
+            ),
+            interaction_variance=tuple(
+                typical_interaction if open_ else v
+                for open_, v in zip(opened, taste_prior.interaction_variance, strict=True)
+            ),
+        ),
+    )
 
 
 def ablate(

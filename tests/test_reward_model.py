@@ -115,10 +115,13 @@ async def test_prior_learns_the_population_preference(
 
 def test_between_user_variances_are_estimated_for_every_personal_feature(prior: RewardModel) -> None:
     variances = np.array(prior.taste_prior.user_variance)
+    personal = prior.taste_prior.personal()
     assert variances.shape == (N_INTERPRETABLE,)
-    assert (variances[:-1] > 0).all()
-    # the repetition measure is quality, not taste: no user moves it
-    assert INTERPRETABLE_NAMES[-1] == "repetition" and variances[-1] == 0
+    assert (variances[personal] > 0).all()
+    # looping and relevance to the question are quality, not taste: no user moves them
+    fixed = {name for name, free in zip(INTERPRETABLE_NAMES, personal, strict=True) if not free}
+    assert fixed == {"repetition", "query_overlap", "query_similarity"}
+    assert (variances[~personal] == 0).all()
 
 
 async def test_user_model_learns_a_taste_against_the_population_from_five_pairs(
