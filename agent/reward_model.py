@@ -331,23 +331,27 @@ def fit_logistic(
     strengths: np.ndarray,
     start: np.ndarray | None = None,
     offset: np.ndarray | float = 0.0,
+    row_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Minimise sum softplus(-(x·w + offset)) + ½ Σ λ w²: MAP Bradley-Terry weights of chosen-first rows.
 
-    `offset` is a fixed share of each row's log-odds (the part of the utility that is not fitted).
+    `offset` is a fixed share of each row's log-odds (the part of the utility that is not fitted);
+    `row_weights` scale each row's term (a pair that counts half as much as a stated pick: 0.5).
     Damped Newton: the objective is smooth and strictly convex, and with a few hundred weights the
     Hessian solve is cheaper than the many small steps a quasi-Newton method takes.
     """
 
+    counts = np.ones(len(design)) if row_weights is None else np.asarray(row_weights, dtype=np.float64)
+
     def objective(weights: np.ndarray) -> float:
-        return float(-log_expit(design @ weights + offset).sum() + 0.5 * strengths @ (weights * weights))
+        return float(-counts @ log_expit(design @ weights + offset) + 0.5 * strengths @ (weights * weights))
 
     weights = np.zeros(design.shape[1]) if start is None else start.astype(np.float64).copy()
     value = objective(weights)
     for _ in range(50):
         margins = design @ weights + offset
-        gradient = -design.T @ expit(-margins) + strengths * weights
-        step = newton_step(design, expit(margins) * expit(-margins), strengths, gradient)
+        gradient = -design.T @ (counts * expit(-margins)) + strengths * weights
+        step = newton_step(design, counts * expit(margins) * expit(-margins), strengths, gradient)
         size = 1.0
         while size > 1e-6:
             candidate = weights - size * step

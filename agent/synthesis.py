@@ -212,9 +212,10 @@ def others(pool: Sequence[PreferencePair], pair: PreferencePair, count: int) -> 
     return demos_without(pair, [labelled_demo(other) for other in pool])[:count]
 
 
-def _most_recent(pairs: Sequence[PreferencePair], count: int) -> list[PreferencePair]:
-    ordered = sorted(pairs, key=lambda pair: pair.created_at)
-    return ordered[-count:] if count > 0 else []
+def _most_telling(pairs: Sequence[PreferencePair], count: int) -> list[PreferencePair]:
+    """Keep `count` pairs: stated picks before inferred ones (`PreferencePair.weight`), then the newest."""
+    ordered = sorted(pairs, key=lambda pair: (pair.weight, pair.created_at))
+    return sorted(ordered[-count:], key=lambda pair: pair.created_at) if count > 0 else []
 
 
 def select_best(scores: Sequence[CandidateScore]) -> CandidateScore:
@@ -272,7 +273,10 @@ class SynthesizeMe:
     def trim(
         self, train: Sequence[PreferencePair], val: Sequence[PreferencePair], *, has_current: bool = False
     ) -> tuple[list[PreferencePair], list[PreferencePair]]:
-        """Keep the most recent pairs within `max_pairs` and the call budget, or raise `BudgetExceeded`."""
+        """Keep pairs within `max_pairs` and the call budget (stated picks first, then the newest).
+
+        Raises `BudgetExceeded` when even the smallest fit is over the budget.
+        """
         n_val = min(len(val), max(1, self.max_pairs // 4)) if val else 0
         n_train = min(len(train), self.max_pairs - n_val)
         while self.plan_calls(n_train, n_val, has_current=has_current) > self.max_calls and n_val > 1:
@@ -284,7 +288,7 @@ class SynthesizeMe:
             raise BudgetExceeded(
                 f"a fit needs at least {planned} LLM calls, over the budget of {self.max_calls}"
             )
-        return _most_recent(train, n_train), _most_recent(val, n_val)
+        return _most_telling(train, n_train), _most_telling(val, n_val)
 
     def _start(
         self, train: Sequence[PreferencePair], val: Sequence[PreferencePair], *, has_current: bool
@@ -503,7 +507,7 @@ class FitRun:
         if not examples:
             examples = [
                 InductionExample(p.context, p.chosen, p.rejected, True, None)
-                for p in _most_recent(train, UNVERIFIED_INDUCTION_PAIRS)
+                for p in _most_telling(train, UNVERIFIED_INDUCTION_PAIRS)
             ]
         caller = StructuredCaller(self.owner.judge_model, InducedPersona, **self.judge_options("induce"))
         messages = induction_messages(examples, max_tokens=self.owner.induction_max_tokens)

@@ -1,7 +1,7 @@
 """Measure how well the offline reward model learns a person's taste; print tables (or JSON).
 
     python scripts/eval_offline.py [--planted ../shared/data/planted] [--mt-bench FILE]
-        [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--json]
+        [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--speed] [--implicit] [--json]
 
 Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judged in both
 orders, macro over users), the judges fitted on the users' `train` pairs:
@@ -14,7 +14,10 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * loops: each real MT-Bench answer that does not itself loop, against a copy of another answer
   to the same question that breaks into a loop, judged for every planted user and the population;
 * `--ablate`: the same on planted users and MT-Bench `val` with one part of the design removed;
-* `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached).
+* `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached);
+* `--implicit`: planted users with 10 training pairs, half of them given as inferred pairs
+  (`edit`, `regenerate`: they count less in the fit, `agent.records.SOURCE_WEIGHTS`), against
+  all ten as stated picks.
 
 `--curve` writes the learning curve (accuracy against training pairs) as an SVG picture.
 """
@@ -278,6 +281,20 @@ def ablate(
     return found
 
 
+def implicit(extractor: FeatureExtractor, prior: RewardModel, folder: Path) -> dict[str, dict[str, float]]:
+    """Return planted accuracy at 10 training pairs, all stated or every other one inferred."""
+    pairs = read_pairs(folder / "visible_n10.jsonl")
+    train, _, test = splits_of(pairs)
+    found = {"all 10 stated picks": macro(accuracy(extractor, lambda _: prior, train, test))}
+    for source in ("edit", "regenerate"):
+        inferred = {
+            user: [pair.model_copy(update={"source": source}) if i % 2 else pair for i, pair in enumerate(ps)]
+            for user, ps in train.items()
+        }
+        found[f"5 stated + 5 {source}"] = macro(accuracy(extractor, lambda _: prior, inferred, test))
+    return {"planted n10": found}
+
+
 def speed(
     extractor: FeatureExtractor, prior: RewardModel, folder: Path, *, rounds: int = 20
 ) -> dict[str, float]:
@@ -364,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", type=Path, default=None, help="write the learning curve as SVG here")
     parser.add_argument("--ablate", action="store_true", help="also remove each part of the design in turn")
     parser.add_argument("--speed", action="store_true", help="also time a fit and a comparison")
+    parser.add_argument("--implicit", action="store_true", help="also weigh half the pairs as inferred ones")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -381,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
         report["ablations"] = ablate(extractor, prior, args.planted, args.mt_bench)
     if args.speed:
         report["speed"] = speed(extractor, prior, args.planted)
+    if args.implicit:
+        report["implicit"] = implicit(extractor, prior, args.planted)
     extractor.embedder.save(args.cache)
     if args.curve:
         args.curve.parent.mkdir(parents=True, exist_ok=True)
@@ -397,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table("Ablations", report["ablations"])  # type: ignore[arg-type]
     if args.speed:
         print_table("Speed, median of 20 (features cached)", {"offline model": report["speed"]})  # type: ignore[dict-item]
+    if args.implicit:
+        print_table("Inferred pairs (planted, 10 training pairs)", report["implicit"])  # type: ignore[arg-type]
     return 0
 
 
