@@ -74,6 +74,13 @@ def prior(extractor: FeatureExtractor) -> RewardModel:
         for u in range(20)
     ]
     model = fit_population(extractor, [p for own in users for p in own], description="synthetic population")
+    return with_variances(model, extractor, users)
+
+
+def with_variances(
+    model: RewardModel, extractor: FeatureExtractor, users: Sequence[Sequence[PreferencePair]]
+) -> RewardModel:
+    """Return the population model with between-user variances estimated from these users' pairs."""
     rows = []
     for own in users:
         chosen, rejected = extractor.pair_features(own)
