@@ -2,7 +2,8 @@
 
 Conversation contexts repeat: a turn with N candidate replies yields N-1 pairs that share one
 context, and the same question is retrieved for again and again. Keying vectors by their exact
-text saves the ~6 ms per text that MiniLM costs on this machine's CPUs.
+text saves a MiniLM forward pass for each repeat, the largest cost of storing a pair
+(BENCHMARKS.md, section 5).
 """
 
 from __future__ import annotations
