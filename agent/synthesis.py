@@ -56,18 +56,20 @@ from agent.errors import (
     NotEnoughPreferences,
     PersonaRejected,
 )
-from agent.evaluation import demos_without, evaluate
-from agent.judge import LLMJudge, PersonaJudge, StructuredCaller
+from agent.evaluation import evaluate
+from agent.judge import LLMJudge, PersonaJudge
 from agent.prompts import (
     DEFAULT_INDUCTION_TOKENS,
     MAX_PERSONA_CHARS,
     InductionExample,
     JudgePurpose,
-    clip,
     in_chosen_terms,
     induction_messages,
 )
 from agent.records import Demo, Persona, PreferencePair, Reasoning, Verdict, check_persona_text
+from agent.sections import clip
+from agent.splits import demos_without
+from agent.structured import StructuredCaller
 from agent.usage import CallBudget, UsageReport, UsageTracker
 
 logger = logging.getLogger(__name__)

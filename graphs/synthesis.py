@@ -42,8 +42,8 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from agent.errors import NotFound, PersonaRejected
-from agent.evaluation import MIN_TRAIN_PAIRS, split_train_val
 from agent.records import utc_now
+from agent.splits import MIN_TRAIN_PAIRS, split_train_val
 from agent.synthesis import PersonaSynthesizer, StageReporter, SynthesisResult
 from graphs.retry import is_transient
 from graphs.state import (

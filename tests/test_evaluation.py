@@ -11,22 +11,17 @@ import numpy as np
 import pytest
 
 from agent.evaluation import (
-    UserSplit,
     bootstrap_ci,
-    demos_without,
     evaluate,
-    holds_out,
     outcome_of,
     paired_difference,
     run_judges,
     same_judge,
-    sibling_key,
-    split_train_val,
-    split_user_pairs,
     summarize,
 )
 from agent.judge import PersonaJudge
 from agent.records import Demo, PreferencePair, Turn, Verdict
+from agent.splits import UserSplit, demos_without, holds_out, sibling_key, split_train_val, split_user_pairs
 from tests.fakes import PositionBiasedChatModel
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

@@ -44,22 +44,13 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from agent.evaluation import (
-    Comparer,
-    Evaluation,
-    JudgeFactory,
-    PairJudge,
-    UserSplit,
-    demos_without,
-    run_judges,
-    same_judge,
-    user_splits,
-)
+from agent.evaluation import Evaluation, JudgeFactory, PairJudge, run_judges, same_judge
 from agent.formats import split_of
-from agent.judge import DefaultJudge, PersonaJudge
+from agent.judge import Comparer, DefaultJudge, PersonaJudge
 from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import PreferencePair
 from agent.reference_search import ReferenceSearch
+from agent.splits import UserSplit, demos_without, user_splits
 from agent.synthesis import SynthesisResult, SynthesizeMe
 from agent.usage import UsageTracker
 
