@@ -40,7 +40,7 @@ def as_turns(context: Sequence[TurnLike]) -> tuple[Turn, ...]:
             turns.append(item)
             continue
         if isinstance(item, BaseMessage):
-            role, text = _ROLES.get(item.type), item.text
+            role, text = _ROLES.get(item.type), str(item.text)
         elif isinstance(item, Mapping):
             name = str(item.get("role", "user"))
             if name not in _ROLES and name not in _SKIPPED_ROLES:

@@ -42,9 +42,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from agent.errors import NotFound, PersonaRejected
+from agent.fit_stages import StageReporter, SynthesisResult
 from agent.records import utc_now
 from agent.splits import MIN_TRAIN_PAIRS, split_train_val
-from agent.synthesis import PersonaSynthesizer, StageReporter, SynthesisResult
+from agent.synthesis import PersonaSynthesizer
 from graphs.retry import is_transient
 from graphs.state import (
     SynthesisContext,

@@ -327,7 +327,7 @@ async def test_a_judge_is_never_shown_the_pair_it_judges() -> None:
 
 
 def test_the_stage_1_teacher_is_never_shown_a_sibling_of_the_pair_it_explains() -> None:
-    from agent.synthesis import others
+    from agent.demo_sets import others
 
     first, sibling = choice_siblings("gus", 1, 3)
     unrelated = user_pairs("gus", 2)

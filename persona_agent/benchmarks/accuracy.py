@@ -45,13 +45,14 @@ from typing import TYPE_CHECKING, Any, Literal
 from langchain_core.language_models import BaseChatModel
 
 from agent.evaluation import Evaluation, JudgeFactory, PairJudge, run_judges, same_judge
+from agent.fit_stages import SynthesisResult
 from agent.formats import split_of
 from agent.judge import Comparer, DefaultJudge, PersonaJudge
 from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import PreferencePair
 from agent.reference_search import ReferenceSearch
 from agent.splits import UserSplit, demos_without, user_splits
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.synthesis import SynthesizeMe
 from agent.usage import UsageTracker
 
 if TYPE_CHECKING:

@@ -21,10 +21,11 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.evaluation import AccuracyReport, PairJudge, run_judges, same_judge
+from agent.fit_stages import SynthesisResult
 from agent.formats import read_pairs
 from agent.judge import PersonaJudge
 from agent.splits import UserSplit, user_splits
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.synthesis import SynthesizeMe
 from agent.usage import UsageTracker
 
 
