@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any, cast
 import numpy as np
 from pydantic import ValidationError
 
+from agent.embedding import CachedEmbedder
 from agent.errors import InvalidPreference, NotFound, PersonaRejected, UnknownUser
 from agent.formats import describe_validation_error, pair_from_record, pair_to_record, parse_jsonl
 from agent.records import (
@@ -71,7 +72,6 @@ from agent.records import (
     persona_problem,
 )
 from memory.chroma import check_collection_name, read_retrying
-from memory.embedding_cache import CachedEmbeddings
 from memory.vector_cache import LOCAL_REVISIONS, UserVectors, VectorCache, unit_rows
 
 if TYPE_CHECKING:
@@ -194,8 +194,8 @@ class PreferenceStore:
         self._client = client
         self._embeddings = (
             embeddings
-            if isinstance(embeddings, CachedEmbeddings)
-            else CachedEmbeddings(embeddings, max_items=cache_size)
+            if isinstance(embeddings, CachedEmbedder)
+            else CachedEmbedder(embeddings, max_items=cache_size)
         )
         self.limits = limits
         self.stale_write_s = stale_write_s
@@ -212,7 +212,7 @@ class PreferenceStore:
         self._local = "fastapi" not in str(client.get_settings().chroma_api_impl).lower()
 
     @property
-    def embeddings(self) -> CachedEmbeddings:
+    def embeddings(self) -> CachedEmbedder:
         """The (cached) embedding model the store embeds contexts and queries with."""
         return self._embeddings
 

@@ -40,8 +40,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
+from agent.embedding import CachedEmbedder
 from agent.evaluation import evaluate, leave_user_out_priors
-from agent.features import DEGENERATE_REPETITION, CachedEmbedder, FeatureExtractor, repetition
+from agent.features import DEGENERATE_REPETITION, FeatureExtractor, repetition
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair

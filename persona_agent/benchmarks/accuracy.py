@@ -458,7 +458,8 @@ def run_accuracy(
     offline = None
     embedding_cache = None
     if {"offline", "hybrid"} & set(names):
-        from agent.features import CachedEmbedder, FeatureExtractor
+        from agent.embedding import CachedEmbedder
+        from agent.features import FeatureExtractor
 
         if request.cache_dir is not None:
             digest = hashlib.sha256(str(request.data.resolve()).encode()).hexdigest()[:12]
