@@ -3,7 +3,8 @@
 Texts repeat: a turn with N candidate replies yields N-1 pairs that share one context, the same
 question is retrieved for again and again, and the reward model's features embed every reply of
 a data set on each refit. `CachedEmbedder` keys vectors by a hash of their exact text, so each
-distinct text is embedded once. The memory store bounds it (least recently used vectors go);
+distinct text is embedded once: a MiniLM forward pass is the largest cost of storing a pair
+(BENCHMARKS.md, section 5). The memory store bounds it (least recently used vectors go);
 benchmarks and scripts keep every vector and save them to a .npz file for the next run.
 """
 

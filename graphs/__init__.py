@@ -6,5 +6,30 @@
 - `graphs.state`: the graphs' JSON-plain state and run context; `graphs.judges`: which judge
   ranks a turn; `graphs.retry`: which failures the declared retry policies retry.
 
+Each module's `build_graph` is reached through its module (`graphs.chat.build_graph`,
+`graphs.synthesis.build_graph`); the names below are what callers pass to and read from them.
 See docs/graph.md.
 """
+
+from graphs import chat, synthesis
+from graphs.chat import ChatOptions, synthesis_recorded
+from graphs.judges import HybridJudges, JudgeFactory, LLMJudges, OfflineJudges
+from graphs.state import ChatContext, ChatState, Feedback, SynthesisContext, SynthesisOutcome
+from graphs.synthesis import run_synthesis
+
+__all__ = [
+    "ChatContext",
+    "ChatOptions",
+    "ChatState",
+    "Feedback",
+    "HybridJudges",
+    "JudgeFactory",
+    "LLMJudges",
+    "OfflineJudges",
+    "SynthesisContext",
+    "SynthesisOutcome",
+    "chat",
+    "run_synthesis",
+    "synthesis",
+    "synthesis_recorded",
+]

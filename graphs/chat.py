@@ -30,6 +30,9 @@ user named in the run context (`ChatContext.user_id`)::
    and demos stay in the state, so ``graph.get_state(config)`` shows them and the next input can
    give feedback on them.
 
+The nodes are methods of `ChatNodes`, which holds the parts they use (the chat model, the store,
+the judges, the synthesis graph and the options); `build_graph` builds the parts and wires them.
+
 Inline or deferred synthesis (``synthesis_mode``; a run may override it in its context):
 *inline* runs `synthesize_persona` before answering, so the reply already uses the new persona;
 *deferred* (the default) answers first and runs `synthesize_persona` at the end of the same run
@@ -108,7 +111,10 @@ from graphs.state import (
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
 
+    from graphs.state import SynthesisContext, SynthesisState
     from memory.store import PreferenceStore
+
+    SynthesisGraph = CompiledStateGraph[SynthesisState, SynthesisContext, SynthesisState, SynthesisState]
 
 logger = logging.getLogger(__name__)
 
@@ -220,10 +226,6 @@ def _awaits_reply(state: ChatState) -> bool:
     return bool(messages) and isinstance(messages[-1], HumanMessage)
 
 
-def _after_reply(state: ChatState) -> str:
-    return "synthesize_persona" if state.get("synthesis_due") == "deferred" else END
-
-
 def _replace_reply(messages: Sequence[AnyMessage], shown: str | None, picked: str) -> list[AnyMessage]:
     """Return the update that swaps the reply shown for the previous turn with the one picked."""
     for message in reversed(messages):
@@ -234,13 +236,191 @@ def _replace_reply(messages: Sequence[AnyMessage], shown: str | None, picked: st
     return []
 
 
-def _first_candidate_ranking(candidates: Sequence[str], why: str) -> list[RankedView]:
-    return [
-        RankedView(index=index, content=text, score=0.0, wins=0, reasons=[why] if index == 0 else [])
-        for index, text in enumerate(candidates)
-    ]
+# --- routers ---------------------------------------------------------------------------------
+def route_after_feedback(state: ChatState) -> str:
+    """Synthesize first (inline), answer, or stop when there is nothing to answer."""
+    due = state.get("synthesis_due")
+    if due == "inline" or (due == "deferred" and not _awaits_reply(state)):
+        return "synthesize_persona"
+    return "load_persona" if _awaits_reply(state) else END
 
 
+def route_after_synthesis(state: ChatState) -> str:
+    """Answer the new message when the synthesis ran before the reply (inline)."""
+    return "load_persona" if _awaits_reply(state) else END
+
+
+def route_after_reply(state: ChatState) -> str:
+    """Run a deferred synthesis once the turn is answered; otherwise end the run."""
+    return "synthesize_persona" if state.get("synthesis_due") == "deferred" else END
+
+
+# --- nodes -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChatNodes:
+    """The chat graph's nodes over the parts they use; `build_graph` builds the parts and wires the nodes."""
+
+    chat_model: BaseChatModel
+    memory: PreferenceStore
+    judges: JudgeFactory
+    synthesis_graph: SynthesisGraph
+    options: ChatOptions
+
+    async def record_feedback(self, state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Store the user's feedback on the previous turn as pairs; decide whether to synthesize."""
+        user_id = user_of(runtime)
+        owner = state.get("owner")
+        if owner is not None and owner != user_id:
+            # A thread id is only a key: without this check a run for one user could read
+            # another user's conversation through its thread.
+            raise Forbidden("this thread belongs to another user")
+        update: dict[str, Any] = {"pairs_added": [], "owner": user_id}
+        feedback = state.get("feedback")
+        if feedback:
+            pairs, picked = feedback_pairs(feedback, state, user_id, self.memory.limits)
+            update["pairs_added"] = await asyncio.to_thread(self.memory.add_pairs, user_id, pairs)
+            if picked is not None:
+                ranking = state.get("ranking") or []
+                shown = ranking[0]["content"] if ranking else None
+                update["messages"] = _replace_reply(state.get("messages") or [], shown, picked)
+        counts = await asyncio.to_thread(self.memory.pair_counts, user_id)
+        due = synthesis_due(
+            total=counts.total,
+            since_persona=counts.since_persona,
+            has_persona=counts.persona is not None,
+            retry_after=state.get("synthesis_retry_after"),
+            options=self.options,
+        )
+        mode = _context_value(runtime, "synthesis_mode") or self.options.synthesis_mode
+        update.update(pair_count=counts.total, synthesis_due=mode if due else None)
+        if _awaits_reply(state):  # the persona this turn's reply uses, unless synthesized inline
+            update["persona"] = persona_view(counts.persona)
+        return update
+
+    async def synthesize_persona(self, state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Run the synthesis graph for this user; a failure is recorded, never raised."""
+        user_id = user_of(runtime)
+        result = await synthesis.run_synthesis(self.synthesis_graph, user_id)
+        update = synthesis_recorded(result, state.get("pair_count", 0))
+        if _awaits_reply(state):  # inline: this turn's reply uses the persona as it is now
+            update["persona"] = persona_view(await asyncio.to_thread(self.memory.current_persona, user_id))
+        return update
+
+    async def load_persona(self, state: ChatState) -> dict[str, Any]:
+        """Fix the conversation this turn answers.
+
+        The persona in the state is current: `record_feedback` read it at the start of this run,
+        and `synthesize_persona` reads it again after an inline synthesis.
+        """
+        max_turns = min(self.options.max_context_turns, self.memory.limits.max_context_turns)
+        context = turns_of(state.get("messages") or [])[-max_turns:]
+        if not context or context[-1].role != "user":
+            raise InvalidPreference("messages: the last message must be a non-empty user message")
+        return {"turn_context": turn_dicts(context)}
+
+    async def retrieve_demos(self, state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Give the persona judge the persona's val-selected demos and the pairs retrieved for this query."""
+        demos: list[Demo] = []
+        if state.get("persona") is not None:
+            user_id = user_of(runtime)
+            options = self.options
+            selected = asyncio.to_thread(self.memory.current_demos, user_id)
+            retrieved = asyncio.to_thread(
+                self.memory.retrieve_demos,
+                user_id,
+                turns_from(state.get("turn_context") or []),
+                options.demo_k,
+                similarity_weight=options.similarity_weight,
+                informativeness_weight=options.informativeness_weight,
+                mmr_lambda=options.mmr_lambda,
+            )
+            demos = merge_demos(*await asyncio.gather(selected, retrieved))
+        return {"demos": [demo.model_dump(mode="json") for demo in demos]}
+
+    async def draft_replies(self, state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Draft several different candidate replies, persona-conditioned when there is a persona."""
+        count = _context_value(runtime, "candidates") or self.options.candidates
+        persona = state.get("persona")
+        drafts = await draft_candidates(
+            self.chat_model,
+            turns_from(state.get("turn_context") or []),
+            n=max(1, min(int(count), MAX_CANDIDATES)),
+            persona=persona["text"] if persona else None,
+            concurrency=self.options.concurrency,
+            seed=len(state.get("messages") or []),
+        )
+        if not drafts:
+            raise ModelOutputError("the chat model returned no usable reply")
+        return {"candidates": drafts, "reply_fallback": None}
+
+    async def judge_replies(self, state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
+        """Rank the candidates with this user's judge and answer with the winner."""
+        user_id = user_of(runtime)
+        view: PersonaView | None = state.get("persona")
+        persona = (
+            Persona.model_validate({"user_id": user_id, "text": view["text"], "version": view["version"]})
+            if view is not None
+            else None
+        )
+        demos = [demo_from_state(data) for data in state.get("demos") or []]
+        judge, label = await self.judges(user_id, persona, demos)
+        context = turns_from(state.get("turn_context") or [])
+        ranking = await judge.rank(context, state.get("candidates") or [])
+        fallbacks = int(getattr(judge, "fallbacks", 0))
+        untied = f"{fallbacks} comparisons had no usable verdict (counted as ties)" if fallbacks else None
+        return {
+            "ranking": ranking_view(ranking),
+            "judge": label,
+            "judge_fallback": untied,
+            "messages": [AIMessage(ranking.best.content)],
+        }
+
+
+# --- error handlers --------------------------------------------------------------------------
+async def apologize(state: ChatState, error: NodeError) -> dict[str, Any]:
+    """Answer with an apology that says the model failed; keep no candidates."""
+    _raise_unless_model_failure(error.error, "drafting")
+    reason = f"{type(error.error).__name__}: {error.error}"
+    return {
+        "messages": [AIMessage(APOLOGY.format(reason=type(error.error).__name__))],
+        "candidates": [],
+        "ranking": [],
+        "judge": "none",
+        "judge_fallback": None,
+        "reply_fallback": reason,
+    }
+
+
+async def answer_first_candidate(state: ChatState, error: NodeError) -> dict[str, Any]:
+    """Answer with the first candidate when judging failed, and record why."""
+    _raise_unless_model_failure(error.error, "judging")
+    candidates = state.get("candidates") or []
+    reason = (
+        f"judging failed, answered with the first candidate ({type(error.error).__name__}: {error.error})"
+    )
+    return {
+        "ranking": [
+            RankedView(index=index, content=text, score=0.0, wins=0, reasons=[reason] if index == 0 else [])
+            for index, text in enumerate(candidates)
+        ],
+        "judge_fallback": reason,
+        "messages": [AIMessage(candidates[0])],
+    }
+
+
+def _raise_unless_model_failure(error: BaseException, stage: str) -> None:
+    """Re-raise errors that are not a model's fault (bad input, configuration); log the rest."""
+    if isinstance(error, PersonaAgentError) and not isinstance(error, ModelOutputError | BudgetExceeded):
+        raise error
+    if not isinstance(error, Exception):
+        raise error
+    if is_transient(error):
+        logger.warning("%s failed after retries: %r", stage, error)
+    else:
+        logger.error("%s failed with an unexpected error", stage, exc_info=error)
+
+
+# --- wiring ----------------------------------------------------------------------------------
 def build_graph(
     *,
     chat_model: BaseChatModel,
@@ -264,166 +444,23 @@ def build_graph(
         structured_method=options.structured_method,
         concurrency=options.concurrency,
     )
-    judges = judges or LLMJudges(
-        judge_model, structured_method=options.structured_method, concurrency=options.concurrency
-    )
-    synthesis_graph = synthesis.build_graph(
-        synthesizer=synthesizer,
+    nodes = ChatNodes(
+        chat_model=chat_model,
         memory=memory,
-        checkpointer=False,  # its state is transient; the chat thread records the outcome
-        attempts=options.attempts,
-        retry_interval_s=options.retry_interval_s,
-        timeout_s=options.synthesis_timeout_s,
+        judges=judges
+        or LLMJudges(
+            judge_model, structured_method=options.structured_method, concurrency=options.concurrency
+        ),
+        synthesis_graph=synthesis.build_graph(
+            synthesizer=synthesizer,
+            memory=memory,
+            checkpointer=False,  # its state is transient; the chat thread records the outcome
+            attempts=options.attempts,
+            retry_interval_s=options.retry_interval_s,
+            timeout_s=options.synthesis_timeout_s,
+        ),
+        options=options,
     )
-    limits = memory.limits
-    max_turns = min(options.max_context_turns, limits.max_context_turns)
-
-    async def record_feedback(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-        """Store the user's feedback on the previous turn as pairs; decide whether to synthesize."""
-        user_id = user_of(runtime)
-        owner = state.get("owner")
-        if owner is not None and owner != user_id:
-            # A thread id is only a key: without this check a run for one user could read
-            # another user's conversation through its thread.
-            raise Forbidden("this thread belongs to another user")
-        update: dict[str, Any] = {"pairs_added": [], "owner": user_id}
-        feedback = state.get("feedback")
-        if feedback:
-            pairs, picked = feedback_pairs(feedback, state, user_id, limits)
-            update["pairs_added"] = await asyncio.to_thread(memory.add_pairs, user_id, pairs)
-            if picked is not None:
-                ranking = state.get("ranking") or []
-                shown = ranking[0]["content"] if ranking else None
-                update["messages"] = _replace_reply(state.get("messages") or [], shown, picked)
-        counts = await asyncio.to_thread(memory.pair_counts, user_id)
-        total = counts.total
-        due = synthesis_due(
-            total=total,
-            since_persona=counts.since_persona,
-            has_persona=counts.persona is not None,
-            retry_after=state.get("synthesis_retry_after"),
-            options=options,
-        )
-        mode = _context_value(runtime, "synthesis_mode") or options.synthesis_mode
-        update.update(pair_count=total, synthesis_due=mode if due else None)
-        if _awaits_reply(state):  # the persona this turn's reply uses, unless synthesized inline
-            update["persona"] = persona_view(counts.persona)
-        return update
-
-    def route_after_feedback(state: ChatState) -> str:
-        """Synthesize first (inline), answer, or stop when there is nothing to answer."""
-        due = state.get("synthesis_due")
-        if due == "inline" or (due == "deferred" and not _awaits_reply(state)):
-            return "synthesize_persona"
-        return "load_persona" if _awaits_reply(state) else END
-
-    async def synthesize_persona(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-        """Run the synthesis graph for this user; a failure is recorded, never raised."""
-        user_id = user_of(runtime)
-        result = await synthesis.run_synthesis(synthesis_graph, user_id)
-        update = synthesis_recorded(result, state.get("pair_count", 0))
-        if _awaits_reply(state):  # inline: this turn's reply uses the persona as it is now
-            update["persona"] = persona_view(await asyncio.to_thread(memory.current_persona, user_id))
-        return update
-
-    def route_after_synthesis(state: ChatState) -> str:
-        """Answer the new message when the synthesis ran before the reply (inline)."""
-        return "load_persona" if _awaits_reply(state) else END
-
-    async def load_persona(state: ChatState) -> dict[str, Any]:
-        """Fix the conversation this turn answers.
-
-        The persona in the state is current: `record_feedback` read it at the start of this run,
-        and `synthesize_persona` reads it again after an inline synthesis.
-        """
-        context = turns_of(state.get("messages") or [])[-max_turns:]
-        if not context or context[-1].role != "user":
-            raise InvalidPreference("messages: the last message must be a non-empty user message")
-        return {"turn_context": turn_dicts(context)}
-
-    async def retrieve_demos(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-        """Give the persona judge the persona's val-selected demos and the pairs retrieved for this query."""
-        demos: list[Demo] = []
-        if state.get("persona") is not None:
-            user_id = user_of(runtime)
-            selected = asyncio.to_thread(memory.current_demos, user_id)
-            retrieved = asyncio.to_thread(
-                memory.retrieve_demos,
-                user_id,
-                turns_from(state.get("turn_context") or []),
-                options.demo_k,
-                similarity_weight=options.similarity_weight,
-                informativeness_weight=options.informativeness_weight,
-                mmr_lambda=options.mmr_lambda,
-            )
-            demos = merge_demos(*await asyncio.gather(selected, retrieved))
-        return {"demos": [demo.model_dump(mode="json") for demo in demos]}
-
-    async def draft_replies(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-        """Draft several different candidate replies, persona-conditioned when there is a persona."""
-        count = _context_value(runtime, "candidates") or options.candidates
-        persona = state.get("persona")
-        drafts = await draft_candidates(
-            chat_model,
-            turns_from(state.get("turn_context") or []),
-            n=max(1, min(int(count), MAX_CANDIDATES)),
-            persona=persona["text"] if persona else None,
-            concurrency=options.concurrency,
-            seed=len(state.get("messages") or []),
-        )
-        if not drafts:
-            raise ModelOutputError("the chat model returned no usable reply")
-        return {"candidates": drafts, "reply_fallback": None}
-
-    async def apologize(state: ChatState, error: NodeError) -> dict[str, Any]:
-        """Answer with an apology that says the model failed; keep no candidates."""
-        _raise_unless_model_failure(error.error, "drafting")
-        reason = f"{type(error.error).__name__}: {error.error}"
-        return {
-            "messages": [AIMessage(APOLOGY.format(reason=type(error.error).__name__))],
-            "candidates": [],
-            "ranking": [],
-            "judge": "none",
-            "judge_fallback": None,
-            "reply_fallback": reason,
-        }
-
-    async def judge_replies(state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
-        """Rank the candidates with this user's judge and answer with the winner."""
-        user_id = user_of(runtime)
-        view: PersonaView | None = state.get("persona")
-        persona = (
-            Persona.model_validate({"user_id": user_id, "text": view["text"], "version": view["version"]})
-            if view is not None
-            else None
-        )
-        demos = [demo_from_state(data) for data in state.get("demos") or []]
-        judge, label = await judges(user_id, persona, demos)
-        context = turns_from(state.get("turn_context") or [])
-        ranking = await judge.rank(context, state.get("candidates") or [])
-        fallbacks = int(getattr(judge, "fallbacks", 0))
-        return {
-            "ranking": ranking_view(ranking),
-            "judge": label,
-            "judge_fallback": f"{fallbacks} comparisons had no usable verdict (counted as ties)"
-            if fallbacks
-            else None,
-            "messages": [AIMessage(ranking.best.content)],
-        }
-
-    async def answer_first_candidate(state: ChatState, error: NodeError) -> dict[str, Any]:
-        """Answer with the first candidate when judging failed, and record why."""
-        _raise_unless_model_failure(error.error, "judging")
-        candidates = state.get("candidates") or []
-        reason = (
-            f"judging failed, answered with the first candidate ({type(error.error).__name__}: {error.error})"
-        )
-        return {
-            "ranking": _first_candidate_ranking(candidates, reason),
-            "judge_fallback": reason,
-            "messages": [AIMessage(candidates[0])],
-        }
-
     retry = RetryPolicy(
         max_attempts=options.attempts, initial_interval=options.retry_interval_s, retry_on=is_transient
     )
@@ -432,19 +469,19 @@ def build_graph(
     # handler, which LangGraph takes itself when retries are spent; mixing unlabelled Command
     # destinations with conditional edges from one node breaks `get_graph()` (langgraph#7691).
     builder = StateGraph(ChatState, context_schema=ChatContext)
-    builder.add_node(record_feedback)
-    builder.add_node(synthesize_persona)
-    builder.add_node(load_persona)
-    builder.add_node(retrieve_demos)
+    builder.add_node(nodes.record_feedback)
+    builder.add_node(nodes.synthesize_persona)
+    builder.add_node(nodes.load_persona)
+    builder.add_node(nodes.retrieve_demos)
     builder.add_node(
-        draft_replies,
+        nodes.draft_replies,
         retry_policy=retry,
         timeout=options.reply_timeout_s,
         error_handler=apologize,
         destinations={DRAFT_FALLBACK: "error"},
     )
     builder.add_node(
-        judge_replies,
+        nodes.judge_replies,
         retry_policy=retry,
         timeout=options.reply_timeout_s,
         error_handler=answer_first_candidate,
@@ -459,17 +496,5 @@ def build_graph(
     builder.add_edge("load_persona", "retrieve_demos")
     builder.add_edge(["draft_replies", "retrieve_demos"], "judge_replies")
     for answered in ("judge_replies", DRAFT_FALLBACK, JUDGE_FALLBACK):
-        builder.add_conditional_edges(answered, _after_reply, ["synthesize_persona", END])
+        builder.add_conditional_edges(answered, route_after_reply, ["synthesize_persona", END])
     return builder.compile(checkpointer=checkpointer, name=name)
-
-
-def _raise_unless_model_failure(error: BaseException, stage: str) -> None:
-    """Re-raise errors that are not a model's fault (bad input, configuration); log the rest."""
-    if isinstance(error, PersonaAgentError) and not isinstance(error, ModelOutputError | BudgetExceeded):
-        raise error
-    if not isinstance(error, Exception):
-        raise error
-    if is_transient(error):
-        logger.warning("%s failed after retries: %r", stage, error)
-    else:
-        logger.error("%s failed with an unexpected error", stage, exc_info=error)

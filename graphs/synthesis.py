@@ -26,6 +26,9 @@ of a taste (`agent.records.persona_problem`: junk, loops, directions to the judg
 carries the `user_id` (`SynthesisContext`); the input may be empty (``{}``). The graph is usable
 on its own (``langgraph.json`` names it) and from the chat graph, which invokes it. Each stage
 is streamed as it starts (``stream_mode="custom"``; `run_synthesis` hands them to a callback).
+
+The nodes are methods of `SynthesisNodes`, which holds the synthesizer and the store they use;
+`build_graph` wires them.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langgraph.errors import NodeError
@@ -56,7 +60,7 @@ from graphs.state import (
     pair_to_state,
     user_of,
 )
-from memory.store import Lease
+from memory.leases import Lease
 
 if TYPE_CHECKING:
     from langgraph.graph.state import CompiledStateGraph
@@ -159,39 +163,35 @@ async def _renewing(memory: PreferenceStore, held: Mapping[str, Any] | None) -> 
             await task
 
 
-def build_graph(
-    *,
-    synthesizer: PersonaSynthesizer,
-    memory: PreferenceStore,
-    checkpointer: Checkpointer = None,
-    attempts: int = 2,
-    retry_interval_s: float = 1.0,
-    timeout_s: float | None = None,
-    name: str = "synthesis",
-) -> CompiledStateGraph[SynthesisState, SynthesisContext, SynthesisState, SynthesisState]:
-    """Compile the synthesis graph over a persona synthesizer (SynthesizeMe, the offline writer) and a store.
+def route_after_annotation(state: SynthesisState) -> str:
+    """Save only an accepted persona."""
+    result = state.get("result") or {}
+    return "save_persona" if result.get("accepted") else END
 
-    `attempts` and `retry_interval_s` declare the fit's retries of transient errors (timeouts,
-    connection errors, unusable model output); `timeout_s` caps one fit attempt.
-    ``checkpointer=False`` runs it without checkpoints even inside a checkpointed parent.
-    """
 
-    async def load_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> Command[Any]:
+@dataclass(frozen=True)
+class SynthesisNodes:
+    """The synthesis graph's nodes over the parts they use; `build_graph` wires them."""
+
+    synthesizer: PersonaSynthesizer
+    memory: PreferenceStore
+
+    async def load_pairs(self, state: SynthesisState, runtime: Runtime[SynthesisContext]) -> Command[Any]:
         """Read the user's newest pairs and split them into train and val."""
         user_id = user_of(runtime)
         _report(runtime, "load", "reading your pairs")
-        lease = await asyncio.to_thread(memory.acquire_lease, user_id, SYNTHESIS_LEASE)
+        lease = await asyncio.to_thread(self.memory.acquire_lease, user_id, SYNTHESIS_LEASE)
         if lease is None:
             busy = outcome("skipped", "another synthesis of this user is running")
             return Command(update={"outcome": busy, "result": None, "lease": None}, goto=END)
         try:
-            pairs = await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
+            pairs = await asyncio.to_thread(self.memory.newest_pairs, user_id, self.synthesizer.max_pairs)
         except BaseException:
-            await _release(memory, lease.as_dict())
+            await _release(self.memory, lease.as_dict())
             raise
         train, val = split_train_val(pairs)
         if len(train) < MIN_TRAIN_PAIRS:
-            await _release(memory, lease.as_dict())
+            await _release(self.memory, lease.as_dict())
             skipped = outcome(
                 "skipped",
                 f"{len(pairs)} pairs stored, {len(train)} of them for training; a persona needs at least "
@@ -209,28 +209,28 @@ def build_graph(
             goto="fit_persona",
         )
 
-    async def fit_persona(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
+    async def fit_persona(self, state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Synthesize a persona and demos, gated against the current persona on the val pairs."""
         user_id = user_of(runtime)
         current, current_demos = await asyncio.gather(
-            asyncio.to_thread(memory.current_persona, user_id),
-            asyncio.to_thread(memory.current_demos, user_id),
+            asyncio.to_thread(self.memory.current_persona, user_id),
+            asyncio.to_thread(self.memory.current_demos, user_id),
         )
-        fit = synthesizer.fit(
+        fit = self.synthesizer.fit(
             [pair_from_state(p) for p in state.get("train", [])],
             [pair_from_state(p) for p in state.get("val", [])],
             current=current,
             current_demos=current_demos,
             on_stage=lambda stage, detail: _report(runtime, stage, detail),
         )
-        async with _renewing(memory, state.get("lease")):
+        async with _renewing(self.memory, state.get("lease")):
             result = await fit
         return {"result": result.model_dump(mode="json")}
 
-    async def record_failure(state: SynthesisState, error: NodeError) -> dict[str, Any]:
+    async def record_failure(self, state: SynthesisState, error: NodeError) -> dict[str, Any]:
         """End the run "failed" ("rejected" when the persona was not a taste); the current one stays."""
         logger.warning("synthesis failed; the current persona stays in place: %r", error.error)
-        await _release(memory, state.get("lease"))
+        await _release(self.memory, state.get("lease"))
         rejected = isinstance(error.error, PersonaRejected)
         ended = outcome(
             "rejected" if rejected else "failed",
@@ -240,7 +240,9 @@ def build_graph(
         )
         return {"outcome": ended, "result": None, "lease": None}
 
-    async def annotate_pairs(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
+    async def annotate_pairs(
+        self, state: SynthesisState, runtime: Runtime[SynthesisContext]
+    ) -> dict[str, Any]:
         """Record what the default judge made of each train pair, and any verified reasoning."""
         user_id = user_of(runtime)
         _report(runtime, "annotate", "recording what the judge made of each pair")
@@ -248,21 +250,24 @@ def build_graph(
         notes = result.pair_annotations()
         try:
             try:
-                await asyncio.to_thread(memory.annotate_pairs, user_id, notes)
+                await asyncio.to_thread(self.memory.annotate_pairs, user_id, notes)
             except NotFound as exc:  # a pair deleted while the fit ran: the other notes still matter
                 logger.info("annotating after synthesis: %s", exc)
                 present = {
-                    p.id for p in await asyncio.to_thread(memory.newest_pairs, user_id, synthesizer.max_pairs)
+                    p.id
+                    for p in await asyncio.to_thread(
+                        self.memory.newest_pairs, user_id, self.synthesizer.max_pairs
+                    )
                 }
                 await asyncio.to_thread(
-                    memory.annotate_pairs, user_id, {k: v for k, v in notes.items() if k in present}
+                    self.memory.annotate_pairs, user_id, {k: v for k, v in notes.items() if k in present}
                 )
         except BaseException:
-            await _release(memory, state.get("lease"))
+            await _release(self.memory, state.get("lease"))
             raise
         if result.accepted:
             return {}
-        await _release(memory, state.get("lease"))
+        await _release(self.memory, state.get("lease"))
         rejected = outcome(
             "rejected",
             result.rejected_because
@@ -272,24 +277,21 @@ def build_graph(
         )
         return {"outcome": rejected, "lease": None}
 
-    def route_after_annotation(state: SynthesisState) -> str:
-        """Save only an accepted persona."""
-        result = state.get("result") or {}
-        return "save_persona" if result.get("accepted") else END
-
-    async def save_persona(state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
+    async def save_persona(self, state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Store the persona and its demos as the user's next version."""
         _report(runtime, "save", "saving the new persona")
         result = SynthesisResult.model_validate(state["result"])
         held = state.get("lease")
         try:
-            if held is not None and not await asyncio.to_thread(memory.renew_lease, Lease.from_dict(held)):
+            if held is not None and not await asyncio.to_thread(
+                self.memory.renew_lease, Lease.from_dict(held)
+            ):
                 # It expired and another run took it over: that run's persona must not be outrun.
                 lost = outcome("failed", "the synthesis lease expired before the persona was saved")
                 return {"outcome": lost, "lease": None}
-            stored = await asyncio.to_thread(memory.save_persona, result.persona, result.demos)
+            stored = await asyncio.to_thread(self.memory.save_persona, result.persona, result.demos)
         finally:
-            await _release(memory, held)
+            await _release(self.memory, held)
         accepted = outcome(
             "accepted",
             f"persona v{stored.version} with {len(result.demos)} demos",
@@ -298,19 +300,37 @@ def build_graph(
         )
         return {"outcome": accepted, "lease": None}
 
+
+def build_graph(
+    *,
+    synthesizer: PersonaSynthesizer,
+    memory: PreferenceStore,
+    checkpointer: Checkpointer = None,
+    attempts: int = 2,
+    retry_interval_s: float = 1.0,
+    timeout_s: float | None = None,
+    name: str = "synthesis",
+) -> CompiledStateGraph[SynthesisState, SynthesisContext, SynthesisState, SynthesisState]:
+    """Compile the synthesis graph over a persona synthesizer (SynthesizeMe, the offline writer) and a store.
+
+    `attempts` and `retry_interval_s` declare the fit's retries of transient errors (timeouts,
+    connection errors, unusable model output); `timeout_s` caps one fit attempt.
+    ``checkpointer=False`` runs it without checkpoints even inside a checkpointed parent.
+    """
+    nodes = SynthesisNodes(synthesizer=synthesizer, memory=memory)
     retry = RetryPolicy(max_attempts=attempts, initial_interval=retry_interval_s, retry_on=is_transient)
     builder = StateGraph(SynthesisState, context_schema=SynthesisContext)
-    builder.add_node(load_pairs, destinations=("fit_persona", END))
+    builder.add_node(nodes.load_pairs, destinations=("fit_persona", END))
     # `destinations` declares, for drawing, the edge LangGraph takes into the error handler.
     builder.add_node(
-        fit_persona,
+        nodes.fit_persona,
         retry_policy=retry,
         timeout=timeout_s,
-        error_handler=record_failure,
+        error_handler=nodes.record_failure,
         destinations={FIT_FALLBACK: "error"},
     )
-    builder.add_node(annotate_pairs)
-    builder.add_node(save_persona)
+    builder.add_node(nodes.annotate_pairs)
+    builder.add_node(nodes.save_persona)
     builder.add_edge(START, "load_pairs")
     builder.add_edge("fit_persona", "annotate_pairs")
     builder.add_conditional_edges("annotate_pairs", route_after_annotation, ["save_persona", END])

@@ -60,6 +60,18 @@ def make_client(
     return chromadb.EphemeralClient(settings=_settings())
 
 
+# The implementations that run Chroma inside this process (`EphemeralClient`, `PersistentClient`),
+# by the dotted name chromadb 1.5.9 keeps in `Settings.chroma_api_impl`: chromadb has no public call
+# that says whether a client talks to a server. An implementation not listed here (`HttpClient`,
+# `CloudClient`, one a later chromadb adds) counts as a server, which is always correct, only slower.
+_IN_PROCESS_APIS = frozenset({"chromadb.api.rust.RustBindingsAPI", "chromadb.api.segment.SegmentAPI"})
+
+
+def is_in_process(client: ClientAPI) -> bool:
+    """True when `client` runs Chroma inside this process, so no other process writes its collections."""
+    return str(client.get_settings().chroma_api_impl) in _IN_PROCESS_APIS
+
+
 def check_collection_name(name: str) -> str:
     """Return `name` if Chroma accepts it as a collection name, else raise ConfigurationError."""
     if not _COLLECTION_NAME.match(name):

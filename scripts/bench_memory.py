@@ -44,7 +44,8 @@ from agent.formats import read_pairs  # noqa: E402
 from agent.records import PreferencePair, Turn  # noqa: E402
 from memory.chroma import make_client  # noqa: E402
 from memory.chroma_server import ChromaServer  # noqa: E402
-from memory.store import PreferenceStore, retrieval_embeddings, retrieval_text  # noqa: E402
+from memory.retrieval import retrieval_embeddings, retrieval_text  # noqa: E402
+from memory.store import PreferenceStore  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "mt_bench_human" / "pairs.jsonl"
 WORDS = (

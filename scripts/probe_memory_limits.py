@@ -37,12 +37,8 @@ from agent.formats import read_pairs  # noqa: E402
 from agent.records import PreferencePair  # noqa: E402
 from memory.chroma import make_client  # noqa: E402
 from memory.embeddings import _MiniLM, bundled_model_dir  # noqa: E402
-from memory.store import (  # noqa: E402
-    RETRIEVAL_KEY_TOKENS,
-    PreferenceStore,
-    retrieval_embeddings,
-    retrieval_text,
-)
+from memory.retrieval import RETRIEVAL_KEY_TOKENS, retrieval_embeddings, retrieval_text  # noqa: E402
+from memory.store import PreferenceStore  # noqa: E402
 from scripts.bench_memory import DEFAULT_DATA, load_corpus, make_turn  # noqa: E402
 
 DATA = REPO_ROOT.parent / "shared" / "data"

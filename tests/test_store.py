@@ -14,9 +14,10 @@ import pytest
 
 from agent.errors import InvalidPreference, NotFound, UnknownUser
 from agent.records import Demo, Limits, Persona, Reasoning, Turn
-from memory.chroma import make_client
+from memory.chroma import is_in_process, make_client
 from memory.embeddings import MiniLMEmbeddings
-from memory.store import PreferenceStore, retrieval_text
+from memory.retrieval import retrieval_text
+from memory.store import PreferenceStore
 from tests.memory_fixtures import (  # noqa: F401 - fixtures are found by name
     T0,
     StoreFactory,
@@ -27,6 +28,12 @@ from tests.memory_fixtures import (  # noqa: F401 - fixtures are found by name
     make_store,
     store,
 )
+
+
+def users_with_records(store: PreferenceStore) -> list[str]:
+    """Every user id the users collection holds a record of (their own record, their leases)."""
+    got = store.collections["users"].get(include=["metadatas"])
+    return sorted({str(metadata["user_id"]) for metadata in got["metadatas"] or [] if metadata})
 
 
 def persona(user_id: str, text: str, *, minutes: int = 0, **fields: object) -> Persona:
@@ -42,12 +49,13 @@ def test_add_pairs_is_idempotent_and_scoped_to_the_user(store: PreferenceStore) 
         make_pair("alice", "question 3").id
     ]
     assert store.count_pairs("alice") == 4
-    assert store.get_pair("alice", pairs[0].id) == pairs[0]
+    assert pairs[0] in store.list_pairs("alice")
     # Bob never sees Alice's pairs, even by id.
     assert store.count_pairs("bob") == 0
     assert store.list_pairs("bob") == []
     with pytest.raises(NotFound):
-        store.get_pair("bob", pairs[0].id)
+        store.delete_pair("bob", pairs[0].id)
+    assert store.count_pairs("alice") == 4
 
 
 def test_same_pair_for_two_users_is_stored_twice(store: PreferenceStore) -> None:
@@ -56,7 +64,7 @@ def test_same_pair_for_two_users_is_stored_twice(store: PreferenceStore) -> None
     store.add_pairs("alice", [alice])
     assert store.add_pairs("bob", [bob]) == [bob.id]
     store.delete_pair("bob", bob.id)
-    assert store.get_pair("alice", alice.id).user_id == "alice"
+    assert store.list_pairs("alice") == [alice] and store.list_pairs("bob") == []
 
 
 def test_a_bad_pair_rejects_the_whole_batch(store: PreferenceStore) -> None:
@@ -189,12 +197,14 @@ def test_demos_of_another_user_are_refused(store: PreferenceStore) -> None:
 def test_pairs_since_persona(store: PreferenceStore) -> None:
     old = [make_pair("alice", f"old {i}", minutes=i) for i in range(3)]
     store.add_pairs("alice", old)
-    assert {p.id for p in store.pairs_since_persona("alice")} == {p.id for p in old}
+    assert store.pair_counts("alice").since_persona == len(old)
     store.save_persona(persona("alice", "Likes short replies.", minutes=10), [])
+    assert store.pair_counts("alice").since_persona == 0
     new = [make_pair("alice", f"new {i}", minutes=11 + i) for i in range(2)]
     store.add_pairs("alice", new)
-    assert [p.id for p in store.pairs_since_persona("alice")] == [new[1].id, new[0].id]
-    assert store.pairs_since_persona("bob") == []
+    counts = store.pair_counts("alice")
+    assert (counts.total, counts.since_persona) == (5, len(new))
+    assert (store.pair_counts("bob").total, store.pair_counts("bob").since_persona) == (0, 0)
 
 
 def test_a_half_written_version_stays_invisible_and_is_cleaned_up(make_store: StoreFactory) -> None:
@@ -243,7 +253,7 @@ def test_one_lease_holder_at_a_time_and_alices_lease_never_blocks_bob(make_store
     assert taken is not None and taken.number > held.number
     store.release_lease(held)  # an old holder releasing again changes nothing
     assert store.acquire_lease("alice") is None
-    assert store.list_users() == ["alice", "bob"]
+    assert users_with_records(store) == ["alice", "bob"]
 
 
 def test_a_crashed_holders_lease_expires_and_it_cannot_renew_after_a_takeover(
@@ -267,7 +277,7 @@ def test_deleting_a_user_removes_their_leases(store: PreferenceStore) -> None:
     held = store.acquire_lease("alice")
     assert held is not None
     store.delete_user("alice")
-    assert store.list_users() == []
+    assert users_with_records(store) == []
     assert store.acquire_lease("alice") is not None
 
 
@@ -426,7 +436,7 @@ def _fill(store: PreferenceStore, user_id: str) -> list[str]:
 def test_delete_user_removes_everything_and_only_theirs(store: PreferenceStore) -> None:
     _fill(store, "alice")
     _fill(store, "bob")
-    assert store.list_users() == ["alice", "bob"]
+    assert users_with_records(store) == ["alice", "bob"]
     counts = store.delete_user("alice")
     assert counts == {"pairs": 4, "personas": 2, "demos": 3, "users": 1}
     for name, collection in store.collections.items():
@@ -434,7 +444,7 @@ def test_delete_user_removes_everything_and_only_theirs(store: PreferenceStore) 
         assert not any(record_id.startswith("alice/") for record_id in records["ids"]), name
         assert not any(meta.get("user_id") == "alice" for meta in records["metadatas"]), name
         assert not any('"alice"' in (doc or "") for doc in records["documents"]), name
-    assert store.list_users() == ["bob"]
+    assert users_with_records(store) == ["bob"]
     assert store.count_pairs("bob") == 4 and len(store.persona_history("bob")) == 2
     assert store.delete_user("alice") == {"pairs": 0, "personas": 0, "demos": 0, "users": 0}
 
@@ -555,8 +565,26 @@ def test_pair_counts_follow_writes_and_the_current_persona(make_store: StoreFact
     elsewhere.add_pairs("alice", [make_pair("alice", "question 8", minutes=8)])
     counts = here.pair_counts("alice")
     assert (counts.total, counts.since_persona, counts.persona) == (5, 3, saved)
-    assert counts.since_persona == len(here.pairs_since_persona("alice"))
     assert here.pair_counts("bob").total == 0
+
+
+def test_only_chroma_inside_this_process_counts_as_in_process(
+    client_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A store over a server keeps pairs revisions in Chroma, where other processes' writes renew them."""
+    from chromadb.config import Settings
+
+    if client_kind == "http":
+        client = make_client(server=request.getfixturevalue("chroma_server").address)
+    else:
+        client = make_client(ephemeral=True) if client_kind == "ephemeral" else make_client(path=tmp_path)
+    assert is_in_process(client) is (client_kind != "http")
+
+    class UnknownClient:  # an implementation this chromadb does not name counts as a server
+        def get_settings(self) -> Settings:
+            return Settings(chroma_api_impl="chromadb.api.future.API")
+
+    assert is_in_process(UnknownClient()) is False  # type: ignore[arg-type]
 
 
 def test_a_read_that_races_a_chroma_servers_first_writes_is_retried() -> None:

@@ -120,7 +120,8 @@ async def run_latency_async(
     from graphs.chat import ChatOptions, build_graph
     from graphs.state import ChatContext
     from memory.chroma import make_client
-    from memory.store import PreferenceStore, retrieval_embeddings
+    from memory.retrieval import retrieval_embeddings
+    from memory.store import PreferenceStore
     from persona_agent.factory import open_checkpointer
 
     pairs, source = latency_pairs(data, stored_pairs, seed=seed)
