@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from agent.sections import escape_section_text
+
 Role = Literal["system", "user", "assistant"]
 PairSource = Literal["explicit", "import", "implicit", "edit", "regenerate"]
 # How much one pair counts in every fit, by how it was given: a pick among shown replies (or one
@@ -343,8 +345,6 @@ class Persona(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, value: str) -> str:
-        from agent.prompts import escape_section_text  # prompts imports this module
-
         # Text imitating the prompts' section tags is neutralized wherever a persona comes from.
         return escape_section_text(check_text(value, max_chars=4_000))
 
@@ -394,8 +394,3 @@ class Ranking(BaseModel):
     def best(self) -> RankedCandidate:
         """The candidate the judge expects this user to prefer."""
         return self.candidates[0]
-
-
-def to_jsonable(record: BaseModel) -> dict[str, Any]:
-    """Dump a record to plain JSON types."""
-    return record.model_dump(mode="json")

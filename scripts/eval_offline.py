@@ -43,18 +43,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from agent.evaluation import evaluate, leave_user_out_priors, user_splits
-from agent.features import (
-    DEGENERATE_REPETITION,
-    INTERPRETABLE_NAMES,
-    CachedEmbedder,
-    FeatureExtractor,
-    repetition,
-)
+from agent.embedding import CachedEmbedder
+from agent.evaluation import evaluate, leave_user_out_priors
+from agent.features import DEGENERATE_REPETITION, INTERPRETABLE_NAMES, FeatureExtractor, repetition
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair
 from agent.reward_model import RewardModel
+from agent.splits import user_splits
 
 SIZES = (5, 10, 20)
 Prior = Callable[[str], RewardModel]

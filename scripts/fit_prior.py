@@ -36,7 +36,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np
 
 from agent.archetypes import DEFAULT_ARCHETYPES_PATH, fit_archetypes, save_archetypes
-from agent.features import N_INTERPRETABLE, CachedEmbedder, FeatureExtractor
+from agent.embedding import CachedEmbedder
+from agent.features import N_INTERPRETABLE, FeatureExtractor
 from agent.formats import read_pairs, split_of
 from agent.reward_model import DEFAULT_PRIOR_PATH, TastePrior, fit_population, fit_question_kind
 from agent.taste import estimate_user_variance
