@@ -26,7 +26,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "3"
+FEATURES_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -190,10 +190,10 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
         "dislikes repetition",
     ),
 )
-# Measurements that describe whether a reply works at all rather than a matter of taste: they
-# keep the population's weight for every user, so a user who likes short replies never gets a
-# looping or refusing one.
-QUALITY_FEATURES: frozenset[str] = frozenset({"repetition"})
+# Measurements of whether a reply works at all (it answers the question, it does not loop)
+# rather than a matter of taste: they keep the population's weight for every user, so a user
+# who likes short replies never gets a looping or off-topic one.
+QUALITY_FEATURES: frozenset[str] = frozenset({"repetition", "query_overlap", "query_similarity"})
 INTERPRETABLE_NAMES: tuple[str, ...] = tuple(spec.name for spec in INTERPRETABLE)
 N_INTERPRETABLE = len(INTERPRETABLE)
 
@@ -208,7 +208,7 @@ _VOWEL_GROUP = re.compile(r"[aeiouy]+")
 _EMOJI = re.compile("[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff]")
 _HEDGES = re.compile(
     r"\b(?:may|might|could|perhaps|possibly|probably|likely|unlikely|maybe|seems?|appears? to|"
-    r"suggests?|often|usually|generally|typically|somewhat|fairly|rather|relatively|arguably|"
+    r"suggests?|generally|typically|somewhat|fairly|rather|relatively|arguably|"
     r"apparently|presumably|however|although|it depends|tends? to|in some cases|not necessarily|"
     r"i think|i believe|i guess|it is important to note|it's important to note|keep in mind|consult a)\b",
     re.IGNORECASE,

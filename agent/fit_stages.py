@@ -144,9 +144,10 @@ class FitSettings(Protocol):
     induction_max_tokens: int
 
 
-def most_recent(pairs: Sequence[PreferencePair], count: int) -> list[PreferencePair]:
-    ordered = sorted(pairs, key=lambda pair: pair.created_at)
-    return ordered[-count:] if count > 0 else []
+def most_telling(pairs: Sequence[PreferencePair], count: int) -> list[PreferencePair]:
+    """Keep `count` pairs: stated picks before inferred ones (`PreferencePair.weight`), then the newest."""
+    ordered = sorted(pairs, key=lambda pair: (pair.weight, pair.created_at))
+    return sorted(ordered[-count:], key=lambda pair: pair.created_at) if count > 0 else []
 
 
 def no_report(stage: str, detail: str) -> None:
@@ -251,7 +252,7 @@ class FitRun:
         if not examples:
             examples = [
                 InductionExample(p.context, p.chosen, p.rejected, True, None)
-                for p in most_recent(train, UNVERIFIED_INDUCTION_PAIRS)
+                for p in most_telling(train, UNVERIFIED_INDUCTION_PAIRS)
             ]
         caller = StructuredCaller(self.owner.judge_model, InducedPersona, **self.judge_options("induce"))
         messages = induction_messages(examples, max_tokens=self.owner.induction_max_tokens)

@@ -27,7 +27,18 @@ from pydantic import (
 from agent.sections import escape_section_text
 
 Role = Literal["system", "user", "assistant"]
-PairSource = Literal["explicit", "implicit", "import"]
+PairSource = Literal["explicit", "import", "implicit", "edit", "regenerate"]
+# How much one pair counts in every fit, by how it was given: a pick among shown replies (or one
+# imported from a file of picks) fully; a reply the user rewrote (`edit`: their text over the
+# original) or asked to have redone and then kept the new one (`regenerate`) less, because the
+# preference is inferred from an action rather than stated; `implicit` is any other inferred pair.
+SOURCE_WEIGHTS: dict[str, float] = {
+    "explicit": 1.0,
+    "import": 1.0,
+    "implicit": 0.5,
+    "edit": 0.5,
+    "regenerate": 0.3,
+}
 PersonaSource = Literal["llm", "offline"]
 MetadataValue = str | int | float | bool
 
@@ -265,6 +276,11 @@ class PreferencePair(BaseModel):
         elif self.id != expected:
             raise ValueError(f"id {self.id!r} does not match the pair's content (expected {expected!r})")
         return self
+
+    @property
+    def weight(self) -> float:
+        """Return how much this pair counts in a fit (`SOURCE_WEIGHTS` by its source)."""
+        return SOURCE_WEIGHTS[self.source]
 
     @property
     def query(self) -> str:

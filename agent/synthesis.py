@@ -53,7 +53,7 @@ from agent.demo_sets import (
     random_sets,
 )
 from agent.errors import BudgetExceeded, InvalidPreference, NotEnoughPreferences
-from agent.fit_stages import FitRun, StageReporter, SynthesisResult, most_recent, no_report
+from agent.fit_stages import FitRun, StageReporter, SynthesisResult, most_telling, no_report
 from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import Demo, Persona, PreferencePair
 from agent.usage import CallBudget, UsageTracker
@@ -123,7 +123,10 @@ class SynthesizeMe:
     def trim(
         self, train: Sequence[PreferencePair], val: Sequence[PreferencePair], *, has_current: bool = False
     ) -> tuple[list[PreferencePair], list[PreferencePair]]:
-        """Keep the most recent pairs within `max_pairs` and the call budget, or raise `BudgetExceeded`."""
+        """Keep pairs within `max_pairs` and the call budget (stated picks first, then the newest).
+
+        Raises `BudgetExceeded` when even the smallest fit is over the budget.
+        """
         n_val = min(len(val), max(1, self.max_pairs // 4)) if val else 0
         n_train = min(len(train), self.max_pairs - n_val)
         while self.plan_calls(n_train, n_val, has_current=has_current) > self.max_calls and n_val > 1:
@@ -135,7 +138,7 @@ class SynthesizeMe:
             raise BudgetExceeded(
                 f"a fit needs at least {planned} LLM calls, over the budget of {self.max_calls}"
             )
-        return most_recent(train, n_train), most_recent(val, n_val)
+        return most_telling(train, n_train), most_telling(val, n_val)
 
     def _start(
         self, train: Sequence[PreferencePair], val: Sequence[PreferencePair], *, has_current: bool

@@ -19,7 +19,7 @@ from agent.evaluation import evaluate
 from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.offline_judge import FIXED_WEIGHTS, HybridJudge, OfflineJudge, PreferLongerJudge, fit_stack
 from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
-from agent.reward_model import RewardModel, fit_population
+from agent.reward_model import RewardModel, fit_logistic, fit_population
 from agent.statements import describe_preferences, render_persona
 from agent.taste import estimate_user_variance, fit_user
 from tests.test_features import HashEmbedder
@@ -74,6 +74,13 @@ def prior(extractor: FeatureExtractor) -> RewardModel:
         for u in range(20)
     ]
     model = fit_population(extractor, [p for own in users for p in own], description="synthetic population")
+    return with_variances(model, extractor, users)
+
+
+def with_variances(
+    model: RewardModel, extractor: FeatureExtractor, users: Sequence[Sequence[PreferencePair]]
+) -> RewardModel:
+    """Return the population model with between-user variances estimated from these users' pairs."""
     rows = []
     for own in users:
         chosen, rejected = extractor.pair_features(own)
@@ -115,10 +122,13 @@ async def test_prior_learns_the_population_preference(
 
 def test_between_user_variances_are_estimated_for_every_personal_feature(prior: RewardModel) -> None:
     variances = np.array(prior.taste_prior.user_variance)
+    personal = prior.taste_prior.personal()
     assert variances.shape == (N_INTERPRETABLE,)
-    assert (variances[:-1] > 0).all()
-    # the repetition measure is quality, not taste: no user moves it
-    assert INTERPRETABLE_NAMES[-1] == "repetition" and variances[-1] == 0
+    assert (variances[personal] > 0).all()
+    # looping and relevance to the question are quality, not taste: no user moves them
+    fixed = {name for name, free in zip(INTERPRETABLE_NAMES, personal, strict=True) if not free}
+    assert fixed == {"repetition", "query_overlap", "query_similarity"}
+    assert (variances[~personal] == 0).all()
 
 
 async def test_user_model_learns_a_taste_against_the_population_from_five_pairs(
@@ -152,6 +162,35 @@ def test_two_contradictory_pairs_leave_predictions_at_the_priors(
     assert float(np.mean((before > 0.5) == (after > 0.5))) >= 0.85
     assert float(np.mean(after)) > 0.55
     assert describe_preferences(model, prior) == []
+
+
+def test_row_weights_count_like_repeated_rows() -> None:
+    design = np.random.default_rng(0).normal(size=(6, 3))
+    weighted = fit_logistic(design, np.ones(3), row_weights=np.array([2.0, 1, 1, 1, 1, 1]))
+    repeated = fit_logistic(np.vstack([design[:1], design]), np.ones(3))
+    np.testing.assert_allclose(weighted, repeated, atol=1e-6)
+
+
+def test_inferred_pairs_move_a_user_less_than_stated_picks(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    pairs = synthetic_pairs("rita", 3, prefer="shorter", seed=270)
+    held_out = synthetic_pairs("rita", 20, prefer="shorter", seed=271)
+    agreement_by_source = {
+        source: float(
+            np.mean(
+                probabilities(
+                    fit_user(prior, extractor, [p.model_copy(update={"source": source}) for p in pairs]),
+                    extractor,
+                    held_out,
+                )
+            )
+        )
+        for source in ("explicit", "edit", "regenerate")
+    }
+    population = float(np.mean(probabilities(prior, extractor, held_out)))
+    assert agreement_by_source["explicit"] > agreement_by_source["edit"] > agreement_by_source["regenerate"]
+    assert agreement_by_source["regenerate"] > population
 
 
 def test_a_user_like_the_population_stays_there(extractor: FeatureExtractor, prior: RewardModel) -> None:
