@@ -1,4 +1,4 @@
-"""Starting tastes for a new user: archetypes learnt from the population's users.
+"""Where a user's model starts before their pairs move it: archetypes and pinned statements.
 
 Until a user has given a few pairs, the offline judge is the population's. An archetype is a
 cluster of real users' tastes: k-means over each user's departure from the population on the
@@ -6,6 +6,10 @@ interpretable features (`agent.taste.infer_taste` on their pairs), fitted by
 `scripts/fit_prior.py` next to the prior it departs from. A new user may pick the archetype that
 sounds like them; their model then starts from it instead of from the population, and their own
 pairs move it from there as usual.
+
+A statement the user pinned ("prefers shorter replies") that maps to a feature holds the model to
+that direction (`with_pinned`): the feature's weight is set that way and kept out of the user's
+fit, as the quality measurements are, so it survives every refit until the user unpins it.
 """
 
 from __future__ import annotations
@@ -14,13 +18,13 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy.cluster.vq import kmeans2
 
 from agent.errors import ConfigurationError
-from agent.features import FEATURES_VERSION, INTERPRETABLE, N_INTERPRETABLE
+from agent.features import FEATURES_VERSION, INTERPRETABLE, INTERPRETABLE_NAMES, N_INTERPRETABLE
 from agent.reward_model import RewardModel
 from agent.taste import infer_taste
 
@@ -32,6 +36,10 @@ MIN_NAMED = 0.25
 MAX_NAMED = 3
 # a cluster of fewer users is a few people's quirk, not an archetype
 MIN_USERS = 5
+# the least weight a pinned statement's feature gets in its direction, in standardised units:
+# above the population's largest interpretable weight, so the pinned direction decides a pair
+# that differs on the feature by a typical spread and on little else
+PIN_STRENGTH = 3.0
 # a word for an archetype led by one of these departures (feature, direction); others get one
 # made from the feature's name
 KEY_WORDS = {
@@ -160,3 +168,32 @@ def archetype_named(key: str, archetypes: Sequence[Archetype] | None = None) -> 
         if archetype.key == key:
             return archetype
     raise ValueError(f"no archetype {key!r}; known: {', '.join(a.key for a in known)}")
+
+
+def with_pinned(prior: RewardModel, pins: Sequence[tuple[str, Literal["more", "less"]]]) -> RewardModel:
+    """Return `prior` held to each pinned (feature, direction): at least `PIN_STRENGTH` that way.
+
+    A pinned feature joins `TastePrior.fixed_features`: `agent.taste.fit_user` neither moves it
+    nor scales it with the user's trust in the population.
+
+    Raises `ValueError` for a feature that is unknown or not a matter of taste (the quality
+    measurements stay the population's).
+    """
+    personal = dict(zip(INTERPRETABLE_NAMES, prior.taste_prior.personal(), strict=True))
+    weights = prior.weights.copy()
+    for feature, direction in pins:
+        if not personal.get(feature, False):
+            raise ValueError(f"cannot pin {feature!r}: not a feature a user's taste may move")
+        index = INTERPRETABLE_NAMES.index(feature)
+        sign = 1.0 if direction == "more" else -1.0
+        weights[index] = sign * max(sign * weights[index], PIN_STRENGTH)
+    if not pins:
+        return prior
+    named = ", ".join(f"{direction} {feature}" for feature, direction in pins)
+    fixed = tuple(sorted({*prior.taste_prior.fixed_features, *(feature for feature, _ in pins)}))
+    return replace(
+        prior,
+        weights=weights,
+        taste_prior=replace(prior.taste_prior, fixed_features=fixed),
+        description=f"{prior.description}; pinned {named}",
+    )

@@ -15,11 +15,13 @@ from agent.archetypes import (
     fit_archetypes,
     load_archetypes,
     save_archetypes,
+    with_pinned,
 )
 from agent.errors import ConfigurationError
 from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.records import PreferencePair
 from agent.reward_model import RewardModel, fit_population
+from agent.taste import fit_user
 from tests.test_features import HashEmbedder
 from tests.test_reward_model import synthetic_pairs, with_variances
 
@@ -79,3 +81,32 @@ def test_archetypes_of_another_feature_version_are_refused(tmp_path: Path) -> No
     path.write_text(json.dumps(document))
     with pytest.raises(ConfigurationError, match=r"refit it with scripts/fit_prior\.py"):
         load_archetypes(path)
+
+
+def test_a_pinned_statement_holds_its_direction_through_a_refit() -> None:
+    extractor = FeatureExtractor(HashEmbedder(dimensions=8))
+    users = [synthetic_pairs(f"pop{u}", 8, prefer="longer", seed=u) for u in range(6)]
+    prior = with_variances(
+        fit_population(extractor, [p for own in users for p in own], description="likes long"),
+        extractor,
+        users,
+    )
+    pinned = with_pinned(prior, [("length", "less")])
+    assert prior.weights[LENGTH] > 0 > pinned.weights[LENGTH]
+    # picks of the longer reply do not move the pinned weight: it stays until the user unpins it
+    refit = fit_user(pinned, extractor, synthetic_pairs("ann", 2, prefer="longer", seed=90))
+    assert refit.taste is not None
+    assert all(c[LENGTH] == pinned.weights[LENGTH] for _, c, _ in refit.taste.components)
+    held_out = synthetic_pairs("ann", 10, prefer="shorter", seed=91)
+    chosen, rejected = extractor.pair_features(held_out)
+    terms = prior.question_terms(extractor.query_vectors(held_out))
+    unpinned = fit_user(prior, extractor, synthetic_pairs("ann", 2, prefer="longer", seed=90))
+    assert float(np.mean(refit.prob_first(chosen - rejected, terms) > 0.5)) >= 0.7
+    assert float(np.mean(unpinned.prob_first(chosen - rejected, terms) > 0.5)) <= 0.2
+
+
+def test_only_features_of_taste_can_be_pinned() -> None:
+    with pytest.raises(ValueError, match="cannot pin 'repetition'"):
+        with_pinned(RewardModel.load(), [("repetition", "more")])
+    with pytest.raises(ValueError, match="cannot pin 'sparkle'"):
+        with_pinned(RewardModel.load(), [("sparkle", "more")])
