@@ -12,9 +12,10 @@ from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from typer.testing import CliRunner
 
-from agent.evaluation import run_judges, same_judge, user_splits
+from agent.evaluation import run_judges, same_judge
 from agent.judge import PersonaJudge
 from agent.records import PreferencePair, Turn, Verdict
+from agent.splits import user_splits
 from agent.synthesis import SynthesizeMe
 from persona_agent.benchmarks.accuracy import judge_document
 from persona_agent.benchmarks.cost import REFERENCE, synthetic_pairs

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from agent.embedding import CachedEmbedder
 from agent.features import (
     FEATURES_VERSION,
     INTERPRETABLE_NAMES,
     N_INTERPRETABLE,
-    CachedEmbedder,
     FeatureExtractor,
     measure,
     reading_level,

@@ -7,8 +7,8 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from agent.evaluation import split_train_val
 from agent.records import Persona
+from agent.splits import split_train_val
 from graphs.state import SynthesisContext
 from tests.fakes import (
     BAD,

@@ -14,7 +14,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agent.evaluation import judge_agreement, split_train_val
+from agent.evaluation import judge_agreement
 from agent.formats import read_pairs
 from agent.offline_persona import (
     NO_DEPARTURE,
@@ -24,6 +24,7 @@ from agent.offline_persona import (
     statements_of,
 )
 from agent.records import PreferencePair, Turn, check_persona_text
+from agent.splits import split_train_val
 from agent.statements import PreferenceStatement, describe_preferences
 from agent.synthesis import SynthesizeMe
 from agent.taste import fit_user

@@ -9,8 +9,8 @@ from langchain_core.exceptions import OutputParserException
 from langchain_openai import ChatOpenAI
 from pydantic import ValidationError
 
+from agent.fit_stages import InducedPersona
 from agent.judge import JudgeAnswer
-from agent.synthesis import InducedPersona
 from devtools.openai_stub import OpenAIStub, instance_of
 
 

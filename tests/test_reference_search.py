@@ -9,9 +9,9 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 from typer.testing import CliRunner
 
+from agent.demo_sets import CandidateScore
 from agent.errors import NotEnoughPreferences
 from agent.reference_search import ReferenceSearch, pick_with_stop
-from agent.synthesis import CandidateScore
 from graphs.chat import ChatOptions
 from persona_agent.benchmarks.accuracy import synthesizer_for
 from persona_agent.cli import app

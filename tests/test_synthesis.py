@@ -12,11 +12,13 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import ValidationError
 
+from agent.demo_sets import CandidateScore, select_best
 from agent.errors import BudgetExceeded, NotEnoughPreferences
+from agent.fit_stages import InducedPersona
 from agent.formats import read_pairs, split_of
 from agent.prompts import in_chosen_terms
 from agent.records import Persona, PreferencePair, Turn
-from agent.synthesis import CandidateScore, InducedPersona, SynthesizeMe, select_best
+from agent.synthesis import SynthesizeMe
 from tests.fakes import (
     T0,
     CountingChatModel,

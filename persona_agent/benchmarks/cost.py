@@ -29,10 +29,11 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from agent.fit_stages import SynthesisResult
 from agent.judge import PersonaJudge
 from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import Demo, PreferencePair, Turn
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.synthesis import SynthesizeMe
 from agent.usage import UsageReport, UsageTracker
 from persona_agent.benchmarks.scripted_model import DEFAULT_REASONING, ScriptedPreferenceModel
 

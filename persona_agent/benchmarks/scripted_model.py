@@ -27,6 +27,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from agent import prompts
 from agent.records import PreferencePair
+from agent.sections import escape_section_text
 
 Task = Literal["judge", "induce", "other"]
 
@@ -137,7 +138,7 @@ class RecordingChatModel(BaseChatModel):
 
 def _reply_key(text: str) -> str:
     """Key a reply by the start of its rendered form, as it appears inside a judge prompt."""
-    return prompts.escape_section_text(text)[:_KEY_CHARS]
+    return escape_section_text(text)[:_KEY_CHARS]
 
 
 def _unit(seed: int, text: str) -> float:

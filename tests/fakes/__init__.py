@@ -8,6 +8,8 @@
 - `chat`: the chat graph over fakes (`chat_responder`, `make_graph`) and the `chat_cli_fakes`
   fixture for tests of `persona-agent chat`.
 - `synthesis`: persona synthesis over fakes (`taste_responder`, `liked_pairs`, `synthesis_graph`).
+- `users`: synthetic users for the offline reward model (`synthetic_pairs`, `with_noise`,
+  `with_variances`).
 
 The local servers the tests start (Chroma, `langgraph dev`, the OpenAI stub, PostgreSQL) live in
 `devtools/`, which `scripts/` use too.
@@ -55,6 +57,7 @@ from tests.fakes.stores import (
     store,
 )
 from tests.fakes.synthesis import BAD, GOOD, liked_pairs, pick, store_pairs, synthesis_graph, taste_responder
+from tests.fakes.users import reply, synthetic_pairs, with_noise, with_variances
 
 __all__ = [
     "BAD",
@@ -93,11 +96,15 @@ __all__ = [
     "persona_of",
     "pick",
     "replies_of",
+    "reply",
     "store",
     "store_pairs",
     "synthesis_graph",
+    "synthetic_pairs",
     "task_of",
     "taste_responder",
     "tool_call_message",
     "verdict_message",
+    "with_noise",
+    "with_variances",
 ]

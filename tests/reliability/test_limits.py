@@ -14,10 +14,10 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from agent.errors import BudgetExceeded, ConfigurationError, InvalidPreference
-from agent.evaluation import split_train_val
 from agent.judge import MAX_RANK_CANDIDATES, DefaultJudge
 from agent.prompts import MAX_REPLY_CHARS, judge_messages
 from agent.records import PreferencePair, Turn, utc_now
+from agent.splits import split_train_val
 from graphs import synthesis
 from graphs.chat import MAX_CANDIDATES, build_graph
 from graphs.state import SynthesisContext

@@ -24,12 +24,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from agent.drafting import drafting_messages
 from agent.prompts import (
     _JUDGE_FORMAT,
-    SECTION_NAMES,
     InductionExample,
     induction_messages,
     judge_messages,
 )
 from agent.records import Demo, Persona, PreferencePair, Turn, check_persona_text
+from agent.sections import SECTION_NAMES
 from agent.synthesis import SynthesizeMe
 from graphs import synthesis
 from graphs.chat import ChatOptions, build_graph
