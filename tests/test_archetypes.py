@@ -22,8 +22,7 @@ from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtracto
 from agent.records import PreferencePair
 from agent.reward_model import RewardModel, fit_population
 from agent.taste import fit_user
-from tests.test_features import HashEmbedder
-from tests.test_reward_model import synthetic_pairs, with_variances
+from tests.fakes import HashEmbedder, synthetic_pairs, with_variances
 
 LENGTH = INTERPRETABLE_NAMES.index("length")
 

@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from agent.fit_stages import InducedPersona
 from agent.judge import JudgeAnswer
-from tests.openai_stub import OpenAIStub, instance_of
+from devtools.openai_stub import OpenAIStub, instance_of
 
 
 def _model(stub: OpenAIStub, **options: object) -> ChatOpenAI:

@@ -19,7 +19,7 @@ from memory.chroma import make_client
 from memory.store import PreferenceStore
 from persona_agent.auth import TokenMap, Unauthenticated, load_token_map, parse_token_list
 from persona_agent.settings import Settings
-from tests.memory_fixtures import WordHashEmbeddings, make_pair
+from tests.fakes import WordHashEmbeddings, make_pair
 
 ALICE = {"Authorization": "Bearer alice-secret-token"}
 BOB = {"Authorization": "Bearer bob-secret-token"}

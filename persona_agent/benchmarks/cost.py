@@ -35,7 +35,7 @@ from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import Demo, PreferencePair, Turn
 from agent.synthesis import SynthesizeMe
 from agent.usage import UsageReport, UsageTracker
-from persona_agent.benchmarks.fake_models import DEFAULT_REASONING, ScriptedPreferenceModel
+from persona_agent.benchmarks.scripted_model import DEFAULT_REASONING, ScriptedPreferenceModel
 
 FIT_SIZES: tuple[tuple[int, int], ...] = ((5, 3), (10, 5), (15, 7), (25, 11))
 TURN_CANDIDATES: tuple[int, ...] = (2, 4, 8)

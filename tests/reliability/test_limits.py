@@ -25,8 +25,7 @@ from memory.chroma import make_client
 from memory.store import PreferenceStore
 from persona_agent.factory import build_synthesizer, chat_options
 from persona_agent.settings import Settings, load_settings
-from tests.fakes import CountingChatModel, MalformedChatModel, replies_of
-from tests.memory_fixtures import WordHashEmbeddings
+from tests.fakes import CountingChatModel, MalformedChatModel, WordHashEmbeddings, replies_of
 from tests.reliability.chat_load import respond
 from tests.reliability.summary import write_summary
 
