@@ -58,9 +58,10 @@ postgres: ## Install Debian's PostgreSQL server for the scale-out tests (apt; ne
 test-fast: install ## Run the suite without the slow real-part tests and without PostgreSQL
 	$(PY) -m pytest -m "not slow and not scaleout"
 
-lint: install
+lint: install ## ruff, and import-linter: packages import downwards only, no import circles
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 typecheck: install
 	$(VENV)/bin/mypy
@@ -75,4 +76,4 @@ bench: install ## Run the fast benchmarks (see BENCHMARKS.md; embedded-model acc
 	$(VENV)/bin/persona-agent bench accuracy --data ../shared/data/prism_examples/pairs.jsonl --users 2
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .langgraph_api
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache .langgraph_api

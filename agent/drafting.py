@@ -9,8 +9,9 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from agent.errors import ModelOutputError
-from agent.prompts import MAX_PERSONA_CHARS, section
+from agent.prompts import MAX_PERSONA_CHARS
 from agent.records import Turn
+from agent.sections import section
 
 # Each candidate gets its own style hint, so candidates differ in more than sampling noise.
 STYLE_HINTS = (

@@ -16,27 +16,17 @@ feature work.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
+from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "3"
-
-
-class Embedder(Protocol):
-    """Anything that turns texts into an (n, d) array of vectors."""
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed `texts`."""
-        ...
+FEATURES_VERSION = "4"
 
 
 @dataclass(frozen=True)
@@ -200,10 +190,10 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
         "dislikes repetition",
     ),
 )
-# Measurements that describe whether a reply works at all rather than a matter of taste: they
-# keep the population's weight for every user, so a user who likes short replies never gets a
-# looping or refusing one.
-QUALITY_FEATURES: frozenset[str] = frozenset({"repetition"})
+# Measurements of whether a reply works at all (it answers the question, it does not loop)
+# rather than a matter of taste: they keep the population's weight for every user, so a user
+# who likes short replies never gets a looping or off-topic one.
+QUALITY_FEATURES: frozenset[str] = frozenset({"repetition", "query_overlap", "query_similarity"})
 INTERPRETABLE_NAMES: tuple[str, ...] = tuple(spec.name for spec in INTERPRETABLE)
 N_INTERPRETABLE = len(INTERPRETABLE)
 
@@ -218,7 +208,7 @@ _VOWEL_GROUP = re.compile(r"[aeiouy]+")
 _EMOJI = re.compile("[\U0001f300-\U0001faff\U00002600-\U000027bf\U0001f000-\U0001f2ff]")
 _HEDGES = re.compile(
     r"\b(?:may|might|could|perhaps|possibly|probably|likely|unlikely|maybe|seems?|appears? to|"
-    r"suggests?|often|usually|generally|typically|somewhat|fairly|rather|relatively|arguably|"
+    r"suggests?|generally|typically|somewhat|fairly|rather|relatively|arguably|"
     r"apparently|presumably|however|although|it depends|tends? to|in some cases|not necessarily|"
     r"i think|i believe|i guess|it is important to note|it's important to note|keep in mind|consult a)\b",
     re.IGNORECASE,
@@ -253,11 +243,6 @@ _STOPWORDS_TEXT = (
     "only own same just also please write give tell explain describe"
 )
 _STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
-
-
-def text_key(text: str) -> str:
-    """Return the cache key of a text."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _syllables(word: str) -> int:
@@ -362,41 +347,6 @@ def measure(reply: str, query: str) -> np.ndarray:
         "repetition": math.log1p(repetition(reply)),
     }
     return np.array([values[name] for name in INTERPRETABLE_NAMES], dtype=np.float64)
-
-
-class CachedEmbedder:
-    """Wrap an embedder with a per-text cache that can be saved to and loaded from a .npz file."""
-
-    def __init__(self, embedder: Embedder, path: str | Path | None = None) -> None:
-        self.embedder = embedder
-        self.path = Path(path) if path is not None else None
-        self._vectors: dict[str, np.ndarray] = {}
-        if self.path is not None and self.path.exists():
-            with np.load(self.path) as data:
-                for key, vector in zip(data["keys"], data["vectors"], strict=True):
-                    self._vectors[str(key)] = vector
-
-    def __contains__(self, text: str) -> bool:
-        return text_key(text) in self._vectors
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed `texts`, computing only those not seen before."""
-        missing = list(dict.fromkeys(text for text in texts if text_key(text) not in self._vectors))
-        if missing:
-            for text, vector in zip(missing, self.embedder.embed(missing), strict=True):
-                self._vectors[text_key(text)] = np.asarray(vector, dtype=np.float32)
-        if not texts:
-            return np.zeros((0, 0), dtype=np.float32)
-        return np.stack([self._vectors[text_key(text)] for text in texts])
-
-    def save(self, path: str | Path | None = None) -> None:
-        """Write the cache to `path` (default: the path it was loaded from)."""
-        target = Path(path) if path is not None else self.path
-        if target is None:
-            raise ValueError("no path to save the embedding cache to")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        keys = sorted(self._vectors)
-        np.savez(target, keys=np.array(keys), vectors=np.stack([self._vectors[key] for key in keys]))
 
 
 def last_user_message(context: Sequence[Turn]) -> str:

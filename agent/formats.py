@@ -131,7 +131,7 @@ def pair_to_record(pair: PreferencePair, *, with_metadata: bool = True) -> dict[
 def parse_jsonl(text: str) -> Iterator[Any]:
     """Yield the JSON value of each non-blank line, failing with the line number."""
     # JSONL lines end at "\n" only: `splitlines` would also cut at U+2028, U+0085 and friends,
-    # which JSON leaves unescaped inside strings (and `write_pairs` writes them raw).
+    # which JSON leaves unescaped inside strings (``ensure_ascii=False`` writes them raw).
     for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
@@ -171,17 +171,6 @@ def read_pairs(
     if skipped:
         logger.warning("%s: skipped %d invalid records (first: %s)", path, len(skipped), skipped[0])
     return pairs
-
-
-def write_pairs(path: str | Path, pairs: Iterable[PreferencePair], *, with_metadata: bool = True) -> int:
-    """Write pairs as JSONL; return how many were written."""
-    count = 0
-    with Path(path).open("w", encoding="utf-8") as handle:
-        for pair in pairs:
-            handle.write(json.dumps(pair_to_record(pair, with_metadata=with_metadata), ensure_ascii=False))
-            handle.write("\n")
-            count += 1
-    return count
 
 
 def split_of(pair: PreferencePair) -> str | None:

@@ -18,42 +18,27 @@ import logging
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from itertools import combinations
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.exceptions import OutputParserException
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage
-from langchain_core.runnables import (
-    Runnable,
-    RunnableBinding,
-    RunnableConfig,
-    RunnableLambda,
-    RunnableSequence,
-)
-from pydantic import BaseModel, Field, ValidationError
+from langchain_core.messages import BaseMessage
+from pydantic import BaseModel, Field
 
+from agent.conversation import as_turns
 from agent.errors import ModelOutputError
 from agent.prompts import JudgePurpose, judge_messages
-from agent.records import Demo, RankedCandidate, Ranking, Role, Turn, Verdict
-from agent.usage import CallBudget, stage_config
+from agent.records import Demo, RankedCandidate, Ranking, Turn, Verdict
+from agent.structured import StructuredCaller
+from agent.usage import CallBudget
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_ERRORS: tuple[type[Exception], ...] = (
-    ValidationError,
-    OutputParserException,
-    json.JSONDecodeError,
-    ModelOutputError,
-)
 MAX_RANK_CANDIDATES = 8
 ROUND_ROBIN_MAX = 4
 _REASON_CHARS = 400
-
-SchemaT = TypeVar("SchemaT", bound=BaseModel)
 
 
 class JudgeAnswer(BaseModel):
@@ -63,157 +48,30 @@ class JudgeAnswer(BaseModel):
     choice: Literal["First", "Second"] = Field(description="The reply this user would choose.")
 
 
-class PairwiseJudge(Protocol):
-    """Anything that predicts a user's choice between replies."""
+@runtime_checkable
+class Comparer(Protocol):
+    """Anything that predicts which of two replies a user prefers: what the evaluation measures."""
 
     async def compare(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
         """Judge `first` against `second` as replies to `context`."""
         ...
+
+
+class PairwiseJudge(Comparer, Protocol):
+    """A comparer that also orders drafted replies: what the chat graph judges with."""
 
     async def rank(self, context: Sequence[Turn], candidates: Sequence[str]) -> Ranking:
         """Order `candidates` best first for this user."""
         ...
 
 
-def _require_parsed(output: Mapping[str, Any]) -> dict[str, Any]:
-    """Raise the parsing error of an ``include_raw=True`` structured output, if any."""
-    error = output.get("parsing_error")
-    if isinstance(error, RETRYABLE_ERRORS):
-        raise error
-    if error is not None:
-        raise OutputParserException(f"unusable structured output: {error}") from error
-    if output.get("parsed") is None:
-        raise OutputParserException("the model returned no structured output")
-    return dict(output)
+@runtime_checkable
+class OrderJudge(Protocol):
+    """A judge that can also judge one reply order alone (`LLMJudge`), one model call per order."""
 
-
-class _LoopLocalSemaphore:
-    """A semaphore recreated per event loop, so one judge can serve several `asyncio.run` calls."""
-
-    def __init__(self, permits: int) -> None:
-        self.permits = permits
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._semaphore: asyncio.Semaphore | None = None
-
-    def get(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        if self._semaphore is None or self._loop is not loop:
-            self._loop, self._semaphore = loop, asyncio.Semaphore(self.permits)
-        return self._semaphore
-
-
-Asker = Callable[[list[BaseMessage], RunnableConfig], Awaitable[dict[str, Any]]]
-
-
-def _model_and_parser(structured: Runnable[Any, Any]) -> tuple[Runnable[Any, Any], Runnable[Any, Any]] | None:
-    """Split a ``with_structured_output`` runnable into its model step and its parsing steps.
-
-    langchain-core, langchain-openai and the embedded model all build it as ``model | parser``
-    (the model bound to the schema); None when a model builds it some other way, or with a
-    parsing step that only runs async (the parsing steps are run synchronously).
-    """
-    if not isinstance(structured, RunnableSequence):
-        return None
-    first = structured.first
-    if not isinstance(first.bound if isinstance(first, RunnableBinding) else first, BaseChatModel):
-        return None
-    rest = structured.steps[1:]
-    if any(isinstance(step, RunnableLambda) and not hasattr(step, "func") for step in rest):
-        return None
-    return first, rest[0] if len(rest) == 1 else RunnableSequence(*rest)
-
-
-def _structured_asker(model: BaseChatModel, schema: type[BaseModel], method: str) -> Asker:
-    """Return a call giving ``{"raw", "parsed"}`` that raises (retryably) on unusable output.
-
-    It runs the two steps of the model's ``with_structured_output`` itself and keeps the raw
-    message: ``include_raw=True`` would wrap them in a map, an assign and a fallback (several
-    runs and thread-pool hops a call) only to hand back the parsing error this raises anyway.
-    """
-    split = _model_and_parser(model.with_structured_output(schema, method=method))
-    if split is None:
-        structured: Runnable[Any, Any] = model.with_structured_output(schema, method=method, include_raw=True)
-
-        async def ask_with_raw(messages: list[BaseMessage], config: RunnableConfig) -> dict[str, Any]:
-            return _require_parsed(await structured.ainvoke(messages, config))
-
-        return ask_with_raw
-    bound, parser = split
-
-    async def ask(messages: list[BaseMessage], config: RunnableConfig) -> dict[str, Any]:
-        raw = await bound.ainvoke(messages, config)
-        try:
-            # Parsed on the event loop: the async parsers of langchain-core hand this
-            # microseconds-long CPU work to a thread pool, two hops per call.
-            parsed = parser.invoke(raw, config)
-        except Exception as exc:  # as include_raw=True reports it: any parsing failure
-            return _require_parsed({"raw": raw, "parsed": None, "parsing_error": exc})
-        return _require_parsed({"raw": raw, "parsed": parsed, "parsing_error": None})
-
-    return ask
-
-
-class StructuredCaller(Generic[SchemaT]):
-    """One structured model call with declared retries, concurrency, budget and usage stage.
-
-    Output that fails to parse or validate is retried up to `attempts` times in all; after that
-    a `ModelOutputError` is raised. Each attempt is charged to `budget` when one is given.
-    """
-
-    def __init__(
-        self,
-        model: BaseChatModel,
-        schema: type[SchemaT],
-        *,
-        structured_method: str = "json_schema",
-        attempts: int = 3,
-        stage: str = "judge",
-        callbacks: Sequence[BaseCallbackHandler] = (),
-        budget: CallBudget | None = None,
-        limiter: asyncio.Semaphore | None = None,
-        concurrency: int = 1,
-    ) -> None:
-        self.schema = schema
-        self.stage = stage
-        self.attempts = attempts
-        self._callbacks = list(callbacks)
-        self._shared_limiter = limiter
-        self._own_limiter = _LoopLocalSemaphore(concurrency)
-        self._ask = _structured_asker(model, schema, structured_method)
-        self._budget = budget
-
-    async def __call__(self, messages: list[BaseMessage]) -> tuple[SchemaT, AIMessage]:
-        """Return the parsed answer and the raw model message."""
-        limiter = self._shared_limiter or self._own_limiter.get()
-        async with limiter:
-            output = await self._retried(messages)
-        parsed = output["parsed"]
-        if not isinstance(parsed, self.schema):
-            parsed = self.schema.model_validate(parsed)
-        raw = output.get("raw")
-        return parsed, raw if isinstance(raw, AIMessage) else AIMessage(content="")
-
-    async def _retried(self, messages: list[BaseMessage]) -> dict[str, Any]:
-        """Ask up to `attempts` times while the answer is unusable.
-
-        A plain loop rather than a ``with_retry`` runnable: its two extra runs a call were a third
-        of a judge call's overhead with a fast model. Each attempt's model run is still traced,
-        with the stage in its metadata.
-        """
-        config = stage_config(self.stage, self._callbacks)
-        error: Exception | None = None
-        for _ in range(self.attempts):
-            if self._budget is not None:
-                self._budget.charge()
-            try:
-                return await self._ask(messages, config)
-            except IndexError:  # langchain-core's answer to a response with no choices
-                error = ModelOutputError(f"{self.stage}: the model returned no choices")
-            except RETRYABLE_ERRORS as exc:
-                error = exc
-        raise ModelOutputError(
-            f"{self.stage}: no usable {self.schema.__name__} after {self.attempts} attempts ({error})"
-        ) from error
+    async def judge_order(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
+        """Judge `first` against `second` in this order only."""
+        ...
 
 
 def choice_probability(raw: BaseMessage, *, key: str = "choice") -> float | None:
@@ -298,34 +156,6 @@ def combine_orders(as_given: Verdict, swapped: Verdict) -> Verdict:
 def fallback_verdict(why: str) -> Verdict:
     """Return the tie a judge answers with when the model gave nothing usable."""
     return Verdict(preferred="tie", prob_first=0.5, reasoning=f"no verdict: {why}", source="fallback")
-
-
-_ROLES: dict[str, Role] = {
-    "human": "user",
-    "user": "user",
-    "ai": "assistant",
-    "assistant": "assistant",
-    "system": "system",
-}
-
-
-def as_turns(context: Sequence[Turn | BaseMessage | Mapping[str, Any] | str]) -> tuple[Turn, ...]:
-    """Accept turns, LangChain messages, ``{"role", "content"}`` dicts or plain user strings."""
-    turns = []
-    for item in context:
-        if isinstance(item, Turn):
-            turns.append(item)
-        elif isinstance(item, BaseMessage):
-            role = _ROLES.get(item.type)
-            if role is None:
-                continue  # tool messages carry no user-visible turn
-            turns.append(Turn(role=role, content=item.text))
-        elif isinstance(item, Mapping):
-            role = _ROLES.get(str(item.get("role")), "user")
-            turns.append(Turn(role=role, content=str(item.get("content", ""))))
-        else:
-            turns.append(Turn(role="user", content=str(item)))
-    return tuple(turns)
 
 
 def _cache_key(context: Sequence[Turn], first: str, second: str) -> str:
@@ -484,25 +314,6 @@ class LLMJudge:
             for i in order
         )
         return Ranking(candidates=ranked, judge_calls=calls)
-
-    def as_runnable(self) -> Runnable[dict[str, Any], Ranking]:
-        """Wrap `rank` as a Runnable taking ``{"context": [...], "candidates": [...]}``."""
-
-        async def arank(inputs: Mapping[str, Any]) -> Ranking:
-            if "context" not in inputs or "candidates" not in inputs:
-                raise ValueError("judge input needs the keys 'context' and 'candidates'")
-            return await self.rank(as_turns(inputs["context"]), list(inputs["candidates"]))
-
-        def rank_sync(inputs: Mapping[str, Any]) -> Ranking:
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return asyncio.run(arank(inputs))
-            # Called synchronously from inside an event loop: run on a private loop in a thread.
-            with ThreadPoolExecutor(max_workers=1) as pool:
-                return pool.submit(lambda: asyncio.run(arank(inputs))).result()
-
-        return RunnableLambda(rank_sync, afunc=arank, name=f"{type(self).__name__}.rank")
 
 
 class DefaultJudge(LLMJudge):

@@ -27,13 +27,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from agent.demo_sets import CandidateScore
 from agent.evaluation import evaluate
 from agent.features import INTERPRETABLE_NAMES, FeatureExtractor
+from agent.fit_stages import StageReporter, SynthesisResult
 from agent.offline_judge import OfflineJudge
 from agent.records import Demo, Persona, PreferencePair, Reasoning
 from agent.reward_model import RewardModel
 from agent.statements import PreferenceStatement, describe_preferences
-from agent.synthesis import CandidateScore, StageReporter, SynthesisResult
 from agent.taste import fit_user
 from agent.usage import UsageReport
 

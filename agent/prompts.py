@@ -1,9 +1,7 @@
 """All prompt text of the method: the pairwise judge (default and persona-conditioned), the
 bootstrap reasoning request and persona induction.
 
-Every piece of user-supplied text (conversation turns, replies, personas, demos, reasoning) is
-placed inside a named section such as ``<first_reply> ... </first_reply>`` and passed through
-`escape_section_text` first, so text that imitates a section tag cannot close or open a section.
+Every piece of user-supplied text is placed inside a named, escaped section (`agent.sections`).
 Judge prompts clip texts to fixed sizes so that a synthesis stays within its call and token
 budgets; persona induction instead gets a token budget and shows each choice's whole
 conversation within its share, dropping the oldest turns first.
@@ -16,35 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
+from agent.conversation import turn_messages
 from agent.records import Demo, Turn
-
-SECTION_NAMES: tuple[str, ...] = (
-    "persona",
-    "examples",
-    "example",
-    "conversation",
-    "turn",
-    "first_reply",
-    "second_reply",
-    "chosen_reply",
-    "rejected_reply",
-    "user_chose",
-    "why",
-    "choices",
-    "choice",
-    "reasoning",
-)
-
-# Tag openers that imitate one of our sections: "<persona>", "</ first_reply", "＜turn" (full-width),
-# also with invisible format characters (zero-width space, joiners, BOM) hidden inside the tag.
-_GAP = r"[\s\u200b-\u200f\u2060-\u2064\ufeff]*"
-_TAG_LIKE = re.compile(
-    r"[<\uFF1C\uFE64](" + _GAP + "/?" + _GAP + r")(" + "|".join(SECTION_NAMES) + r")\b",
-    re.IGNORECASE,
-)
+from agent.sections import clip, section
 
 MAX_REPLY_CHARS = 3_000
 MAX_TURN_CHARS = 1_500
@@ -58,27 +33,6 @@ MAX_INDUCTION_REASONING_CHARS = 2_000
 DEFAULT_INDUCTION_TOKENS = 16_000
 # What one choice in the induction prompt costs besides its texts: tags and the answer label.
 _CHOICE_OVERHEAD_TOKENS = 40
-
-
-def escape_section_text(text: str) -> str:
-    """Neutralize anything in `text` that looks like one of our section tags."""
-    return _TAG_LIKE.sub(lambda match: "&lt;" + match.group(1) + match.group(2), text)
-
-
-def clip(text: str, max_chars: int) -> str:
-    """Shorten `text` to about `max_chars` characters, marking the cut."""
-    if len(text) <= max_chars:
-        return text
-    return text[:max_chars].rstrip() + f" [... {len(text) - max_chars} more characters]"
-
-
-def section(name: str, text: str, *, max_chars: int | None = None, attrs: str = "") -> str:
-    """Wrap user-supplied `text` in a named section, clipped and escaped."""
-    if name not in SECTION_NAMES:
-        raise ValueError(f"unknown section {name!r}")
-    body = clip(text, max_chars) if max_chars else text
-    opener = f"<{name} {attrs}>" if attrs else f"<{name}>"
-    return f"{opener}\n{escape_section_text(body)}\n</{name}>"
 
 
 def render_conversation(
@@ -208,12 +162,6 @@ class InductionExample:
         if isinstance(self.context, str):
             return (Turn(role="user", content=self.context),)
         return tuple(self.context)
-
-
-def turn_messages(turns: Sequence[Turn]) -> list[BaseMessage]:
-    """Return a conversation's turns as chat messages (system, user and assistant)."""
-    kinds = {"system": SystemMessage, "user": HumanMessage, "assistant": AIMessage}
-    return [kinds[turn.role](turn.content) for turn in turns]
 
 
 def _tokens(text: str) -> int:

@@ -24,8 +24,21 @@ from pydantic import (
     model_validator,
 )
 
+from agent.sections import escape_section_text
+
 Role = Literal["system", "user", "assistant"]
-PairSource = Literal["explicit", "implicit", "import"]
+PairSource = Literal["explicit", "import", "implicit", "edit", "regenerate"]
+# How much one pair counts in every fit, by how it was given: a pick among shown replies (or one
+# imported from a file of picks) fully; a reply the user rewrote (`edit`: their text over the
+# original) or asked to have redone and then kept the new one (`regenerate`) less, because the
+# preference is inferred from an action rather than stated; `implicit` is any other inferred pair.
+SOURCE_WEIGHTS: dict[str, float] = {
+    "explicit": 1.0,
+    "import": 1.0,
+    "implicit": 0.5,
+    "edit": 0.5,
+    "regenerate": 0.3,
+}
 PersonaSource = Literal["llm", "offline"]
 MetadataValue = str | int | float | bool
 
@@ -265,6 +278,11 @@ class PreferencePair(BaseModel):
         return self
 
     @property
+    def weight(self) -> float:
+        """Return how much this pair counts in a fit (`SOURCE_WEIGHTS` by its source)."""
+        return SOURCE_WEIGHTS[self.source]
+
+    @property
     def query(self) -> str:
         """The last user message: what the chosen and rejected replies answer."""
         return self.context[-1].content
@@ -327,8 +345,6 @@ class Persona(BaseModel):
     @field_validator("text")
     @classmethod
     def _text(cls, value: str) -> str:
-        from agent.prompts import escape_section_text  # prompts imports this module
-
         # Text imitating the prompts' section tags is neutralized wherever a persona comes from.
         return escape_section_text(check_text(value, max_chars=4_000))
 
@@ -378,8 +394,3 @@ class Ranking(BaseModel):
     def best(self) -> RankedCandidate:
         """The candidate the judge expects this user to prefer."""
         return self.candidates[0]
-
-
-def to_jsonable(record: BaseModel) -> dict[str, Any]:
-    """Dump a record to plain JSON types."""
-    return record.model_dump(mode="json")

@@ -35,21 +35,13 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 
+from agent.demo_sets import CandidateScore, labelled_demo, others
 from agent.errors import BudgetExceeded, ModelOutputError, NotEnoughPreferences
+from agent.fit_stages import FitRun, StageReporter, SynthesisResult, Trace, no_report
 from agent.judge import LLMJudge
 from agent.prompts import InductionExample, JudgePurpose
 from agent.records import Demo, Persona, PreferencePair
-from agent.synthesis import (
-    CandidateScore,
-    FitRun,
-    StageReporter,
-    SynthesisResult,
-    SynthesizeMe,
-    Trace,
-    labelled_demo,
-    no_report,
-    others,
-)
+from agent.synthesis import SynthesizeMe
 
 logger = logging.getLogger(__name__)
 

@@ -32,7 +32,13 @@ import numpy as np
 from scipy.special import expit, log_expit
 
 from agent.errors import ConfigurationError, NotEnoughPreferences
-from agent.features import FEATURES_VERSION, INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
+from agent.features import (
+    FEATURES_VERSION,
+    INTERPRETABLE_NAMES,
+    N_INTERPRETABLE,
+    QUALITY_FEATURES,
+    FeatureExtractor,
+)
 from agent.records import PreferencePair
 
 if TYPE_CHECKING:
@@ -55,6 +61,7 @@ class TastePrior:
     `strong_share` is the prior probability that a user has one strong taste on a single feature
     (`conditional_share` of it a taste that flips with the kind of question), `strong_scale` the
     prior spread of such a weight and `lapse` the share of picks made at random.
+    `fixed_features` keep the population's weight for every user (`agent.features.QUALITY_FEATURES`).
     """
 
     population_interpretable: float = 0.3
@@ -67,7 +74,14 @@ class TastePrior:
     strong_scale: float = 8.0
     lapse: float = 0.1
     # how far someone with a strong taste still follows the population (a scale on its log-odds)
-    strong_trust: tuple[float, ...] = (0.1, 0.5, 1.0)
+    strong_trust: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
+    fixed_features: tuple[str, ...] = tuple(sorted(QUALITY_FEATURES))
+
+    def personal(self) -> np.ndarray:
+        """Return, per interpretable feature, whether a user's taste may move its weight."""
+        if unknown := set(self.fixed_features) - set(INTERPRETABLE_NAMES):
+            raise ConfigurationError(f"fixed_features names unknown features {sorted(unknown)}")
+        return np.array([name not in self.fixed_features for name in INTERPRETABLE_NAMES])
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as plain JSON types."""
@@ -76,6 +90,7 @@ class TastePrior:
             "user_variance": list(self.user_variance),
             "interaction_variance": list(self.interaction_variance),
             "strong_trust": list(self.strong_trust),
+            "fixed_features": list(self.fixed_features),
         }
 
     @classmethod
@@ -88,6 +103,8 @@ class TastePrior:
         for key in ("user_variance", "interaction_variance", "strong_trust"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
+        if "fixed_features" in values:
+            values["fixed_features"] = tuple(str(v) for v in values["fixed_features"])
         return cls(**values)
 
 
@@ -314,23 +331,27 @@ def fit_logistic(
     strengths: np.ndarray,
     start: np.ndarray | None = None,
     offset: np.ndarray | float = 0.0,
+    row_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Minimise sum softplus(-(x·w + offset)) + ½ Σ λ w²: MAP Bradley-Terry weights of chosen-first rows.
 
-    `offset` is a fixed share of each row's log-odds (the part of the utility that is not fitted).
+    `offset` is a fixed share of each row's log-odds (the part of the utility that is not fitted);
+    `row_weights` scale each row's term (a pair that counts half as much as a stated pick: 0.5).
     Damped Newton: the objective is smooth and strictly convex, and with a few hundred weights the
     Hessian solve is cheaper than the many small steps a quasi-Newton method takes.
     """
 
+    counts = np.ones(len(design)) if row_weights is None else np.asarray(row_weights, dtype=np.float64)
+
     def objective(weights: np.ndarray) -> float:
-        return float(-log_expit(design @ weights + offset).sum() + 0.5 * strengths @ (weights * weights))
+        return float(-counts @ log_expit(design @ weights + offset) + 0.5 * strengths @ (weights * weights))
 
     weights = np.zeros(design.shape[1]) if start is None else start.astype(np.float64).copy()
     value = objective(weights)
     for _ in range(50):
         margins = design @ weights + offset
-        gradient = -design.T @ expit(-margins) + strengths * weights
-        step = newton_step(design, expit(margins) * expit(-margins), strengths, gradient)
+        gradient = -design.T @ (counts * expit(-margins)) + strengths * weights
+        step = newton_step(design, counts * expit(margins) * expit(-margins), strengths, gradient)
         size = 1.0
         while size > 1e-6:
             candidate = weights - size * step

@@ -3,8 +3,8 @@
 The population model (`agent.reward_model`) predicts each of the user's pairs with log-odds
 ``m``. The user's own part is added on the interpretable features only; the embedding, which
 carries answer quality, only scales with how far the user follows the population's judgement
-(their *trust*, inferred too), and the quality measurements (`agent.features.QUALITY_FEATURES`)
-stay the population's. Two kinds of departure compete, weighed by how well they explain the
+(their *trust*, inferred too), and the quality measurements (`TastePrior.fixed_features`) stay
+the population's. Two kinds of departure compete, weighed by how well they explain the
 user's pairs (their marginal likelihood), both with a lapse rate (a share of random picks):
 
 * **broad**: every interpretable weight and its question-kind interaction moves a little, with
@@ -29,12 +29,10 @@ import numpy as np
 from scipy.special import expit, log_expit, logsumexp
 
 from agent.errors import ConfigurationError
-from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, QUALITY_FEATURES, FeatureExtractor
+from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.records import PreferencePair
 from agent.reward_model import RewardModel, check_compatible, fit_logistic
 
-# the interpretable features a user's taste may move (the quality measurements stay fixed)
-PERSONAL = np.array([name not in QUALITY_FEATURES for name in INTERPRETABLE_NAMES])
 _GRID = np.linspace(-12.0, 12.0, 97)
 # How far a user follows the population's judgement (a scale on its log-odds), and the prior on it:
 # most people mostly agree with the crowd; someone who picks by one taste may ignore it.
@@ -94,7 +92,7 @@ def _spread(prior: RewardModel, departure: np.ndarray) -> np.ndarray:
 def _trusted(prior: RewardModel) -> np.ndarray:
     """Return 1 for the coefficients a user's trust in the population scales (all but quality ones)."""
     scaled = np.ones(prior.coefficients.shape[0])
-    quality = ~PERSONAL
+    quality = ~prior.taste_prior.personal()
     scaled[:N_INTERPRETABLE][quality] = 0.0
     scaled[prior.dimensions :][quality] = 0.0
     return scaled
@@ -111,44 +109,58 @@ def _broad_variances(prior: RewardModel) -> np.ndarray:
 
 
 def _broad_posterior(
-    rows: np.ndarray, offset: np.ndarray, variances: np.ndarray, lapse: float = 0.0
+    rows: np.ndarray,
+    offset: np.ndarray,
+    variances: np.ndarray,
+    lapse: float = 0.0,
+    counts: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Return the MAP departure, its posterior sd, and the Laplace log evidence of the broad model.
 
-    The evidence counts `lapse` (picks made at random) so that one pick against a confident
-    population does not rule the population out; the fit itself is the plain logistic MAP.
+    Columns with no variance stay at the population's weight. The evidence counts `lapse` (picks
+    made at random) so that one pick against a confident population does not rule the population
+    out; the fit itself is the plain logistic MAP. `counts` weigh each pair (`PreferencePair.weight`).
     """
-    free = np.concatenate([PERSONAL, PERSONAL]) & (variances > 0)
+    free = variances > 0
     mean = np.zeros(rows.shape[1])
     sd = np.zeros(rows.shape[1])
     if not free.any():
-        return mean, sd, float(_log_likelihood(offset, lapse))
+        return mean, sd, float(_log_likelihood(offset, lapse, counts))
     design, precision = rows[:, free], 1.0 / variances[free]
-    estimate = fit_logistic(design, precision, offset=offset)
+    estimate = fit_logistic(design, precision, offset=offset, row_weights=counts)
     margins = design @ estimate + offset
-    curvature = expit(margins) * expit(-margins)
+    curvature = expit(margins) * expit(-margins) * (1.0 if counts is None else counts)
     hessian = (design.T * curvature) @ design
     hessian[np.diag_indices_from(hessian)] += precision
     _, logdet = np.linalg.slogdet(hessian / precision[None, :])
-    evidence = float(_log_likelihood(margins, lapse) - 0.5 * precision @ (estimate * estimate) - 0.5 * logdet)
+    penalty = 0.5 * precision @ (estimate * estimate) + 0.5 * logdet
+    evidence = float(_log_likelihood(margins, lapse, counts) - penalty)
     mean[free] = estimate
     sd[free] = np.sqrt(np.diag(np.linalg.inv(hessian)))
     return mean, sd, evidence
 
 
-def _log_likelihood(margins: np.ndarray, lapse: float) -> float:
-    """Return the log-probability of the picks with these log-odds when a `lapse` share is random."""
-    if lapse == 0:
-        return float(log_expit(margins).sum())
-    return float(np.log(lapse / 2 + (1 - lapse) * expit(margins)).sum())
+def _log_likelihood(margins: np.ndarray, lapse: float, counts: np.ndarray | None = None) -> float:
+    """Return the log-probability of the picks with these log-odds when a `lapse` share is random.
+
+    `counts` weigh each pick's term (a tempered likelihood: a pair of weight 0.5 counts half).
+    """
+    terms = log_expit(margins) if lapse == 0 else np.log(lapse / 2 + (1 - lapse) * expit(margins))
+    return float(terms.sum() if counts is None else counts @ terms)
 
 
 def _strong_posteriors(
-    rows: np.ndarray, offsets: np.ndarray, log_trust: np.ndarray, scale: float, lapse: float
+    rows: np.ndarray,
+    offsets: np.ndarray,
+    log_trust: np.ndarray,
+    scale: float,
+    lapse: float,
+    counts: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Return, per column of `rows`, the log evidence of a lone strong weight and its posterior.
 
-    `offsets[a]` are the pairs' population log-odds at trust level `a` (prior `log_trust[a]`).
+    `offsets[a]` are the pairs' population log-odds at trust level `a` (prior `log_trust[a]`);
+    `counts` weigh each pair's log-likelihood.
     Returns the log evidence, the posterior mean and sd of the weight, the posterior of the
     trust level (per column) and the weight's posterior mean at each trust level.
     """
@@ -156,7 +168,7 @@ def _strong_posteriors(
     log_prior -= logsumexp(log_prior)
     # margins[a, g, i, k]: log-odds of pair i's pick at trust a with weight _GRID[g] on column k
     margins = offsets[:, None, :, None] + _GRID[None, :, None, None] * rows[None, None, :, :]
-    likelihood = np.log(lapse / 2 + (1 - lapse) * expit(margins)).sum(axis=2)
+    likelihood = np.einsum("agik,i->agk", np.log(lapse / 2 + (1 - lapse) * expit(margins)), counts)
     joint = log_trust[:, None, None] + log_prior[None, :, None] + likelihood
     evidence = logsumexp(joint, axis=(0, 1))
     posterior = np.exp(joint - evidence[None, None, :])
@@ -168,10 +180,13 @@ def _strong_posteriors(
     return evidence, mean, sd, by_trust, mean_by_trust
 
 
-def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste]:
+def infer_taste(
+    prior: RewardModel, rows: np.ndarray, counts: np.ndarray | None = None
+) -> tuple[np.ndarray, Taste]:
     """Return the posterior-mean coefficients of a user and their taste posterior.
 
-    `rows` are the user's pairs as `RewardModel.design` rows (chosen - rejected).
+    `rows` are the user's pairs as `RewardModel.design` rows (chosen - rejected); `counts` how much
+    each pair counts (`PreferencePair.weight`; all 1 when None).
     """
     settings = prior.taste_prior
     trust = np.asarray(TRUST_LEVELS)
@@ -180,8 +195,10 @@ def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste
     fixed = prior.coefficients - scalable
     offsets = trust[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
     user_rows = _user_columns(prior, rows)
-    variances = _broad_variances(prior)
-    broad = [_broad_posterior(user_rows, offset, variances, settings.lapse) for offset in offsets]
+    personal = settings.personal()
+    columns = np.concatenate([personal, personal])
+    variances = np.where(columns, _broad_variances(prior), 0.0)
+    broad = [_broad_posterior(user_rows, offset, variances, settings.lapse, counts) for offset in offsets]
     broad_log = np.array([item[2] for item in broad]) + log_trust
     broad_evidence = float(logsumexp(broad_log))
     broad_trust = np.exp(broad_log - broad_evidence)
@@ -195,9 +212,9 @@ def infer_taste(prior: RewardModel, rows: np.ndarray) -> tuple[np.ndarray, Taste
         np.full(len(strong_levels), -np.log(len(strong_levels))),
         settings.strong_scale,
         settings.lapse,
+        np.ones(len(rows)) if counts is None else counts,
     )
-    columns = np.concatenate([PERSONAL, PERSONAL])
-    n_personal = int(PERSONAL.sum())
+    n_personal = int(personal.sum())
     share = np.concatenate(
         [
             np.full(N_INTERPRETABLE, settings.strong_share * (1 - settings.conditional_share) / n_personal),
@@ -286,7 +303,8 @@ def fit_user(prior: RewardModel, extractor: FeatureExtractor, pairs: Sequence[Pr
             "the embedder differs from the one the prior was fitted with"
         )
     rows = prior.design(chosen - rejected, prior.question_terms(extractor.query_vectors(pairs)))
-    coefficients, taste = infer_taste(prior, rows)
+    weights = np.array([pair.weight for pair in pairs])
+    coefficients, taste = infer_taste(prior, rows, None if (weights == 1).all() else weights)
     user = next(iter(users))
     return replace(
         prior,
@@ -314,7 +332,7 @@ def estimate_user_variance(
     (Laplace-approximate) marginal likelihood.
     """
     variances = np.full(2 * N_INTERPRETABLE, 1.0)
-    personal = np.concatenate([PERSONAL, PERSONAL])
+    personal = np.concatenate([prior.taste_prior.personal()] * 2)
     variances[~personal] = 0.0
     shown = np.zeros(2 * N_INTERPRETABLE, dtype=bool)
     for rows in users_rows:

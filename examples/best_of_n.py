@@ -19,7 +19,8 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel
 
-from agent.judge import PairwiseJudge, as_turns
+from agent.conversation import as_turns
+from agent.judge import PairwiseJudge
 from agent.records import Ranking
 
 

@@ -82,11 +82,12 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, RetryPolicy
 from pydantic import ValidationError
 
+from agent.demo_sets import merge_demos
 from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.formats import describe_validation_error
 from agent.records import Demo, Limits, Persona, PreferencePair
-from agent.synthesis import PersonaSynthesizer, SynthesizeMe, merge_demos
+from agent.synthesis import PersonaSynthesizer, SynthesizeMe
 from graphs import synthesis
 from graphs.judges import JudgeFactory, LLMJudges
 from graphs.retry import is_transient

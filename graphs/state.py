@@ -18,6 +18,7 @@ from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
 from typing_extensions import TypedDict
 
+from agent.conversation import as_turns
 from agent.errors import InvalidPreference
 from agent.records import STORED_LIMITS, Demo, Persona, PreferencePair, Ranking, Turn
 
@@ -25,8 +26,6 @@ from agent.records import STORED_LIMITS, Demo, Persona, PreferencePair, Ranking,
 InRunSynthesisMode = Literal["inline", "deferred"]
 SynthesisMode = Literal[InRunSynthesisMode, "caller"]
 SynthesisStatus = Literal["accepted", "rejected", "failed", "skipped"]
-
-_ROLES = {"human": "user", "ai": "assistant", "system": "system"}
 
 
 # --- run context ------------------------------------------------------------------------------
@@ -139,14 +138,8 @@ class SynthesisState(TypedDict, total=False):
 
 # --- conversions between records and state values ---------------------------------------------
 def turns_of(messages: Sequence[BaseMessage]) -> tuple[Turn, ...]:
-    """Return the user-visible turns of a conversation (tool calls and empty messages skipped)."""
-    turns = []
-    for message in messages:
-        role = _ROLES.get(message.type)
-        text = message.text.strip() if role else ""
-        if role and text:
-            turns.append(Turn(role=role, content=text))
-    return tuple(turns)
+    """Return the user-visible turns of a conversation (`agent.conversation.as_turns`)."""
+    return as_turns(messages)
 
 
 def turn_dicts(turns: Sequence[Turn]) -> list[TurnDict]:

@@ -46,9 +46,10 @@ from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from agent.errors import NotFound, PersonaRejected
-from agent.evaluation import MIN_TRAIN_PAIRS, split_train_val
+from agent.fit_stages import StageReporter, SynthesisResult
 from agent.records import utc_now
-from agent.synthesis import PersonaSynthesizer, StageReporter, SynthesisResult
+from agent.splits import MIN_TRAIN_PAIRS, split_train_val
+from agent.synthesis import PersonaSynthesizer
 from graphs.retry import is_transient
 from graphs.state import (
     SynthesisContext,

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
+from agent.embedding import CachedEmbedder
 from agent.errors import InvalidPreference
 from agent.records import DEFAULT_LIMITS, STORED_LIMITS, Limits, PreferencePair, check_user_id
 from memory.chroma import check_collection_name, is_in_process, read_retrying
-from memory.embedding_cache import CachedEmbeddings
 from memory.vector_cache import LOCAL_REVISIONS, VectorCache
 
 if TYPE_CHECKING:
@@ -100,8 +100,8 @@ class ScopedStore:
         self._client = client
         self._embeddings = (
             embeddings
-            if isinstance(embeddings, CachedEmbeddings)
-            else CachedEmbeddings(embeddings, max_items=cache_size)
+            if isinstance(embeddings, CachedEmbedder)
+            else CachedEmbedder(embeddings, max_items=cache_size)
         )
         self.limits = limits
         self.stale_write_s = stale_write_s
@@ -118,7 +118,7 @@ class ScopedStore:
         self._local = is_in_process(client)
 
     @property
-    def embeddings(self) -> CachedEmbeddings:
+    def embeddings(self) -> CachedEmbedder:
         """The (cached) embedding model the store embeds contexts and queries with."""
         return self._embeddings
 

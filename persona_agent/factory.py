@@ -111,14 +111,14 @@ def warm_up(store: PreferenceStore, models: Iterable[BaseChatModel]) -> None:
 
     The server calls this at start, so that its first request does not wait for them.
     """
-    from memory.embedding_cache import TextEmbedder
+    from agent.embedding import Embedder
     from persona_agent.embedded_llm import ChatLlamaCpp
 
     for model in models:
         if isinstance(model, ChatLlamaCpp):
             model.load()
     embedder = store.embeddings.model
-    (embedder.embed if isinstance(embedder, TextEmbedder) else embedder.embed_documents)(["warm-up"])
+    (embedder.embed if isinstance(embedder, Embedder) else embedder.embed_documents)(["warm-up"])
 
 
 @asynccontextmanager

@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         "normal",
         description="SQLite `synchronous` mode of the thread checkpoints (WAL journal): normal syncs at "
         "WAL checkpoints only, so a power cut may lose the last turns' checkpoints but never corrupts "
-        "the file; full syncs every write (1-4 ms more per chat turn here).",
+        "the file; full syncs every write (slower; BENCHMARKS.md has the figures).",
     )
     checkpoint_url: SecretStr | None = Field(
         None,
@@ -94,8 +94,8 @@ class Settings(BaseSettings):
         DEFAULT_CHECKPOINT_DURABILITY,
         description="When a chat turn's thread checkpoint is written (LangGraph `durability`): exit "
         "writes once, when the turn ends (also on an error); async after every step, beside the next "
-        "one; sync after every step, before the next one. exit saves ~10 ms a turn here; a turn killed "
-        "mid-way then leaves its thread as it was before the turn, and the user sends it again.",
+        "one; sync after every step, before the next one. exit writes least; a turn killed mid-way "
+        "then leaves its thread as it was before the turn, and the user sends it again.",
     )
 
     # --- serving ----------------------------------------------------------------------------
@@ -113,8 +113,8 @@ class Settings(BaseSettings):
     judge: JudgeKind | None = Field(
         None,
         description="Which judge picks replies: llm, offline or hybrid. Unset: llm with an endpoint, "
-        "offline with the embedded model (which judges at about chance; the offline reward model "
-        "scores 75% on MT-Bench judges, see BENCHMARKS.md).",
+        "offline with the embedded model (a 135M model judges at about chance; BENCHMARKS.md has "
+        "each judge's accuracy).",
     )
     persona_source: PersonaSource = Field(
         "auto",

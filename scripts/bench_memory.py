@@ -42,8 +42,8 @@ import numpy as np  # noqa: E402
 
 from agent.formats import read_pairs  # noqa: E402
 from agent.records import PreferencePair, Turn  # noqa: E402
+from devtools.chroma_server import ChromaServer  # noqa: E402
 from memory.chroma import make_client  # noqa: E402
-from memory.chroma_server import ChromaServer  # noqa: E402
 from memory.retrieval import retrieval_embeddings, retrieval_text  # noqa: E402
 from memory.store import PreferenceStore  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Measure how well the offline reward model learns a person's taste; print tables (or JSON).
 
     python scripts/eval_offline.py [--planted ../shared/data/planted] [--mt-bench FILE]
-        [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--json]
+        [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--speed] [--implicit] [--json]
 
 Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judged in both
 orders, macro over users), the judges fitted on the users' `train` pairs:
@@ -14,7 +14,10 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * loops: each real MT-Bench answer that does not itself loop, against a copy of another answer
   to the same question that breaks into a loop, judged for every planted user and the population;
 * `--ablate`: the same on planted users and MT-Bench `val` with one part of the design removed;
-* `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached).
+* `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached);
+* `--implicit`: planted users with 10 training pairs, half of them given as inferred pairs
+  (`edit`, `regenerate`: they count less in the fit, `agent.records.SOURCE_WEIGHTS`), against
+  all ten as stated picks.
 
 `--curve` writes the learning curve (accuracy against training pairs) as an SVG picture.
 """
@@ -40,12 +43,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from agent.evaluation import evaluate, leave_user_out_priors, user_splits
-from agent.features import DEGENERATE_REPETITION, CachedEmbedder, FeatureExtractor, repetition
+from agent.embedding import CachedEmbedder
+from agent.evaluation import evaluate, leave_user_out_priors
+from agent.features import DEGENERATE_REPETITION, INTERPRETABLE_NAMES, FeatureExtractor, repetition
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair
 from agent.reward_model import RewardModel
+from agent.splits import user_splits
 
 SIZES = (5, 10, 20)
 Prior = Callable[[str], RewardModel]
@@ -220,7 +225,39 @@ ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
     "strong tastes keep full trust in the population": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, strong_trust=(1.0,))
     ),
+    "strong tastes never set the population aside": lambda prior: replace(
+        prior,
+        taste_prior=replace(
+            prior.taste_prior, strong_trust=tuple(t for t in prior.taste_prior.strong_trust if t > 0)
+        ),
+    ),
+    "relevance to the question a matter of taste": lambda prior: _personal_relevance(prior),
 }
+
+
+def _personal_relevance(prior: RewardModel) -> RewardModel:
+    """Return the prior with the question-relevance measurements open to a user's taste."""
+    relevance = {"query_overlap", "query_similarity"}
+    taste_prior = prior.taste_prior
+    fixed = tuple(name for name in taste_prior.fixed_features if name not in relevance)
+    # the artifact's between-user variances are 0 for fixed features: give them the typical one
+    typical = float(np.median([v for v in taste_prior.user_variance if v > 0]))
+    typical_interaction = float(np.median([v for v in taste_prior.interaction_variance if v > 0]))
+    opened = [name in relevance for name in INTERPRETABLE_NAMES]
+    return replace(
+        prior,
+        taste_prior=replace(
+            taste_prior,
+            fixed_features=fixed,
+            user_variance=tuple(
+                typical if open_ else v for open_, v in zip(opened, taste_prior.user_variance, strict=True)
+            ),
+            interaction_variance=tuple(
+                typical_interaction if open_ else v
+                for open_, v in zip(opened, taste_prior.interaction_variance, strict=True)
+            ),
+        ),
+    )
 
 
 def ablate(
@@ -238,6 +275,20 @@ def ablate(
         row["MT-Bench val"] = mt_bench(extractor, changed, mt_path, ("val",))["val"]["personal"]
         found[name] = row
     return found
+
+
+def implicit(extractor: FeatureExtractor, prior: RewardModel, folder: Path) -> dict[str, dict[str, float]]:
+    """Return planted accuracy at 10 training pairs, all stated or every other one inferred."""
+    pairs = read_pairs(folder / "visible_n10.jsonl")
+    train, _, test = splits_of(pairs)
+    found = {"all 10 stated picks": macro(accuracy(extractor, lambda _: prior, train, test))}
+    for source in ("edit", "regenerate"):
+        inferred = {
+            user: [pair.model_copy(update={"source": source}) if i % 2 else pair for i, pair in enumerate(ps)]
+            for user, ps in train.items()
+        }
+        found[f"5 stated + 5 {source}"] = macro(accuracy(extractor, lambda _: prior, inferred, test))
+    return {"planted n10": found}
 
 
 def speed(
@@ -326,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--curve", type=Path, default=None, help="write the learning curve as SVG here")
     parser.add_argument("--ablate", action="store_true", help="also remove each part of the design in turn")
     parser.add_argument("--speed", action="store_true", help="also time a fit and a comparison")
+    parser.add_argument("--implicit", action="store_true", help="also weigh half the pairs as inferred ones")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -343,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
         report["ablations"] = ablate(extractor, prior, args.planted, args.mt_bench)
     if args.speed:
         report["speed"] = speed(extractor, prior, args.planted)
+    if args.implicit:
+        report["implicit"] = implicit(extractor, prior, args.planted)
     extractor.embedder.save(args.cache)
     if args.curve:
         args.curve.parent.mkdir(parents=True, exist_ok=True)
@@ -359,6 +413,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table("Ablations", report["ablations"])  # type: ignore[arg-type]
     if args.speed:
         print_table("Speed, median of 20 (features cached)", {"offline model": report["speed"]})  # type: ignore[dict-item]
+    if args.implicit:
+        print_table("Inferred pairs (planted, 10 training pairs)", report["implicit"])  # type: ignore[arg-type]
     return 0
 
 

@@ -11,7 +11,9 @@ Three parts, all from the data file:
 * the population weights, fitted on every user's `train` and `population` pairs (no `val`, no
   `test`); evaluations refit them without each evaluated user (`agent.evaluation`);
 * the between-user variance of each interpretable weight, estimated by empirical Bayes over
-  the users' `train` pairs (`agent.taste.estimate_user_variance`).
+  the users' `train` pairs (`agent.taste.estimate_user_variance`);
+* the archetypes a new user may start from (`agent.archetypes`): clusters of those users'
+  departures from the population, written beside the prior (`--archetypes`).
 
 Rerun it whenever `agent.features.FEATURES_VERSION` changes: a prior of another version is refused.
 """
@@ -33,7 +35,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np
 
-from agent.features import N_INTERPRETABLE, CachedEmbedder, FeatureExtractor
+from agent.archetypes import DEFAULT_ARCHETYPES_PATH, fit_archetypes, save_archetypes
+from agent.embedding import CachedEmbedder
+from agent.features import N_INTERPRETABLE, FeatureExtractor
 from agent.formats import read_pairs, split_of
 from agent.reward_model import DEFAULT_PRIOR_PATH, TastePrior, fit_population, fit_question_kind
 from agent.taste import estimate_user_variance
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data/mt_bench_human/pairs.jsonl"))
     parser.add_argument("--out", type=Path, default=DEFAULT_PRIOR_PATH)
+    parser.add_argument("--archetypes", type=Path, default=DEFAULT_ARCHETYPES_PATH)
     parser.add_argument("--cache", type=Path, default=Path(".bench-cache/minilm_mt_bench.npz"))
     args = parser.parse_args(argv)
 
@@ -104,11 +109,16 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     model.save(args.out)
+    archetypes = fit_archetypes(model, rows)
+    save_archetypes(archetypes, args.archetypes)
     print(
         f"fitted on {model.n_pairs} pairs of {model.n_users} users, between-user variances from "
         f"{len(rows)} users, in {time.perf_counter() - started:.1f}s; "
         f"wrote {args.out} ({args.out.stat().st_size // 1024} KiB)"
     )
+    for archetype in archetypes:
+        print(f"archetype {archetype.key} ({archetype.users} users): {archetype.title}")
+    print(f"wrote {args.archetypes}")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Load check of the served chat graph: concurrent turns for several users, nothing lost, no leaks.
 
-Starts an OpenAI-compatible stub (`tests.openai_stub`) and `persona-agent serve` on loopback (or
+Starts an OpenAI-compatible stub (`devtools.openai_stub`) and `persona-agent serve` on loopback (or
 uses ``--url`` with ``--tokens`` of a running server), then runs ``--rounds`` rounds; in each,
 ``--concurrency`` chat turns run at once, spread over ``--users`` users (each turn on its own
 thread). From the second round on every turn also picks a candidate of the previous one, so
@@ -34,8 +34,8 @@ from langgraph_sdk import get_client
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.langgraph_server import LangGraphServer  # noqa: E402
-from tests.openai_stub import OpenAIStub  # noqa: E402
+from devtools.langgraph_server import LangGraphServer  # noqa: E402
+from devtools.openai_stub import OpenAIStub  # noqa: E402
 
 QUESTIONS = (
     "How do I keep basil alive indoors?",

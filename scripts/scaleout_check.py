@@ -1,7 +1,7 @@
 """Scale-out check: 1, 2 and 4 app processes serve the same users over one PostgreSQL and one Chroma server.
 
-Starts a throwaway PostgreSQL cluster (`persona_agent.benchmarks.postgres`), a `chroma run`
-server and the instant OpenAI-compatible stub (``python -m tests.openai_stub``, a child process),
+Starts a throwaway PostgreSQL cluster (`devtools.postgres`), a `chroma run`
+server and the instant OpenAI-compatible stub (``python -m devtools.openai_stub``, a child process),
 then for each count in ``--workers`` runs `persona_agent.benchmarks.scaleout.run_scaleout`:
 that many worker processes of the chat graph, ``--users`` fresh users and ``--turns`` turns
 (each user in two threads at once, consecutive turns on different processes, feedback on half
@@ -24,8 +24,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
-from memory.chroma_server import ChromaServer  # noqa: E402
-from persona_agent.benchmarks.postgres import PostgresCluster  # noqa: E402
+from devtools.chroma_server import ChromaServer  # noqa: E402
+from devtools.postgres import PostgresCluster  # noqa: E402
 from persona_agent.benchmarks.scaleout import run_scaleout  # noqa: E402
 
 
@@ -40,7 +40,7 @@ def main() -> int:
         parser.error("--turns must give every user at least 4 turns")
 
     stub = subprocess.Popen(
-        [sys.executable, "-m", "tests.openai_stub", "--port", "0"],
+        [sys.executable, "-m", "devtools.openai_stub", "--port", "0"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from persona_agent.benchmarks.postgres import PostgresCluster
+from devtools.postgres import PostgresCluster
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"

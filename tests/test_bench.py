@@ -7,21 +7,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from langchain_core.caches import InMemoryCache
+from langchain_core.globals import get_llm_cache, set_llm_cache
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from typer.testing import CliRunner
 
-from agent.evaluation import run_judges, same_judge, user_splits
+from agent.evaluation import run_judges, same_judge
 from agent.judge import PersonaJudge
 from agent.records import PreferencePair, Turn, Verdict
+from agent.splits import user_splits
 from agent.synthesis import SynthesizeMe
 from persona_agent.benchmarks.accuracy import judge_document
 from persona_agent.benchmarks.cost import REFERENCE, synthetic_pairs
-from persona_agent.benchmarks.fake_models import CountingChatModel, ScriptedPreferenceModel
 from persona_agent.benchmarks.llm_cache import SQLiteLLMCache, attach_cache
+from persona_agent.benchmarks.scripted_model import ScriptedPreferenceModel
 from persona_agent.cli import app
 from tests.conftest import MT_BENCH, PRISM
-from tests.fakes import default_responder
-from tests.memory_fixtures import WordHashEmbeddings
+from tests.fakes import CountingChatModel, WordHashEmbeddings, default_responder
 
 
 def labelled(user: str, split: str, chosen: str, rejected: str, n: int) -> PreferencePair:
@@ -152,12 +154,25 @@ async def test_llm_cache_replays_structured_judge_answers(tmp_path: Path) -> Non
     assert len(model.calls) == 1
 
 
-def test_attach_cache_none_turns_caching_off() -> None:
+def test_attach_cache_none_turns_caching_off(tmp_path: Path) -> None:
     model = CountingChatModel(responder=lambda messages: AIMessage("hi"))
-    attach_cache(model, None)
+    cache = SQLiteLLMCache(tmp_path / "llm.sqlite")
+    attach_cache(model, cache)
     model.invoke(_messages("x"))
     model.invoke(_messages("x"))
-    assert len(model.calls) == 2
+    assert len(model.calls) == 1  # the cache answered the second call
+
+    # Off means neither the cache attached before nor langchain's process-wide cache answers.
+    previous = get_llm_cache()
+    set_llm_cache(InMemoryCache())
+    try:
+        attach_cache(model, None)
+        model.invoke(_messages("x"))
+        model.invoke(_messages("x"))
+    finally:
+        set_llm_cache(previous)
+        cache.close()
+    assert len(model.calls) == 3
 
 
 def test_scripted_fake_is_right_at_the_rate_asked() -> None:

@@ -1,5 +1,7 @@
 """`persona-agent chat` driven through piped input, with fake models and a fast store."""
 
+# ruff: noqa: F811 - the fixture imported from tests.fakes is redefined as a test parameter
+
 from __future__ import annotations
 
 import asyncio
@@ -12,47 +14,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from langchain_core.messages import BaseMessage
-from langchain_core.outputs import ChatResult
 from typer.testing import CliRunner
 
 import graphs.synthesis
 from memory.store import PreferenceStore
 from persona_agent import factory
 from persona_agent.cli import app
-from tests.fakes import CountingChatModel, task_of
-from tests.test_graph_chat import PERSONA_TEXT, STYLE_REPLIES, chat_responder, make_memory
-
-
-class SlowInductionModel(CountingChatModel):
-    """The chat fake, whose persona induction takes `delay_s` (none unless a test sets it)."""
-
-    delay_s: float = 0.0
-
-    async def _agenerate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
-        if task_of(messages) == "induce" and self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        return self._generate(messages)
-
-
-@pytest.fixture
-def parts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[SlowInductionModel, PreferenceStore]:
-    """Swap the factory's models and store for fakes; the store lives under this test's data dir."""
-    model = SlowInductionModel(responder=chat_responder())
-    memory = make_memory(tmp_path / "chroma", prefix="cli_chat")
-    monkeypatch.setattr(factory, "build_chat_model", lambda settings: model)
-    monkeypatch.setattr(factory, "build_judge_model", lambda settings: model)
-    monkeypatch.setattr(factory, "build_store", lambda settings: memory)
-    # The scripted model stands in for an LLM judge (the embedded default would be the offline one).
-    monkeypatch.setenv("PERSONA_AGENT_JUDGE", "llm")
-    monkeypatch.setenv("PERSONA_AGENT_PERSONA_SOURCE", "llm")  # and it writes the persona
-    return model, memory
+from tests.fakes import (
+    PERSONA_TEXT,
+    STYLE_REPLIES,
+    SlowInductionModel,
+    chat_cli_fakes,  # noqa: F401 - a fixture, found by name
+    task_of,
+)
 
 
 def test_chat_picks_a_candidate_and_the_pair_count_grows(
-    parts: tuple[SlowInductionModel, PreferenceStore],
+    chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore],
 ) -> None:
-    _, memory = parts
+    _, memory = chat_cli_fakes
     script = "\n".join(
         ["How do I water plants?", "/candidates", "/pick 2", "/persona", "/pick 9", "/quit", ""]
     )
@@ -71,9 +51,9 @@ def test_chat_picks_a_candidate_and_the_pair_count_grows(
 
 
 def test_chat_resumes_the_thread_and_reports_a_new_persona(
-    parts: tuple[SlowInductionModel, PreferenceStore],
+    chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore],
 ) -> None:
-    _, memory = parts
+    _, memory = chat_cli_fakes
     runner = CliRunner()
     first = runner.invoke(app, ["chat", "-u", "alice"], input="Tell me about ferns\n/pick 1\n")
     assert first.exit_code == 0, first.output
@@ -93,16 +73,18 @@ def test_chat_resumes_the_thread_and_reports_a_new_persona(
     assert "Judge agreement: of your last 3 picks, the judge had ranked 1 first (33%)." in third.output
 
 
-def test_chat_refuses_a_bad_user_id(parts: tuple[SlowInductionModel, PreferenceStore]) -> None:
+def test_chat_refuses_a_bad_user_id(chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore]) -> None:
     result = CliRunner().invoke(app, ["chat", "--user", "a/b"], input="/quit\n")
     assert result.exit_code != 0 and "may only hold" in result.output
 
 
-def test_the_judge_setting_picks_the_judge_factory(parts: tuple[SlowInductionModel, PreferenceStore]) -> None:
+def test_the_judge_setting_picks_the_judge_factory(
+    chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore],
+) -> None:
     from graphs.judges import HybridJudges, LLMJudges, OfflineJudges
     from persona_agent.settings import load_settings
 
-    model, memory = parts
+    model, memory = chat_cli_fakes
     kinds = {"llm": LLMJudges, "offline": OfflineJudges, "hybrid": HybridJudges}
     for name, kind in kinds.items():
         judges = factory.build_judges(load_settings(judge=name), store=memory, judge_model=model)
@@ -114,12 +96,11 @@ def test_the_judge_setting_picks_the_judge_factory(parts: tuple[SlowInductionMod
 
 @pytest.mark.parametrize(("durability", "saved"), [("exit", 2), ("async", 12)])
 def test_chat_writes_thread_checkpoints_as_the_durability_setting_says(
-    parts: tuple[SlowInductionModel, PreferenceStore],
+    chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore],
     monkeypatch: pytest.MonkeyPatch,
     durability: str,
     saved: int,
 ) -> None:
-    import asyncio
 
     from langchain_core.runnables import RunnableConfig
 
@@ -181,11 +162,11 @@ class ScriptedStdin(io.RawIOBase):
 
 
 def test_picks_that_trigger_a_synthesis_return_at_once_and_the_persona_follows(
-    parts: tuple[SlowInductionModel, PreferenceStore],
+    chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    model, memory = parts
+    model, memory = chat_cli_fakes
     model.delay_s = 4.0  # every synthesis outlasts the 2 s a pick may take
     # every pick (2 pairs) is due a synthesis: the first at 2 pairs, then after each 2 more
     monkeypatch.setenv("PERSONA_AGENT_FIRST_SYNTHESIS_AT", "2")

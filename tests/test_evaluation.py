@@ -11,22 +11,17 @@ import numpy as np
 import pytest
 
 from agent.evaluation import (
-    UserSplit,
     bootstrap_ci,
-    demos_without,
     evaluate,
-    holds_out,
     outcome_of,
     paired_difference,
     run_judges,
     same_judge,
-    sibling_key,
-    split_train_val,
-    split_user_pairs,
     summarize,
 )
 from agent.judge import PersonaJudge
 from agent.records import Demo, PreferencePair, Turn, Verdict
+from agent.splits import UserSplit, demos_without, holds_out, sibling_key, split_train_val, split_user_pairs
 from tests.fakes import PositionBiasedChatModel
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -332,7 +327,7 @@ async def test_a_judge_is_never_shown_the_pair_it_judges() -> None:
 
 
 def test_the_stage_1_teacher_is_never_shown_a_sibling_of_the_pair_it_explains() -> None:
-    from agent.synthesis import others
+    from agent.demo_sets import others
 
     first, sibling = choice_siblings("gus", 1, 3)
     unrelated = user_pairs("gus", 2)

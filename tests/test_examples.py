@@ -14,8 +14,7 @@ from examples import chat_as_node
 from graphs.chat import build_graph
 from graphs.judges import LLMJudges
 from persona_agent import factory
-from tests.fakes import CountingChatModel
-from tests.test_graph_chat import FAST, chat_responder, make_memory
+from tests.fakes import FAST, CountingChatModel, chat_responder, make_memory
 
 SAMPLES = ("Try a small bookshelf.", "What a lovely idea: paint a mural together!", "Build a birdhouse.")
 

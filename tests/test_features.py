@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from agent.embedding import CachedEmbedder
 from agent.features import (
     FEATURES_VERSION,
     INTERPRETABLE_NAMES,
     N_INTERPRETABLE,
-    CachedEmbedder,
     FeatureExtractor,
     measure,
     reading_level,
     repetition,
 )
 from agent.records import PreferencePair, Turn
-
-
-class HashEmbedder:
-    """A deterministic fake embedder: unit vectors seeded by each text's hash; counts texts embedded."""
-
-    def __init__(self, dimensions: int = 8) -> None:
-        self.dimensions = dimensions
-        self.embedded: list[str] = []
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts as pseudo-random unit vectors."""
-        self.embedded.extend(texts)
-        rows = []
-        for text in texts:
-            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
-            vector = np.random.default_rng(seed).normal(size=self.dimensions)
-            rows.append(vector / np.linalg.norm(vector))
-        return np.array(rows, dtype=np.float32)
+from tests.fakes import HashEmbedder
 
 
 def value(reply: str, name: str, query: str = "How do I bake bread?") -> float:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,87 +14,22 @@ from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 import graphs.synthesis
-from agent.drafting import STYLE_HINTS
 from agent.errors import InvalidPreference
 from agent.records import Turn
 from graphs.chat import ChatOptions, build_graph, synthesis_due
-from memory.chroma import make_client
-from memory.store import PreferenceStore
 from tests.fakes import (
+    FAST,
+    PERSONA_TEXT,
+    WARM,
     CountingChatModel,
     MalformedChatModel,
+    chat_responder,
     demo_count,
-    persona_message,
+    make_graph,
+    make_memory,
     persona_of,
-    replies_of,
     task_of,
-    verdict_message,
 )
-from tests.memory_fixtures import WordHashEmbeddings
-
-PERSONA_TEXT = "Likes warm, friendly replies.\nDislikes dry lists."
-STYLE_REPLIES = {
-    STYLE_HINTS[0]: "Water them before you go.",
-    STYLE_HINTS[1]: "A thorough plan: first water deeply, then group the plants, then use wicks.",
-    STYLE_HINTS[2]: "What a lovely question! Give them a good soak and they will be fine.",
-    STYLE_HINTS[3]: "Steps: soak, group, shade.",
-}
-WARM = 2  # index of the warm candidate, the one the fake judge prefers
-
-
-def judge_score(reply: str) -> tuple[int, int]:
-    """The fake judge's taste: warm replies first, then shorter ones."""
-    return ("lovely" in reply, -len(reply))
-
-
-def chat_responder(
-    persona_text: str = PERSONA_TEXT, score: Callable[[str], Any] = judge_score
-) -> Callable[[list[BaseMessage]], AIMessage]:
-    """Draft by style hint (with the question quoted), judge by `score`, induce `persona_text`."""
-
-    def respond(messages: list[BaseMessage]) -> AIMessage:
-        task = task_of(messages)
-        if task == "induce":
-            return persona_message(persona_text)
-        if task == "judge":
-            first, second = replies_of(messages)
-            return verdict_message("First" if score(first) >= score(second) else "Second", "warmer")
-        system, question = messages[0].text, messages[-1].text
-        for hint, text in STYLE_REPLIES.items():
-            if hint in system:
-                return AIMessage(f"{text} ({question[:30]})")
-        return AIMessage(f"A plain reply. ({question[:30]})")
-
-    return respond
-
-
-def make_memory(path: Path | None = None, prefix: str | None = None) -> PreferenceStore:
-    """A store over an in-memory (or on-disk) Chroma with the word-hash embedder."""
-    client = make_client(path=path) if path else make_client(ephemeral=True)
-    return PreferenceStore(client, WordHashEmbeddings(), prefix=prefix or f"t{uuid.uuid4().hex[:12]}")
-
-
-FAST = ChatOptions(attempts=2, retry_interval_s=0.01)
-
-
-def make_graph(
-    memory: PreferenceStore,
-    model: CountingChatModel | None = None,
-    *,
-    judge_model: CountingChatModel | None = None,
-    checkpointer: Any = None,
-    **options: Any,
-) -> tuple[Any, CountingChatModel]:
-    """Compile the chat graph over fakes; return it and the (drafting) model."""
-    model = model or CountingChatModel(responder=chat_responder())
-    graph = build_graph(
-        chat_model=model,
-        judge_model=judge_model or model,
-        memory=memory,
-        checkpointer=checkpointer if checkpointer is not None else InMemorySaver(),
-        options=ChatOptions(**{**FAST.__dict__, **options}),
-    )
-    return graph, model
 
 
 def run_config(thread: str) -> dict[str, Any]:
@@ -491,7 +424,8 @@ async def test_two_users_on_one_graph_never_see_each_others_memory() -> None:
     bob = await say(graph, "bob", "question 1 about gardens", thread="b")
     assert bob["persona"] is None and bob["demos"] == [] and bob["judge"] == "default"
     assert bob["pair_count"] == 0 and memory.count_pairs("bob") == 0
-    assert all(persona_of(call.messages) is None for call in model.calls_of("judge")[before:])
+    bob_calls = model.calls_of("judge")[before:]
+    assert bob_calls and all(persona_of(call.messages) is None for call in bob_calls)
     await give(graph, "bob", {"choice": 0}, thread="b")
     assert memory.count_pairs("bob") == 2 and memory.count_pairs("alice") == 5
     alice = await say(graph, "alice", "question 7 about gardens", thread="a")

@@ -25,8 +25,7 @@ from persona_agent.commands.graph import (
 )
 from persona_agent.settings import Settings
 from tests.conftest import REPO_ROOT
-from tests.test_graph_chat import make_graph, make_memory
-from tests.test_graph_synthesis import synthesis_graph
+from tests.fakes import make_graph, make_memory, synthesis_graph
 
 DOCS = REPO_ROOT / "docs" / "graph.md"
 

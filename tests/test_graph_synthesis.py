@@ -3,57 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from agent.evaluation import split_train_val
 from agent.records import Persona
-from agent.synthesis import SynthesizeMe
+from agent.splits import split_train_val
 from graphs.state import SynthesisContext
-from graphs.synthesis import build_graph
-from memory.store import PreferenceStore
-from tests.fakes import CountingChatModel, persona_message, persona_of, replies_of, task_of, verdict_message
-from tests.memory_fixtures import make_pair
-from tests.test_graph_chat import make_memory
-
-GOOD = "Prefers short, direct replies."
-BAD = "Prefers long, rambling replies."
-
-
-def taste_responder(induced: str) -> Callable[[list[BaseMessage]], AIMessage]:
-    """Judge right (shorter wins) unless the prompt carries the BAD persona; induce `induced`."""
-
-    def respond(messages: list[BaseMessage]) -> AIMessage:
-        if task_of(messages) == "induce":
-            return persona_message(induced)
-        first, second = replies_of(messages)
-        shorter_first = len(first) <= len(second)
-        wrong = persona_of(messages) == BAD
-        return verdict_message("First" if shorter_first != wrong else "Second", "length")
-
-    return respond
-
-
-def store_pairs(memory: PreferenceStore, user: str, count: int) -> list[str]:
-    pairs = [
-        make_pair(
-            user,
-            f"{user} question {n} about soup",
-            chosen=f"Short {n}.",
-            rejected=f"A long reply {n} " * 5,
-            minutes=n,
-        )
-        for n in range(count)
-    ]
-    return memory.add_pairs(user, pairs)
-
-
-def synthesis_graph(memory: PreferenceStore, model: CountingChatModel, **options: Any) -> Any:
-    return build_graph(
-        synthesizer=SynthesizeMe(model, max_pairs=options.pop("max_pairs", 40)), memory=memory, **options
-    )
+from tests.fakes import (
+    BAD,
+    GOOD,
+    CountingChatModel,
+    make_memory,
+    make_pair,
+    store_pairs,
+    synthesis_graph,
+    taste_responder,
+)
 
 
 async def test_a_pair_used_by_a_fit_never_validates_the_next() -> None:

@@ -19,8 +19,8 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from memory.chroma_server import free_port
-from tests.langgraph_server import REPO_ROOT, LangGraphServer
+from devtools.langgraph_server import REPO_ROOT, LangGraphServer
+from persona_agent.benchmarks.ports import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -1,5 +1,5 @@
 """The pairwise judge: structured verdicts, log-probabilities, position debiasing, ranking,
-retries with a fallback, the Runnable form, and prompt-injection escaping."""
+retries with a fallback, chat messages as context, and prompt-injection escaping."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ import logging
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableSequence
 
 from agent.errors import BudgetExceeded, ModelOutputError
 from agent.judge import DefaultJudge, PersonaJudge, choice_probability, combine_orders
-from agent.prompts import InductionExample, escape_section_text, induction_messages, judge_messages
+from agent.prompts import InductionExample, induction_messages, judge_messages
 from agent.records import Demo, PreferencePair, Turn, Verdict
+from agent.sections import escape_section_text
 from agent.usage import CallBudget, UsageTracker, stage_config
 from tests.fakes import (
     CountingChatModel,
@@ -137,15 +138,15 @@ async def test_rank_knockout_above_four_spends_two_calls_per_match() -> None:
         await DefaultJudge(model).rank(CONTEXT, ["a"] * 9)
 
 
-async def test_judge_is_a_runnable_reward_in_an_lcel_chain() -> None:
+async def test_rank_reads_a_conversation_of_chat_messages() -> None:
     judge = PersonaJudge(shorter_wins(), "Likes brevity.")
-    best_of_n = (
-        RunnableLambda(lambda q: {"context": [HumanMessage(q)], "candidates": [LONG, SHORT]})
-        | judge.as_runnable()
-        | RunnableLambda(lambda ranking: ranking.best.content)
-    )
-    assert await best_of_n.ainvoke("How do I boil an egg?") == SHORT
-    assert best_of_n.invoke("How do I boil an egg?") == SHORT
+    context = [
+        SystemMessage("Be helpful."),
+        HumanMessage("How do I boil an egg?"),
+        ToolMessage("", tool_call_id="t"),
+    ]
+    ranking = await judge.rank(context, [LONG, SHORT])
+    assert ranking.best.content == SHORT
 
 
 async def test_malformed_output_is_retried_then_succeeds() -> None:

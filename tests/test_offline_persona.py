@@ -14,7 +14,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from agent.evaluation import judge_agreement, split_train_val
+from agent.evaluation import judge_agreement
 from agent.formats import read_pairs
 from agent.offline_persona import (
     NO_DEPARTURE,
@@ -24,6 +24,7 @@ from agent.offline_persona import (
     statements_of,
 )
 from agent.records import PreferencePair, Turn, check_persona_text
+from agent.splits import split_train_val
 from agent.statements import PreferenceStatement, describe_preferences
 from agent.synthesis import SynthesizeMe
 from agent.taste import fit_user
@@ -35,8 +36,7 @@ from persona_agent import factory
 from persona_agent.factory import OfflineParts, build_offline_parts
 from persona_agent.settings import load_settings
 from tests.conftest import SAMPLE_USER
-from tests.fakes import CountingChatModel
-from tests.test_graph_chat import chat_responder, make_memory
+from tests.fakes import CountingChatModel, chat_responder, make_memory
 
 
 @pytest.fixture(scope="module")
@@ -191,11 +191,10 @@ async def test_explain_pick_names_the_statements_that_favour_the_pick(parts: Off
     )
     # A statement favours one side only; those on neither side separate nothing.
     assert not favouring & {item.statement.feature for item in backward}
+    # the sample user dislikes hedging and likes lists: both statements favour the listed reply
     by_feature = {statement.feature: statement for statement in statements}
-    if "hedging" in by_feature and by_feature["hedging"].direction == "less":
-        assert "hedging" in favouring
-    if "lists" in by_feature and by_feature["lists"].direction == "more":
-        assert "lists" in favouring
+    assert by_feature["hedging"].direction == "less" and by_feature["lists"].direction == "more"
+    assert {"hedging", "lists"} <= favouring
 
 
 def test_the_persona_source_setting_picks_the_writer(

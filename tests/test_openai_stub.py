@@ -9,9 +9,9 @@ from langchain_core.exceptions import OutputParserException
 from langchain_openai import ChatOpenAI
 from pydantic import ValidationError
 
+from agent.fit_stages import InducedPersona
 from agent.judge import JudgeAnswer
-from agent.synthesis import InducedPersona
-from tests.openai_stub import OpenAIStub, instance_of
+from devtools.openai_stub import OpenAIStub, instance_of
 
 
 def _model(stub: OpenAIStub, **options: object) -> ChatOpenAI:

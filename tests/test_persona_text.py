@@ -14,9 +14,7 @@ from agent.errors import PersonaRejected
 from agent.records import Persona, check_persona_text, persona_problem
 from graphs.state import SynthesisContext
 from tests.conftest import SHARED_DATA
-from tests.fakes import CountingChatModel
-from tests.test_graph_chat import make_memory
-from tests.test_graph_synthesis import GOOD, store_pairs, synthesis_graph, taste_responder
+from tests.fakes import GOOD, CountingChatModel, make_memory, store_pairs, synthesis_graph, taste_responder
 
 PRISM_PERSONAS = SHARED_DATA / "prism_examples" / "personas.jsonl"
 

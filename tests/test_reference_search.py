@@ -9,14 +9,13 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage
 from typer.testing import CliRunner
 
+from agent.demo_sets import CandidateScore
 from agent.errors import NotEnoughPreferences
 from agent.reference_search import ReferenceSearch, pick_with_stop
-from agent.synthesis import CandidateScore
 from persona_agent.benchmarks.accuracy import synthesizer_for
 from persona_agent.cli import app
 from persona_agent.settings import load_settings
-from tests.fakes import CountingChatModel, demo_count, persona_message, persona_of, task_of
-from tests.test_synthesis import make_pairs, pick
+from tests.fakes import CountingChatModel, demo_count, liked_pairs, persona_message, persona_of, pick, task_of
 
 
 def scores(*accuracies: float) -> list[CandidateScore]:
@@ -39,7 +38,7 @@ def judge_that(*, liked: bool) -> CountingChatModel:
 
 
 async def test_a_teacher_that_is_never_right_reads_every_pair_in_eleven_passes_per_stage() -> None:
-    train, val = make_pairs(5), make_pairs(3, offset=100)
+    train, val = liked_pairs(5), liked_pairs(3, offset=100)
     model = judge_that(liked=False)
     search = ReferenceSearch(model)
     result = await search.fit(train, val)
@@ -59,7 +58,7 @@ async def test_a_teacher_that_is_never_right_reads_every_pair_in_eleven_passes_p
 
 
 async def test_a_right_judge_stops_at_the_first_candidate_of_each_stage() -> None:
-    train, val = make_pairs(6), make_pairs(3, offset=100)
+    train, val = liked_pairs(6), liked_pairs(3, offset=100)
     model = judge_that(liked=True)
     result = await ReferenceSearch(model).fit(train, val)
 
@@ -78,7 +77,7 @@ async def test_a_right_judge_stops_at_the_first_candidate_of_each_stage() -> Non
 async def test_the_reference_search_needs_val_pairs() -> None:
     model = judge_that(liked=True)
     with pytest.raises(NotEnoughPreferences, match="val"):
-        await ReferenceSearch(model).fit(make_pairs(6), [])
+        await ReferenceSearch(model).fit(liked_pairs(6), [])
     assert model.calls == []
 
 

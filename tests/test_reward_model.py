@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,51 +18,15 @@ from agent.evaluation import evaluate
 from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.offline_judge import FIXED_WEIGHTS, HybridJudge, OfflineJudge, PreferLongerJudge, fit_stack
 from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
-from agent.reward_model import RewardModel, fit_population
+from agent.reward_model import RewardModel, fit_logistic, fit_population
 from agent.statements import describe_preferences, render_persona
-from agent.taste import estimate_user_variance, fit_user
-from tests.test_features import HashEmbedder
-
-WORDS = (
-    "bread", "flour", "water", "salt", "yeast", "oven", "knead", "rise",
-    "crust", "dough", "bake", "proof", "shape", "score", "cool", "slice",
-)  # fmt: skip
-
-
-def sentence(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 12))).capitalize() + "."
-
-
-def reply(rng: random.Random, sentences: int) -> str:
-    return " ".join(sentence(rng) for _ in range(sentences))
-
-
-def synthetic_pairs(user_id: str, n: int, *, prefer: str, seed: int) -> list[PreferencePair]:
-    """Pairs of a short (1 sentence) and a long (8-12 sentence) reply; the user picks `prefer`."""
-    rng = random.Random(seed)
-    pairs = []
-    for i in range(n):
-        context = (Turn(role="user", content=f"Question {seed}-{i}: how do I bake {rng.choice(WORDS)}?"),)
-        short, long = reply(rng, 1), reply(rng, rng.randint(8, 12))
-        chosen, rejected = (short, long) if prefer == "shorter" else (long, short)
-        pairs.append(PreferencePair(user_id=user_id, context=context, chosen=chosen, rejected=rejected))
-    return pairs
+from agent.taste import fit_user
+from tests.fakes import HashEmbedder, reply, synthetic_pairs, with_noise, with_variances
 
 
 @pytest.fixture(scope="module")
 def extractor() -> FeatureExtractor:
     return FeatureExtractor(HashEmbedder(dimensions=8))
-
-
-def with_noise(pairs: list[PreferencePair], *, flip: float, seed: int) -> list[PreferencePair]:
-    """Swap chosen and rejected in a `flip` share of the pairs: real populations are not unanimous."""
-    rng = random.Random(seed)
-    return [
-        pair.model_copy(update={"chosen": pair.rejected, "rejected": pair.chosen, "id": ""})
-        if rng.random() < flip
-        else pair
-        for pair in pairs
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -74,19 +37,7 @@ def prior(extractor: FeatureExtractor) -> RewardModel:
         for u in range(20)
     ]
     model = fit_population(extractor, [p for own in users for p in own], description="synthetic population")
-    rows = []
-    for own in users:
-        chosen, rejected = extractor.pair_features(own)
-        rows.append(model.design(chosen - rejected, model.question_terms(extractor.query_vectors(own))))
-    variances = estimate_user_variance(model, rows)
-    return replace(
-        model,
-        taste_prior=replace(
-            model.taste_prior,
-            user_variance=tuple(variances[:N_INTERPRETABLE]),
-            interaction_variance=tuple(variances[N_INTERPRETABLE:]),
-        ),
-    )
+    return with_variances(model, extractor, users)
 
 
 def length_weight(model: RewardModel) -> float:
@@ -115,10 +66,13 @@ async def test_prior_learns_the_population_preference(
 
 def test_between_user_variances_are_estimated_for_every_personal_feature(prior: RewardModel) -> None:
     variances = np.array(prior.taste_prior.user_variance)
+    personal = prior.taste_prior.personal()
     assert variances.shape == (N_INTERPRETABLE,)
-    assert (variances[:-1] > 0).all()
-    # the repetition measure is quality, not taste: no user moves it
-    assert INTERPRETABLE_NAMES[-1] == "repetition" and variances[-1] == 0
+    assert (variances[personal] > 0).all()
+    # looping and relevance to the question are quality, not taste: no user moves them
+    fixed = {name for name, free in zip(INTERPRETABLE_NAMES, personal, strict=True) if not free}
+    assert fixed == {"repetition", "query_overlap", "query_similarity"}
+    assert (variances[~personal] == 0).all()
 
 
 async def test_user_model_learns_a_taste_against_the_population_from_five_pairs(
@@ -154,13 +108,46 @@ def test_two_contradictory_pairs_leave_predictions_at_the_priors(
     assert describe_preferences(model, prior) == []
 
 
+def test_row_weights_count_like_repeated_rows() -> None:
+    design = np.random.default_rng(0).normal(size=(6, 3))
+    weighted = fit_logistic(design, np.ones(3), row_weights=np.array([2.0, 1, 1, 1, 1, 1]))
+    repeated = fit_logistic(np.vstack([design[:1], design]), np.ones(3))
+    np.testing.assert_allclose(weighted, repeated, atol=1e-6)
+
+
+def test_inferred_pairs_move_a_user_less_than_stated_picks(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    pairs = synthetic_pairs("rita", 3, prefer="shorter", seed=270)
+    held_out = synthetic_pairs("rita", 20, prefer="shorter", seed=271)
+    agreement_by_source = {
+        source: float(
+            np.mean(
+                probabilities(
+                    fit_user(prior, extractor, [p.model_copy(update={"source": source}) for p in pairs]),
+                    extractor,
+                    held_out,
+                )
+            )
+        )
+        for source in ("explicit", "edit", "regenerate")
+    }
+    population = float(np.mean(probabilities(prior, extractor, held_out)))
+    assert agreement_by_source["explicit"] > agreement_by_source["edit"] > agreement_by_source["regenerate"]
+    assert agreement_by_source["regenerate"] > population
+
+
 def test_a_user_like_the_population_stays_there(extractor: FeatureExtractor, prior: RewardModel) -> None:
     pairs = with_noise(synthetic_pairs("paul", 12, prefer="longer", seed=250), flip=0.1, seed=251)
     model = fit_user(prior, extractor, pairs)
     assert model.taste is not None and model.taste.trust > 0.5
-    assert all(
-        item.feature != "length" or item.direction == "more" for item in describe_preferences(model, prior)
-    )
+    held_out = synthetic_pairs("paul", 20, prefer="longer", seed=252)
+    before, after = probabilities(prior, extractor, held_out), probabilities(model, extractor, held_out)
+    assert float(np.mean((before > 0.5) == (after > 0.5))) == 1.0 and float(np.mean(after)) > 0.8
+    # the persona claims no taste the population does not share, and says so
+    statements = describe_preferences(model, prior)
+    assert statements == []
+    assert render_persona(statements).startswith("No clear departure")
 
 
 def test_the_embedding_weights_stay_the_populations(extractor: FeatureExtractor, prior: RewardModel) -> None:

@@ -6,7 +6,7 @@ in a temporary folder); `make test` and `.ci/run` install them when missing.
 
 from __future__ import annotations
 
-# ruff: noqa: F811 - the fixtures imported from other test modules are redefined as test parameters
+# ruff: noqa: F811 - the fixtures imported from tests.fakes are redefined as test parameters
 import asyncio
 from pathlib import Path
 
@@ -15,16 +15,18 @@ from langchain_core.runnables import RunnableConfig
 from typer.testing import CliRunner
 
 from agent.errors import ConfigurationError
-from memory.chroma_server import ChromaServer
+from devtools.chroma_server import ChromaServer
+from devtools.openai_stub import OpenAIStub
 from memory.store import PreferenceStore
 from persona_agent import factory
 from persona_agent.benchmarks.scaleout import run_scaleout
 from persona_agent.cli import app
 from persona_agent.settings import load_settings
-from tests.fakes import CountingChatModel
-from tests.memory_fixtures import chroma_server  # noqa: F401
-from tests.openai_stub import OpenAIStub
-from tests.test_chat_cli import parts  # noqa: F401
+from tests.fakes import (
+    CountingChatModel,
+    chat_cli_fakes,  # noqa: F401
+    chroma_server,  # noqa: F401
+)
 
 
 def _chat_twice(user: str, thread: str) -> str:
@@ -50,12 +52,12 @@ async def _checkpoints(thread: str) -> tuple[list[int], list[str]]:
 @pytest.mark.scaleout
 @pytest.mark.parametrize("durability", ["exit", "async"])
 def test_chat_keeps_its_thread_in_postgresql_and_resumes_it_in_a_new_session(
-    parts: tuple[CountingChatModel, PreferenceStore],
+    chat_cli_fakes: tuple[CountingChatModel, PreferenceStore],
     checkpoint_url: str,
     monkeypatch: pytest.MonkeyPatch,
     durability: str,
 ) -> None:
-    _, memory = parts
+    _, memory = chat_cli_fakes
     monkeypatch.setenv("PERSONA_AGENT_CHECKPOINT_DURABILITY", durability)
     # The same two sessions over the local SQLite file, for comparison.
     _chat_twice("alice", "local")
@@ -99,7 +101,7 @@ async def test_processes_opening_one_new_database_at_once_all_find_its_tables(ch
 
 
 async def test_an_unreachable_checkpoint_database_is_a_clear_error_without_the_password() -> None:
-    from memory.chroma_server import free_port
+    from persona_agent.benchmarks.ports import free_port
 
     url = f"postgresql://alice:s3cret@127.0.0.1:{free_port()}/threads"
     with pytest.raises(ConfigurationError, match="cannot use PostgreSQL") as caught:

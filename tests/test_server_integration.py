@@ -20,10 +20,10 @@ from langgraph.pregel.remote import RemoteGraph
 from langgraph_sdk import get_client
 from langgraph_sdk.client import LangGraphClient
 
+from devtools.langgraph_server import LangGraphServer
+from devtools.openai_stub import OpenAIStub
 from examples import remote_chat
 from graphs.chat import DRAFT_FALLBACK, JUDGE_FALLBACK
-from tests.langgraph_server import LangGraphServer
-from tests.openai_stub import OpenAIStub
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from persona_agent.server.resources import ServerResources
 from persona_agent.server.routes import create_app
 from persona_agent.server.tokens import TokenMap, Unauthenticated, load_token_map, parse_token_list
 from persona_agent.settings import Settings
-from tests.memory_fixtures import WordHashEmbeddings, make_pair
+from tests.fakes import WordHashEmbeddings, make_pair
 
 ALICE = {"Authorization": "Bearer alice-secret-token"}
 BOB = {"Authorization": "Bearer bob-secret-token"}

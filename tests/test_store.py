@@ -1,6 +1,6 @@
 """PreferenceStore over every Chroma client kind: pairs, personas, demos, retrieval, isolation, export."""
 
-# ruff: noqa: F811 - the fixtures imported from memory_fixtures are redefined as test parameters
+# ruff: noqa: F811 - the fixtures imported from tests.fakes are redefined as test parameters
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from memory.chroma import is_in_process, make_client
 from memory.embeddings import MiniLMEmbeddings
 from memory.retrieval import retrieval_text
 from memory.store import PreferenceStore
-from tests.memory_fixtures import (  # noqa: F401 - fixtures are found by name
+from tests.fakes import (  # noqa: F401 - fixtures are found by name
     T0,
     StoreFactory,
     WordHashEmbeddings,

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-# ruff: noqa: F811 - the fixtures imported from memory_fixtures are redefined as test parameters
+# ruff: noqa: F811 - the fixtures imported from tests.fakes are redefined as test parameters
 import multiprocessing
 import uuid
 
 import pytest
 
+from devtools.chroma_server import ChromaServer
 from memory.chroma import make_client
-from memory.chroma_server import ChromaServer
 from memory.store import PreferenceStore
-from tests.memory_fixtures import WordHashEmbeddings, chroma_server, make_pair  # noqa: F401
+from tests.fakes import WordHashEmbeddings, chroma_server, make_pair  # noqa: F401
 
 pytestmark = pytest.mark.slow
 

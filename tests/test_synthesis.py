@@ -4,7 +4,7 @@ malformed output, the call budget and per-stage usage."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,53 +12,29 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.messages.utils import count_tokens_approximately
 from pydantic import ValidationError
 
+from agent.demo_sets import CandidateScore, select_best
 from agent.errors import BudgetExceeded, NotEnoughPreferences
+from agent.fit_stages import InducedPersona
 from agent.formats import read_pairs, split_of
 from agent.prompts import in_chosen_terms
 from agent.records import Persona, PreferencePair, Turn
-from agent.synthesis import CandidateScore, InducedPersona, SynthesizeMe, select_best
+from agent.synthesis import SynthesizeMe
 from tests.fakes import (
+    T0,
     CountingChatModel,
     MalformedChatModel,
     default_responder,
     demo_count,
+    liked_pairs,
     persona_message,
     persona_of,
+    pick,
     replies_of,
     task_of,
     verdict_message,
 )
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-START = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-def make_pairs(
-    count: int, *, user: str = "u1", offset: int = 0, shorter_chosen_every: int = 2
-) -> list[PreferencePair]:
-    """Pairs whose chosen reply says 'liked'; every `shorter_chosen_every`-th one is also shorter."""
-    pairs = []
-    for n in range(offset, offset + count):
-        chosen_short = n % shorter_chosen_every == 0
-        liked = f"liked answer {n}" if chosen_short else f"liked answer {n} with many extra words added"
-        other = f"other reply {n} padded out with words" if chosen_short else f"other {n}"
-        pairs.append(
-            PreferencePair(
-                user_id=user,
-                context=(Turn(role="user", content=f"question {n}"),),
-                chosen=liked,
-                rejected=other,
-                created_at=START + timedelta(minutes=n),
-            )
-        )
-    return pairs
-
-
-def pick(messages: list[BaseMessage], *, liked: bool, reasoning: str = "because") -> AIMessage:
-    """Answer a judge prompt with the reply that does (or does not) say 'liked'."""
-    first, _ = replies_of(messages)
-    first_liked = "liked" in first
-    return verdict_message("First" if first_liked == liked else "Second", reasoning)
 
 
 def shorter(messages: list[BaseMessage], reasoning: str = "shorter") -> AIMessage:
@@ -74,7 +50,7 @@ async def test_only_verified_reasoning_reaches_persona_induction() -> None:
         return shorter(messages, reasoning=f"REASON[{first}|{second}]")
 
     model = CountingChatModel(responder=respond)
-    result = await SynthesizeMe(model).fit(make_pairs(6), [])
+    result = await SynthesizeMe(model).fit(liked_pairs(6), [])
 
     wrong = [r for r in result.reasoning if r.predicted == "rejected"]
     right = [r for r in result.reasoning if r.verified]
@@ -89,7 +65,7 @@ async def test_only_verified_reasoning_reaches_persona_induction() -> None:
 async def test_reply_order_is_randomized_per_pair_and_seeded() -> None:
     async def firsts(seed: int) -> list[str]:
         model = CountingChatModel(responder=default_responder())
-        await SynthesizeMe(model, seed=seed).fit(make_pairs(10), [])
+        await SynthesizeMe(model, seed=seed).fit(liked_pairs(10), [])
         return [replies_of(call.messages)[0] for call in model.calls_of("judge")[:10]]
 
     once, again = await firsts(0), await firsts(0)
@@ -119,7 +95,7 @@ async def test_demo_selection_keeps_the_set_that_scores_best_on_val() -> None:
         return pick(messages, liked=demo_count(messages) > 0)  # demos make the persona judge right
 
     model = CountingChatModel(responder=respond)
-    result = await SynthesizeMe(model).fit(make_pairs(6), make_pairs(3, offset=100))
+    result = await SynthesizeMe(model).fit(liked_pairs(6), liked_pairs(3, offset=100))
 
     by_name = {c.name: c.val_accuracy for c in result.candidates}
     assert by_name["persona only"] == 0.0
@@ -136,7 +112,7 @@ async def test_demo_selection_prefers_no_demos_on_a_tie() -> None:
         return shorter(messages) if persona_of(messages) is None else pick(messages, liked=True)
 
     result = await SynthesizeMe(CountingChatModel(responder=respond)).fit(
-        make_pairs(6), make_pairs(3, offset=100)
+        liked_pairs(6), liked_pairs(3, offset=100)
     )
     assert len(result.candidates) >= 2
     assert all(c.val_accuracy == 1.0 for c in result.candidates)
@@ -160,7 +136,7 @@ def persona_sensitive(new_text: str) -> CountingChatModel:
 async def test_gate_keeps_the_current_persona_when_the_new_one_scores_lower() -> None:
     current = Persona(user_id="u1", text="OLD: likes the liked answers.", version=3)
     model = persona_sensitive("Likes a new kind of answer.")
-    result = await SynthesizeMe(model).fit(make_pairs(6), make_pairs(4, offset=100), current=current)
+    result = await SynthesizeMe(model).fit(liked_pairs(6), liked_pairs(4, offset=100), current=current)
 
     assert result.accepted is False
     assert result.baseline_val_accuracy == 1.0
@@ -172,7 +148,7 @@ async def test_gate_keeps_the_current_persona_when_the_new_one_scores_lower() ->
 async def test_gate_accepts_a_new_persona_that_scores_at_least_as_well() -> None:
     current = Persona(user_id="u1", text="OLD: likes the liked answers.", version=3)
     result = await SynthesizeMe(persona_sensitive("OLD and still likes them.")).fit(
-        make_pairs(6), make_pairs(4, offset=100), current=current
+        liked_pairs(6), liked_pairs(4, offset=100), current=current
     )
     assert result.accepted is True
     assert result.persona.val_accuracy == result.persona.baseline_val_accuracy == 1.0
@@ -180,7 +156,7 @@ async def test_gate_accepts_a_new_persona_that_scores_at_least_as_well() -> None
 
 async def test_no_val_pairs_skips_the_search_and_accepts() -> None:
     model = CountingChatModel(responder=default_responder())
-    result = await SynthesizeMe(model).fit(make_pairs(4), [])
+    result = await SynthesizeMe(model).fit(liked_pairs(4), [])
     assert result.accepted is True
     assert [c.val_accuracy for c in result.candidates] == [None]
     assert result.persona.val_accuracy is None
@@ -191,7 +167,7 @@ async def test_no_val_pairs_skips_the_search_and_accepts() -> None:
 async def test_malformed_output_is_retried_reported_and_never_crashes_the_fit() -> None:
     # Two bad answers: the first bootstrap pair spends both of its attempts and is skipped.
     model = MalformedChatModel(responder=default_responder(), bad_calls=2, tasks=("judge",))
-    result = await SynthesizeMe(model, attempts=2).fit(make_pairs(5), make_pairs(2, offset=100))
+    result = await SynthesizeMe(model, attempts=2).fit(liked_pairs(5), liked_pairs(2, offset=100))
     assert len(result.skipped_pair_ids) == 1
     assert result.skipped_pair_ids[0] not in result.default_judge_correct
     assert len(result.reasoning) == 4
@@ -200,7 +176,7 @@ async def test_malformed_output_is_retried_reported_and_never_crashes_the_fit() 
     assert verified and result.usage.stages["bootstrap"].calls == 5 + 1 + verified
 
     induce_twice = MalformedChatModel(responder=default_responder(), bad_calls=1, tasks=("induce",))
-    result = await SynthesizeMe(induce_twice).fit(make_pairs(4), [])
+    result = await SynthesizeMe(induce_twice).fit(liked_pairs(4), [])
     assert result.usage.stages["induce"].calls == 2
     assert result.persona.text == "Prefers short, direct replies."
 
@@ -214,10 +190,10 @@ async def test_failing_val_comparisons_become_counted_fallbacks() -> None:
         return shorter(messages)
 
     result = await SynthesizeMe(CountingChatModel(responder=respond), attempts=1, max_calls=200).fit(
-        make_pairs(4), make_pairs(2, offset=100)
+        liked_pairs(4), liked_pairs(2, offset=100)
     )
     assert result.judge_fallbacks > 0
-    assert all(c.val_accuracy == 0.0 for c in result.candidates)
+    assert result.candidates and all(c.val_accuracy == 0.0 for c in result.candidates)
 
 
 async def test_budget_is_checked_before_any_call() -> None:
@@ -225,30 +201,30 @@ async def test_budget_is_checked_before_any_call() -> None:
     fitter = SynthesizeMe(model, max_calls=4)
     assert fitter.plan_calls(2, 0) == 7  # both orders of 2 pairs, induction, 2 corrections
     with pytest.raises(BudgetExceeded):
-        await fitter.fit(make_pairs(6), make_pairs(3, offset=100))
+        await fitter.fit(liked_pairs(6), liked_pairs(3, offset=100))
     assert model.calls == []
 
 
 async def test_pairs_are_trimmed_to_fit_the_budget_and_calls_stay_under_it() -> None:
     model = CountingChatModel(responder=default_responder())
     result = await SynthesizeMe(model, max_calls=30, max_pairs=40).fit(
-        make_pairs(20), make_pairs(10, offset=100)
+        liked_pairs(20), liked_pairs(10, offset=100)
     )
     assert result.planned_calls <= 30
     assert len(model.calls) <= 30
-    newest_train = {p.id for p in make_pairs(20)[-len(result.train_pair_ids) :]}
+    newest_train = {p.id for p in liked_pairs(20)[-len(result.train_pair_ids) :]}
     assert set(result.train_pair_ids) == newest_train
     assert 1 <= len(result.val_pair_ids) < 10
 
 
 async def test_fewer_than_two_train_pairs_is_not_enough() -> None:
     with pytest.raises(NotEnoughPreferences):
-        await SynthesizeMe(CountingChatModel(responder=default_responder())).fit(make_pairs(1), [])
+        await SynthesizeMe(CountingChatModel(responder=default_responder())).fit(liked_pairs(1), [])
 
 
 async def test_usage_is_reported_by_stage_and_matches_the_calls_made() -> None:
     model = CountingChatModel(responder=default_responder())
-    result = await SynthesizeMe(model, concurrency=4).fit(make_pairs(8), make_pairs(3, offset=100))
+    result = await SynthesizeMe(model, concurrency=4).fit(liked_pairs(8), liked_pairs(3, offset=100))
     stages = result.usage.stages
     assert {"bootstrap", "induce", "select"} <= set(stages)
     verified = sum(r.verified for r in result.reasoning)  # each asked in both orders
@@ -314,7 +290,7 @@ def judged_pair(messages: list[BaseMessage], pairs: list[PreferencePair]) -> Pre
 
 
 async def test_the_stage_1_teacher_is_shown_four_other_labelled_pairs() -> None:
-    pairs = make_pairs(8)
+    pairs = liked_pairs(8)
     model = CountingChatModel(responder=default_responder())
     await SynthesizeMe(model).fit(pairs, [])
 
@@ -338,7 +314,7 @@ async def test_reasoning_is_verified_only_when_the_swapped_order_agrees() -> Non
         return verdict_message("First", "First is better.")
 
     model = CountingChatModel(responder=always_first)
-    result = await SynthesizeMe(model).fit(make_pairs(6), [])
+    result = await SynthesizeMe(model).fit(liked_pairs(6), [])
 
     # right in the order it first saw (chosen shown first), wrong once swapped: never verified
     assert not any(r.verified for r in result.reasoning)
@@ -357,8 +333,8 @@ async def test_a_confident_log_probability_verifies_in_one_order() -> None:
         return verdict_message("First" if prob_first > 0.5 else "Second", "sure", prob_first=prob_first)
 
     model = CountingChatModel(responder=confident)
-    result = await SynthesizeMe(model).fit(make_pairs(6), [])
-    assert all(r.verified for r in result.reasoning)
+    result = await SynthesizeMe(model).fit(liked_pairs(6), [])
+    assert len(result.reasoning) == 6 and all(r.verified for r in result.reasoning)
     assert result.usage.stages["bootstrap"].calls == 6  # no second order asked
 
 
@@ -371,7 +347,7 @@ async def test_verified_reasoning_is_rewritten_in_chosen_and_rejected_terms() ->
             return verdict_message("First", "First is better: the second reply is padded.")
         return verdict_message("Second", "Second is better: the first reply is padded.")
 
-    pairs = make_pairs(6)
+    pairs = liked_pairs(6)
     result = await SynthesizeMe(CountingChatModel(responder=positional)).fit(pairs, [])
     expected = "The chosen reply is better: the rejected reply is padded."
     assert result.reasoning and all(r.verified and r.text == expected for r in result.reasoning)
@@ -422,7 +398,7 @@ def conversation_pairs(count: int, turns: int) -> list[PreferencePair]:
             context=long_conversation(turns),
             chosen=f"liked answer {n} " + "detail " * 300,
             rejected=f"other reply {n} " + "filler " * 300,
-            created_at=START + timedelta(minutes=n),
+            created_at=T0 + timedelta(minutes=n),
         )
         for n in range(count)
     ]
@@ -467,7 +443,7 @@ async def test_induction_drops_the_oldest_turns_first_past_the_budget() -> None:
 async def test_the_persona_is_written_by_the_judge_model() -> None:
     chat = CountingChatModel(responder=default_responder("from the chat model"))
     judge = CountingChatModel(responder=default_responder("Prefers short, direct replies."))
-    result = await SynthesizeMe(chat, judge_model=judge).fit(make_pairs(4), [])
+    result = await SynthesizeMe(chat, judge_model=judge).fit(liked_pairs(4), [])
     assert chat.calls == []
     assert result.persona.text == "Prefers short, direct replies."
     assert len(judge.calls_of("induce")) == 1
@@ -484,7 +460,7 @@ async def test_a_spent_budget_ends_the_fit_with_the_best_candidate_so_far() -> N
             return AIMessage(content="not structured")  # every attempt fails and is charged
         return pick(messages, liked=True)
 
-    train, val = make_pairs(6), make_pairs(3, offset=100)
+    train, val = liked_pairs(6), liked_pairs(3, offset=100)
     fitter = SynthesizeMe(CountingChatModel(responder=flaky_with_reasoned_demos), attempts=3)
     fitter.max_calls = fitter.plan_calls(len(train), len(val))
     model = fitter.judge_model
@@ -508,7 +484,7 @@ async def test_a_budget_spent_before_any_candidate_is_scored_keeps_the_current_p
             return AIMessage(content="not structured")
         return pick(messages, liked=True)
 
-    train, val = make_pairs(6), make_pairs(3, offset=100)
+    train, val = liked_pairs(6), liked_pairs(3, offset=100)
     current = Persona(user_id="u1", text="OLD: likes the liked answers.", version=3)
     # The gate judges 3 val pairs in 2 orders, 4 attempts each: 24 calls, all the plan keeps for
     # scoring (2 x 3 pairs x (3 sets + the gate)).

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from agent.embedding import CachedEmbedder
 from agent.evaluation import evaluate
-from agent.features import CachedEmbedder, FeatureExtractor, repetition
+from agent.features import FeatureExtractor, repetition
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair, Turn

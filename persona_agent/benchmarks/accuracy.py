@@ -44,22 +44,14 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.language_models import BaseChatModel
 
-from agent.evaluation import (
-    Comparer,
-    Evaluation,
-    JudgeFactory,
-    PairJudge,
-    UserSplit,
-    demos_without,
-    run_judges,
-    same_judge,
-    user_splits,
-)
+from agent.evaluation import Evaluation, JudgeFactory, PairJudge, run_judges, same_judge
+from agent.fit_stages import SynthesisResult
 from agent.formats import split_of
-from agent.judge import DefaultJudge, PersonaJudge
+from agent.judge import Comparer, DefaultJudge, PersonaJudge
 from agent.records import PreferencePair
 from agent.reference_search import ReferenceSearch
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.splits import UserSplit, demos_without, user_splits
+from agent.synthesis import SynthesizeMe
 from agent.usage import UsageTracker
 
 if TYPE_CHECKING:
@@ -447,7 +439,8 @@ def run_accuracy(
     offline = None
     embedding_cache = None
     if {"offline", "hybrid"} & set(names):
-        from agent.features import CachedEmbedder, FeatureExtractor
+        from agent.embedding import CachedEmbedder
+        from agent.features import FeatureExtractor
 
         if request.cache_dir is not None:
             digest = hashlib.sha256(str(request.data.resolve()).encode()).hexdigest()[:12]

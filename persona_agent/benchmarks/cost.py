@@ -29,11 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
+from agent.fit_stages import SynthesisResult
 from agent.judge import PersonaJudge
 from agent.records import Demo, PreferencePair, Turn
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.synthesis import SynthesizeMe
 from agent.usage import UsageReport, UsageTracker
-from persona_agent.benchmarks.fake_models import DEFAULT_REASONING, ScriptedPreferenceModel
+from persona_agent.benchmarks.scripted_model import DEFAULT_REASONING, ScriptedPreferenceModel
 
 if TYPE_CHECKING:
     from persona_agent.settings import Settings

@@ -34,7 +34,7 @@ from langchain_core.runnables import RunnableConfig
 
 from agent.records import Persona, PreferencePair
 from persona_agent.benchmarks.cost import synthetic_pairs
-from persona_agent.benchmarks.fake_models import DEFAULT_REASONING, ScriptedPreferenceModel
+from persona_agent.benchmarks.scripted_model import DEFAULT_REASONING, ScriptedPreferenceModel
 from persona_agent.settings import DEFAULT_CHECKPOINT_DURABILITY, CheckpointDurability, CheckpointSync
 
 TARGET_P95_MS = 50.0

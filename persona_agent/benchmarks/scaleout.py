@@ -51,9 +51,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from agent.fit_stages import StageReporter, SynthesisResult
 from agent.records import Demo, Persona, PreferencePair
-from agent.synthesis import StageReporter, SynthesisResult, SynthesizeMe
-from memory.chroma_server import free_port
+from agent.synthesis import SynthesizeMe
+from persona_agent.benchmarks.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 QUESTIONS = (

@@ -119,7 +119,7 @@ async def _synthesize(
     console: Console,
 ) -> dict[str, Any]:
     """Run the synthesis graph, with a progress bar of LLM calls when an LLM writes the persona."""
-    from agent.evaluation import split_train_val
+    from agent.splits import split_train_val
     from graphs.state import SynthesisContext
     from persona_agent.factory import build_synthesize_me
 

@@ -20,10 +20,12 @@ from langchain_core.language_models import BaseChatModel
 from rich.console import Console
 from rich.table import Table
 
-from agent.evaluation import AccuracyReport, PairJudge, UserSplit, run_judges, same_judge, user_splits
+from agent.evaluation import AccuracyReport, PairJudge, run_judges, same_judge
+from agent.fit_stages import SynthesisResult
 from agent.formats import read_pairs
 from agent.judge import PersonaJudge
-from agent.synthesis import SynthesisResult, SynthesizeMe
+from agent.splits import UserSplit, user_splits
+from agent.synthesis import SynthesizeMe
 from agent.usage import UsageTracker
 
 

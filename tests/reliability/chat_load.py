@@ -21,8 +21,14 @@ from agent.synthesis import SynthesizeMe
 from graphs.chat import ChatOptions, build_graph, feedback_pairs
 from memory.chroma import make_client
 from memory.store import PreferenceStore
-from tests.fakes import CountingChatModel, persona_message, replies_of, task_of, verdict_message
-from tests.memory_fixtures import WordHashEmbeddings
+from tests.fakes import (
+    CountingChatModel,
+    WordHashEmbeddings,
+    persona_message,
+    replies_of,
+    task_of,
+    verdict_message,
+)
 
 OPTIONS = ChatOptions(attempts=2, retry_interval_s=0.01, first_synthesis_at=5, resynthesize_every=3, demo_k=2)
 

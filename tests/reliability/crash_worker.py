@@ -19,8 +19,14 @@ from graphs import synthesis
 from graphs.state import SynthesisContext
 from memory.chroma import make_client
 from memory.store import PreferenceStore
-from tests.fakes import CountingChatModel, persona_message, replies_of, task_of, verdict_message
-from tests.memory_fixtures import WordHashEmbeddings
+from tests.fakes import (
+    CountingChatModel,
+    WordHashEmbeddings,
+    persona_message,
+    replies_of,
+    task_of,
+    verdict_message,
+)
 
 USER = "alice"
 

@@ -32,7 +32,7 @@ from memory.store import PreferenceStore
 from persona_agent import cli
 from persona_agent.commands import pairs as pairs_command
 from persona_agent.settings import Settings
-from tests.memory_fixtures import WordHashEmbeddings, make_pair
+from tests.fakes import WordHashEmbeddings, make_pair
 from tests.reliability.inputs import KINDS, LIMITS, USER, Case, cases, expected_id, reply_text
 from tests.reliability.summary import Tally
 

@@ -8,7 +8,7 @@ another user, and each user's persona versions must be
 
 from __future__ import annotations
 
-# ruff: noqa: F811 - the fixture imported from memory_fixtures is redefined as a test parameter
+# ruff: noqa: F811 - the fixture imported from tests.fakes is redefined as a test parameter
 import multiprocessing
 import time
 import uuid
@@ -20,10 +20,10 @@ from typing import Any
 
 import pytest
 
+from devtools.chroma_server import ChromaServer
 from memory.chroma import make_client
-from memory.chroma_server import ChromaServer
 from memory.store import PreferenceStore
-from tests.memory_fixtures import WordHashEmbeddings, chroma_server  # noqa: F401
+from tests.fakes import WordHashEmbeddings, chroma_server  # noqa: F401
 from tests.reliability.chat_load import exercise, exercise_on_server
 from tests.reliability.summary import write_summary
 

@@ -25,7 +25,7 @@ import pytest
 from agent.errors import NotFound
 from graphs.state import SynthesisContext
 from memory.store import PreferenceStore
-from tests.memory_fixtures import make_pair
+from tests.fakes import make_pair
 from tests.reliability import crash_worker
 from tests.reliability.crash_worker import USER, open_store, synthesis_graph
 from tests.reliability.summary import write_summary

@@ -23,8 +23,7 @@ from graphs.chat import ChatOptions, build_graph
 from memory.chroma import make_client
 from memory.store import PreferenceStore
 from persona_agent import cli, factory
-from tests.fakes import CountingChatModel
-from tests.memory_fixtures import WordHashEmbeddings, make_pair
+from tests.fakes import CountingChatModel, WordHashEmbeddings, make_pair
 from tests.reliability.chat_load import respond
 
 pytestmark = pytest.mark.reliability

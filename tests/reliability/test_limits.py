@@ -14,10 +14,10 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from agent.errors import BudgetExceeded, ConfigurationError, InvalidPreference
-from agent.evaluation import split_train_val
 from agent.judge import MAX_RANK_CANDIDATES, DefaultJudge
 from agent.prompts import MAX_REPLY_CHARS, judge_messages
 from agent.records import PreferencePair, Turn, utc_now
+from agent.splits import split_train_val
 from graphs import synthesis
 from graphs.chat import MAX_CANDIDATES, build_graph
 from graphs.state import SynthesisContext
@@ -25,8 +25,7 @@ from memory.chroma import make_client
 from memory.store import PreferenceStore
 from persona_agent.factory import build_synthesizer, chat_options
 from persona_agent.settings import Settings, load_settings
-from tests.fakes import CountingChatModel, MalformedChatModel, replies_of
-from tests.memory_fixtures import WordHashEmbeddings
+from tests.fakes import CountingChatModel, MalformedChatModel, WordHashEmbeddings, replies_of
 from tests.reliability.chat_load import respond
 from tests.reliability.summary import write_summary
 

@@ -1,6 +1,6 @@
 """Model faults: the chat graph over ChatOpenAI against a stub endpoint that fails ~30% of requests.
 
-The stub (`tests.openai_stub`) injects, each with its own seeded probability, HTTP 500, HTTP 429,
+The stub (`devtools.openai_stub`) injects, each with its own seeded probability, HTTP 500, HTTP 429,
 hangs past the client timeout, malformed JSON, responses with no choices and judge verdicts
 outside First/Second. The models are built by `persona_agent.factory` from settings with a short
 request timeout and one client retry, the graph by the factory too, so the retries, timeouts and
@@ -25,13 +25,13 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
+from devtools.openai_stub import OpenAIStub
 from graphs.chat import APOLOGY
 from memory.chroma import make_client
 from memory.store import PreferenceStore
 from persona_agent.factory import build_chat_graph, build_chat_model, build_judge_model
 from persona_agent.settings import Settings
-from tests.memory_fixtures import WordHashEmbeddings
-from tests.openai_stub import OpenAIStub
+from tests.fakes import WordHashEmbeddings
 from tests.reliability.summary import write_summary
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]

@@ -24,12 +24,12 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from agent.drafting import drafting_messages
 from agent.prompts import (
     _JUDGE_FORMAT,
-    SECTION_NAMES,
     InductionExample,
     induction_messages,
     judge_messages,
 )
 from agent.records import Demo, Persona, PreferencePair, Turn, check_persona_text
+from agent.sections import SECTION_NAMES
 from agent.synthesis import SynthesizeMe
 from graphs import synthesis
 from graphs.chat import ChatOptions, build_graph
@@ -37,8 +37,14 @@ from graphs.state import SynthesisContext
 from memory.chroma import make_client
 from memory.store import PreferenceStore
 from tests.conftest import PRISM, SHARED_DATA
-from tests.fakes import CountingChatModel, persona_message, replies_of, task_of, verdict_message
-from tests.memory_fixtures import WordHashEmbeddings
+from tests.fakes import (
+    CountingChatModel,
+    WordHashEmbeddings,
+    persona_message,
+    replies_of,
+    task_of,
+    verdict_message,
+)
 from tests.reliability.summary import Tally
 
 pytestmark = pytest.mark.reliability

@@ -1,50 +1,27 @@
-"""Fixtures of the memory tests: one store per test over each Chroma client kind, and a fake embedder.
+"""Stores and pairs for tests: `make_pair`, `make_memory`, and the memory fixtures.
 
-Test modules load these with ``pytest_plugins = ["tests.memory_fixtures"]``.
+The fixtures (`chroma_server`, `client_kind`, `make_store`, `store`) give one store per test over
+each Chroma client kind; a test module uses them by importing their names from `tests.fakes`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 
 from agent.records import Limits, PreferencePair, Turn
+from devtools.chroma_server import ChromaServer
 from memory.chroma import make_client
-from memory.chroma_server import ChromaServer
 from memory.store import PreferenceStore
+from tests.fakes.embeddings import WordHashEmbeddings
 
 CLIENT_KINDS = ["ephemeral", "persistent", pytest.param("http", marks=pytest.mark.slow)]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-
-
-class WordHashEmbeddings:
-    """A deterministic bag-of-words embedding: texts sharing words get similar unit vectors."""
-
-    def __init__(self, dimensions: int = 64) -> None:
-        self.dimensions = dimensions
-        self.calls = 0
-        self.texts = 0
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts by hashing their lower-cased words into buckets."""
-        self.calls += 1
-        self.texts += len(texts)
-        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
-        for row, text in enumerate(texts):
-            for word in re.findall(r"[a-z0-9]+", text.lower()):
-                bucket = int(hashlib.md5(word.encode()).hexdigest(), 16) % self.dimensions
-                out[row, bucket] += 1.0
-            if not out[row].any():
-                out[row, 0] = 1.0
-        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
 def make_pair(
@@ -68,6 +45,12 @@ def make_pair(
         created_at=T0 + timedelta(minutes=minutes),
         source=source,  # type: ignore[arg-type]
     )
+
+
+def make_memory(path: Path | None = None, prefix: str | None = None) -> PreferenceStore:
+    """A store over an in-memory (or on-disk) Chroma with the word-hash embedder."""
+    client = make_client(path=path) if path else make_client(ephemeral=True)
+    return PreferenceStore(client, WordHashEmbeddings(), prefix=prefix or f"t{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from memory.chroma_server import free_port
+from persona_agent.benchmarks.ports import free_port
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,15 +1,16 @@
-"""Start and stop a local `chroma run` server: the multi-process mode, used by tests and benchmarks."""
+"""Start and stop a local `chroma run` server: the multi-process mode, used by tests and scripts."""
 
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+
+from persona_agent.benchmarks.ports import free_port
 
 
 def chroma_executable() -> Path:
@@ -21,13 +22,6 @@ def chroma_executable() -> Path:
     if found is None:
         raise FileNotFoundError("the `chroma` command is not installed (it comes with the chromadb wheel)")
     return Path(found)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ChromaServer:

@@ -16,7 +16,7 @@ deterministic but not all the same. Faults can be injected for reliability tests
 and `bad_verdict_rate` (structured answers whose enum fields, such as the judge's choice, hold a
 value outside the enum, e.g. ``"Third"``). Each fault is drawn independently per request from
 the seeded generator, in that order after `error_rate`. Every request is counted by kind in
-`counts`; each injected fault under ``fault.<kind>``. Run ``python -m tests.openai_stub --port N`` to
+`counts`; each injected fault under ``fault.<kind>``. Run ``python -m devtools.openai_stub --port N`` to
 serve one by hand.
 """
 

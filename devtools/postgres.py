@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from memory.chroma_server import free_port
+from persona_agent.benchmarks.ports import free_port
 
 _SYSTEM_USER = "postgres"
 

@@ -1,24 +1,20 @@
-"""Instant fake chat models that count every call: the cost and latency benchmarks run on them.
+"""The instant scripted chat model that the cost and latency benchmarks run on.
 
-A fake answers structured-output prompts with an `AIMessage` carrying a tool call (its
-`bind_tools` returns the model itself, so langchain-core's default `with_structured_output`
-works) and plain prompts with text. Each call is recorded with its prompt and completion token
-estimates (`count_tokens_approximately`, about characters / 4).
-
-- `CountingChatModel`: answers with a responder function of the prompt.
-- `ScriptedPreferenceModel`: a judge that names the user's real choice with probability
-  `p_correct` (drawn from a hash of the seed and the prompt, so the answer does not depend on
-  call order), writes a fixed persona, and drafts replies from a pool of texts.
-
-The test suite builds its own scripted fakes on `CountingChatModel` (see ``tests/fakes.py``).
+`ScriptedPreferenceModel` judges, induces personas and drafts without any weights: a judge prompt
+about a pair it was told about names the user's real choice with probability `p_correct` (drawn
+from a hash of the seed and the prompt, so the answer does not depend on call order), an
+induction prompt gets a fixed persona, and a drafting prompt gets a reply from a pool of texts.
+It answers structured-output prompts with an `AIMessage` carrying a tool call (its `bind_tools`
+returns the model itself, so langchain-core's default `with_structured_output` works) and
+records every call (`RecordingChatModel`), so the cost benchmark can check its usage count
+against the calls the model really saw.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -31,50 +27,25 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from agent import prompts
 from agent.records import PreferencePair
+from agent.sections import escape_section_text
 
-Responder = Callable[[list[BaseMessage]], AIMessage]
 Task = Literal["judge", "induce", "other"]
 
 _call_ids = iter(range(10**9))
 _KEY_CHARS = 200
 
 
-def tool_call_message(
-    name: str, args: dict[str, Any], *, logprobs: dict[str, Any] | None = None
-) -> AIMessage:
+def tool_call_message(name: str, args: dict[str, Any]) -> AIMessage:
     """Return an AIMessage carrying one tool call, as tool-calling structured output does."""
-    metadata = {"logprobs": logprobs} if logprobs is not None else {}
     return AIMessage(
         content="",
         tool_calls=[{"name": name, "args": args, "id": f"call_{next(_call_ids)}", "type": "tool_call"}],
-        response_metadata=metadata,
     )
 
 
-def choice_logprobs(prob_first: float, reasoning: str = "r") -> dict[str, Any]:
-    """Return OpenAI-shaped token log-probabilities of a JSON verdict whose choice token has P(First)."""
-    prob_first = min(max(prob_first, 1e-6), 1 - 1e-6)
-    first, second = math.log(prob_first), math.log(1 - prob_first)
-    picked = ("First", first) if prob_first >= 0.5 else ("Second", second)
-    head = ['{"', "reasoning", '":', ' "', reasoning, '",', ' "', "choice", '":', ' "']
-    tokens = [{"token": t, "logprob": -0.01, "top_logprobs": []} for t in head]
-    tokens.append(
-        {
-            "token": picked[0],
-            "logprob": picked[1],
-            "top_logprobs": [{"token": "First", "logprob": first}, {"token": "Second", "logprob": second}],
-        }
-    )
-    tokens += [{"token": '"}', "logprob": -0.01, "top_logprobs": []}]
-    return {"content": tokens}
-
-
-def verdict_message(
-    choice: Literal["First", "Second"], reasoning: str = "fits the user", *, prob_first: float | None = None
-) -> AIMessage:
-    """Return a judge answer naming `choice`, with token log-probabilities when `prob_first` is given."""
-    logprobs = choice_logprobs(prob_first, reasoning) if prob_first is not None else None
-    return tool_call_message("JudgeAnswer", {"reasoning": reasoning, "choice": choice}, logprobs=logprobs)
+def verdict_message(choice: Literal["First", "Second"], reasoning: str = "fits the user") -> AIMessage:
+    """Return a judge answer naming `choice`."""
+    return tool_call_message("JudgeAnswer", {"reasoning": reasoning, "choice": choice})
 
 
 def persona_message(text: str) -> AIMessage:
@@ -92,7 +63,8 @@ def task_of(messages: Sequence[BaseMessage]) -> Task:
     return "other"
 
 
-def _section(messages: Sequence[BaseMessage], name: str) -> str | None:
+def prompt_section(messages: Sequence[BaseMessage], name: str) -> str | None:
+    """Return the last ``<name>`` section of the prompt's final message, if any."""
     text = messages[-1].text
     found = re.findall(rf"<{name}>\n(.*?)\n</{name}>", text, flags=re.DOTALL)
     return found[-1] if found else None
@@ -100,17 +72,12 @@ def _section(messages: Sequence[BaseMessage], name: str) -> str | None:
 
 def replies_of(messages: Sequence[BaseMessage]) -> tuple[str, str]:
     """Return the (first, second) replies of a judge prompt, as rendered (escaped)."""
-    return _section(messages, "first_reply") or "", _section(messages, "second_reply") or ""
-
-
-def persona_of(messages: Sequence[BaseMessage]) -> str | None:
-    """Return the persona section of a judge prompt, if any."""
-    return _section(messages, "persona")
+    return prompt_section(messages, "first_reply") or "", prompt_section(messages, "second_reply") or ""
 
 
 @dataclass
 class RecordedCall:
-    """One call a counting fake answered."""
+    """One call a recording model answered, with token estimates (``count_tokens_approximately``)."""
 
     task: Task
     messages: list[BaseMessage]
@@ -119,27 +86,25 @@ class RecordedCall:
     completion_tokens: int
 
 
-class CountingChatModel(BaseChatModel):
-    """A fake answering with `responder(messages)` that records every call and its token estimates."""
+class RecordingChatModel(BaseChatModel):
+    """An instant chat model answering with `answer(messages)` that records every call."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    responder: Callable[[list[BaseMessage]], AIMessage]
     calls: list[RecordedCall] = Field(default_factory=list)
-    report_usage: bool = Field(False, description="Attach usage_metadata with the estimates.")
     keep_messages: bool = Field(True, description="Keep each call's messages (off for long runs).")
 
     @property
     def _llm_type(self) -> str:
-        return "counting-fake"
+        return "scripted-fake"
 
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> CountingChatModel:
+    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> RecordingChatModel:
         """Return self so `with_structured_output` works."""
         return self
 
     def answer(self, messages: list[BaseMessage]) -> AIMessage:
-        """Produce the answer to `messages`; subclasses change this."""
-        return self.responder(messages)
+        """Produce the answer to `messages`; subclasses say how."""
+        raise NotImplementedError
 
     def _generate(
         self,
@@ -149,20 +114,16 @@ class CountingChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         answer = self.answer(messages)
-        prompt_tokens = count_tokens_approximately(messages)
-        completion_tokens = count_tokens_approximately([answer])
-        if self.report_usage:
-            answer = answer.model_copy(
-                update={
-                    "usage_metadata": {
-                        "input_tokens": prompt_tokens,
-                        "output_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    }
-                }
-            )
         kept = messages if self.keep_messages else []
-        self.calls.append(RecordedCall(task_of(messages), kept, answer, prompt_tokens, completion_tokens))
+        self.calls.append(
+            RecordedCall(
+                task_of(messages),
+                kept,
+                answer,
+                count_tokens_approximately(messages),
+                count_tokens_approximately([answer]),
+            )
+        )
         return ChatResult(generations=[ChatGeneration(message=answer)])
 
     async def _agenerate(
@@ -174,24 +135,10 @@ class CountingChatModel(BaseChatModel):
     ) -> ChatResult:
         return self._generate(messages, stop=stop)
 
-    def calls_of(self, task: Task) -> list[RecordedCall]:
-        """Return the recorded calls of one prompt kind."""
-        return [call for call in self.calls if call.task == task]
-
-    @property
-    def prompt_tokens(self) -> int:
-        """Sum of prompt-token estimates over all calls."""
-        return sum(call.prompt_tokens for call in self.calls)
-
-    @property
-    def completion_tokens(self) -> int:
-        """Sum of completion-token estimates over all calls."""
-        return sum(call.completion_tokens for call in self.calls)
-
 
 def _reply_key(text: str) -> str:
     """Key a reply by the start of its rendered form, as it appears inside a judge prompt."""
-    return prompts.escape_section_text(text)[:_KEY_CHARS]
+    return escape_section_text(text)[:_KEY_CHARS]
 
 
 def _unit(seed: int, text: str) -> float:
@@ -212,7 +159,7 @@ DEFAULT_PERSONA = (
 )
 
 
-class ScriptedPreferenceModel(CountingChatModel):
+class ScriptedPreferenceModel(RecordingChatModel):
     """An instant judge that names the user's real choice with probability `p_correct`.
 
     Judge prompts about a known pair (see `known_pairs`) are answered right when a number drawn
@@ -226,7 +173,6 @@ class ScriptedPreferenceModel(CountingChatModel):
     persona_text: str = DEFAULT_PERSONA
     reasoning_text: str = DEFAULT_REASONING
     draft_pool: tuple[str, ...] = ("A short reply.",)
-    responder: Callable[[list[BaseMessage]], AIMessage] = Field(default=lambda messages: AIMessage(""))
     _choices: dict[tuple[str, str], Literal["First", "Second"]] = PrivateAttr(default_factory=dict)
 
     def known_pairs(self, pairs: Iterable[PreferencePair]) -> ScriptedPreferenceModel:
