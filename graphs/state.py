@@ -23,7 +23,8 @@ from agent.errors import InvalidPreference
 from agent.records import STORED_LIMITS, Demo, Persona, PreferencePair, Ranking, Turn
 
 # inline and deferred run the synthesis inside the chat run; "caller" leaves it to the caller.
-SynthesisMode = Literal["inline", "deferred", "caller"]
+InRunSynthesisMode = Literal["inline", "deferred"]
+SynthesisMode = Literal[InRunSynthesisMode, "caller"]
 SynthesisStatus = Literal["accepted", "rejected", "failed", "skipped"]
 
 

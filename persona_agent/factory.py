@@ -7,7 +7,7 @@ the benchmarks call it, and library code receives the objects it builds.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -267,19 +267,24 @@ def build_synthesize_me(
     *,
     seed: int = 0,
     kind: type[SynthesizeMe] | None = None,
+    search: Mapping[str, Any] | None = None,
 ) -> SynthesizeMe:
-    """Return SynthesizeMe (or the subclass `kind`) with the configured budget and pair cap."""
+    """Return SynthesizeMe (or the subclass `kind`) over the two models, configured from settings.
+
+    The search is the configured one (call budget, pair cap) unless `search` gives other
+    arguments of `kind`, as a benchmark's wider search does; ``{}`` keeps the defaults of `kind`.
+    """
     from agent.synthesis import SynthesizeMe
 
+    budget = {"max_calls": settings.max_calls_per_synthesis, "max_pairs": settings.max_pairs_per_synthesis}
     return (kind or SynthesizeMe)(
         chat_model,
         judge_model=judge_model,
         structured_method=settings.structured_output_method,
         concurrency=settings.concurrency,
-        max_calls=settings.max_calls_per_synthesis,
-        max_pairs=settings.max_pairs_per_synthesis,
         seed=seed,
         induction_max_tokens=induction_tokens(settings),
+        **(budget if search is None else search),
     )
 
 

@@ -16,11 +16,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agent.errors import ConfigurationError
 from agent.records import Limits
+from graphs.state import InRunSynthesisMode
 
 StructuredOutputMethod = Literal["json_schema", "function_calling", "json_mode"]
 JudgeKind = Literal["llm", "offline", "hybrid"]
 PersonaSource = Literal["llm", "offline", "auto"]
-SynthesisMode = Literal["inline", "deferred"]
 AuthMode = Literal["tokens", "dev"]
 CheckpointSync = Literal["normal", "full"]
 CheckpointDurability = Literal["exit", "async", "sync"]
@@ -109,7 +109,7 @@ class Settings(BaseSettings):
     candidates: int = Field(3, ge=1, le=8, description="Candidate replies drafted per chat turn.")
     first_synthesis_at: int = Field(5, ge=2, description="Pairs needed before the first persona.")
     resynthesize_every: int = Field(3, ge=1, description="New pairs that trigger a re-synthesis.")
-    synthesis_mode: SynthesisMode = "deferred"
+    synthesis_mode: InRunSynthesisMode = "deferred"
     judge: JudgeKind | None = Field(
         None,
         description="Which judge picks replies: llm, offline or hybrid. Unset: llm with an endpoint, "

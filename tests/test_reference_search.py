@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from agent.demo_sets import CandidateScore
 from agent.errors import NotEnoughPreferences
 from agent.reference_search import ReferenceSearch, pick_with_stop
-from graphs.chat import ChatOptions
 from persona_agent.benchmarks.accuracy import synthesizer_for
 from persona_agent.cli import app
+from persona_agent.settings import load_settings
 from tests.fakes import CountingChatModel, demo_count, liked_pairs, persona_message, persona_of, pick, task_of
 
 
@@ -83,9 +83,7 @@ async def test_the_reference_search_needs_val_pairs() -> None:
 
 def test_bench_accuracy_runs_the_reference_search_on_request(tmp_path: Path) -> None:
     model = judge_that(liked=True)
-    fitter = synthesizer_for(
-        "reference", model, model, options=ChatOptions(), max_calls=80, max_pairs=40, seed=3
-    )
+    fitter = synthesizer_for("reference", model, model, settings=load_settings(), seed=3)
     assert isinstance(fitter, ReferenceSearch)
     assert (fitter.num_candidates, fitter.labelled_demos, fitter.stop_at) == (10, 4, 0.8)
     assert len(fitter.seeds(zero_shot=False)) == 12 and len(fitter.seeds(zero_shot=True)) == 13

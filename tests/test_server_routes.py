@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-import server
 from agent.errors import ConfigurationError
 from agent.records import Persona, Reasoning
 from memory.chroma import make_client
 from memory.store import PreferenceStore
-from persona_agent.auth import TokenMap, Unauthenticated, load_token_map, parse_token_list
+from persona_agent.server import routes
+from persona_agent.server.resources import ServerResources
+from persona_agent.server.routes import create_app
+from persona_agent.server.tokens import TokenMap, Unauthenticated, load_token_map, parse_token_list
 from persona_agent.settings import Settings
 from tests.fakes import WordHashEmbeddings, make_pair
 
@@ -34,9 +36,9 @@ def store() -> PreferenceStore:
     )
 
 
-def _resources(store: PreferenceStore, **settings: object) -> server.ServerResources:
+def _resources(store: PreferenceStore, **settings: object) -> ServerResources:
     values: dict[str, object] = {"tokens": TOKENS, **settings}
-    return server.ServerResources(
+    return ServerResources(
         settings_factory=lambda: Settings(**values),  # type: ignore[arg-type]
         store_factory=lambda _settings: store,
     )
@@ -45,7 +47,7 @@ def _resources(store: PreferenceStore, **settings: object) -> server.ServerResou
 @pytest.fixture
 def client(store: PreferenceStore) -> Iterator[TestClient]:
     """A client of the memory app, started with its lifespan."""
-    with TestClient(server.create_app(_resources(store))) as test_client:
+    with TestClient(create_app(_resources(store))) as test_client:
         yield test_client
 
 
@@ -128,16 +130,16 @@ def test_bad_token_lists_are_configuration_errors(text: str, problem: str) -> No
 def test_a_tokens_file_that_is_not_an_object_fails_at_startup(store: PreferenceStore, tmp_path: Path) -> None:
     bad = tmp_path / "tokens.json"
     bad.write_text('["alice-secret-token"]')
-    app = server.create_app(_resources(store, tokens=None, tokens_file=bad))
+    app = create_app(_resources(store, tokens=None, tokens_file=bad))
     with pytest.raises(ConfigurationError, match="JSON object"), TestClient(app):
         pass
 
 
 def test_dev_tokens_work_only_in_dev_mode(store: PreferenceStore) -> None:
     _fill(store, "dave", 1)
-    with TestClient(server.create_app(_resources(store))) as strict:
+    with TestClient(create_app(_resources(store))) as strict:
         assert strict.get("/memory/pairs", headers={"Authorization": "Bearer dev-dave"}).status_code == 401
-    with TestClient(server.create_app(_resources(store, tokens=None, auth="dev"))) as dev:
+    with TestClient(create_app(_resources(store, tokens=None, auth="dev"))) as dev:
         response = dev.get("/memory/pairs", headers={"Authorization": "Bearer dev-dave"})
         assert response.status_code == 200
         assert response.json()["total"] == 1
@@ -149,11 +151,11 @@ def test_the_server_builds_its_graphs_and_loads_the_embedder_before_the_first_re
     built: list[str] = []
     graph = object()
 
-    def build_chat(resources: server.ServerResources) -> Any:
+    def build_chat(resources: ServerResources) -> Any:
         built.append("chat")
         return graph
 
-    resources = server.ServerResources(
+    resources = ServerResources(
         settings_factory=lambda: Settings(tokens=TOKENS, openai_base_url="http://127.0.0.1:9/v1"),  # type: ignore[call-arg]
         store_factory=lambda _settings: store,
         graph_factories={"chat": build_chat},
@@ -161,7 +163,7 @@ def test_the_server_builds_its_graphs_and_loads_the_embedder_before_the_first_re
     )
     embedder = store.embeddings.model
     loads = embedder.calls
-    with TestClient(server.create_app(resources)) as client:
+    with TestClient(create_app(resources)) as client:
         assert built == ["chat"] and embedder.calls == loads + 1  # before any request
         assert client.get("/memory/pairs", headers=ALICE).status_code == 200
         assert asyncio.run(resources.agraph("chat")) is graph and built == ["chat"]  # built once
@@ -389,7 +391,7 @@ def test_import_is_all_or_nothing_and_names_the_bad_record(
 def test_import_refuses_an_oversized_body(
     client: TestClient, store: PreferenceStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server, "MAX_IMPORT_BYTES", 100)
+    monkeypatch.setattr(routes, "MAX_IMPORT_BYTES", 100)
     response = client.post(
         "/memory/pairs/import", content=json.dumps([_record("q" * 200, "yes")]), headers=ALICE
     )

@@ -48,7 +48,6 @@ from agent.evaluation import Evaluation, JudgeFactory, PairJudge, run_judges, sa
 from agent.fit_stages import SynthesisResult
 from agent.formats import split_of
 from agent.judge import Comparer, DefaultJudge, PersonaJudge
-from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import PreferencePair
 from agent.reference_search import ReferenceSearch
 from agent.splits import UserSplit, demos_without, user_splits
@@ -71,35 +70,26 @@ FIT_JUDGES = frozenset({"synthesizeme", "retrieved", "persona", "demos", "hybrid
 Search = Literal["default", "full", "reference"]
 
 
+# What sets each search apart from the product's fit: the fitter and its search arguments (None:
+# the configured budget). ``full`` mimics the original method's search: every pair within 200 is
+# read, up to 4 demos per set, 8 more candidate demo sets drawn at random from all bootstrapped
+# demos, no call cap; ``reference`` is the reference library's search with its own defaults.
+SEARCHES: dict[Search, tuple[type[SynthesizeMe], dict[str, Any] | None]] = {
+    "default": (SynthesizeMe, None),
+    "full": (SynthesizeMe, {"max_calls": 100_000, "max_pairs": 200, "max_demos": 4, "random_sets": 8}),
+    "reference": (ReferenceSearch, {}),
+}
+
+
 def synthesizer_for(
-    search: Search,
-    model: BaseChatModel,
-    judge_model: BaseChatModel,
-    *,
-    options: ChatOptions,
-    max_calls: int,
-    max_pairs: int,
-    seed: int,
-    induction_max_tokens: int = DEFAULT_INDUCTION_TOKENS,
+    search: Search, model: BaseChatModel, judge_model: BaseChatModel, *, settings: Settings, seed: int
 ) -> SynthesizeMe:
     """Return the fitter: the product's budgeted search, the fuller search (``full``) or the
-    reference library's search (``reference``, `agent.reference_search.ReferenceSearch`).
+    reference library's search (``reference``, `agent.reference_search.ReferenceSearch`)."""
+    from persona_agent.factory import build_synthesize_me
 
-    ``full`` mimics the original method's search: every pair within 200 is read, up to 4 demos
-    per set, 8 more candidate demo sets drawn at random from all bootstrapped demos, no call cap.
-    """
-    shared: dict[str, Any] = {
-        "judge_model": judge_model,
-        "structured_method": options.structured_method,
-        "concurrency": options.concurrency,
-        "seed": seed,
-        "induction_max_tokens": induction_max_tokens,
-    }
-    if search == "reference":
-        return ReferenceSearch(model, **shared)
-    if search == "full":
-        return SynthesizeMe(model, max_calls=100_000, max_pairs=200, max_demos=4, random_sets=8, **shared)
-    return SynthesizeMe(model, max_calls=max_calls, max_pairs=max_pairs, **shared)
+    kind, arguments = SEARCHES[search]
+    return build_synthesize_me(settings, model, judge_model, seed=seed, kind=kind, search=arguments)
 
 
 class OfflineModels:
@@ -416,7 +406,7 @@ def run_accuracy(
     """Run the accuracy benchmark and return its JSON document (models built from settings if not given)."""
     from agent.formats import read_pairs
     from persona_agent.benchmarks.llm_cache import SQLiteLLMCache, attach_cache
-    from persona_agent.factory import chat_options, induction_tokens
+    from persona_agent.factory import chat_options
 
     started = time.perf_counter()
     pairs = read_pairs(request.data, skip_invalid=True, limits=settings.limits)
@@ -440,16 +430,7 @@ def run_accuracy(
     # The chat graph's own options: judges and retrieval run as they do in a chat turn.
     options = chat_options(settings)
     fitter = (
-        synthesizer_for(
-            request.search,
-            chat_model,
-            judge_model,
-            options=options,
-            max_calls=settings.max_calls_per_synthesis,
-            max_pairs=settings.max_pairs_per_synthesis,
-            seed=request.seed,
-            induction_max_tokens=induction_tokens(settings),
-        )
+        synthesizer_for(request.search, chat_model, judge_model, settings=settings, seed=request.seed)
         if chat_model is not None and judge_model is not None and FIT_JUDGES & set(names)
         else None
     )

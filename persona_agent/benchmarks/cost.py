@@ -25,17 +25,19 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 
 from agent.fit_stages import SynthesisResult
 from agent.judge import PersonaJudge
-from agent.prompts import DEFAULT_INDUCTION_TOKENS
 from agent.records import Demo, PreferencePair, Turn
 from agent.synthesis import SynthesizeMe
 from agent.usage import UsageReport, UsageTracker
 from persona_agent.benchmarks.scripted_model import DEFAULT_REASONING, ScriptedPreferenceModel
+
+if TYPE_CHECKING:
+    from persona_agent.settings import Settings
 
 FIT_SIZES: tuple[tuple[int, int], ...] = ((5, 3), (10, 5), (15, 7), (25, 11))
 TURN_CANDIDATES: tuple[int, ...] = (2, 4, 8)
@@ -212,14 +214,13 @@ async def run_cost_async(
     full: dict[str, Any] = {}
     reference: dict[str, Any] = {}
     if len(pairs) >= 15:
-        from graphs.chat import ChatOptions
-        from persona_agent.benchmarks.accuracy import Search, synthesizer_for
+        from persona_agent.benchmarks.accuracy import SEARCHES, Search
 
         searches: tuple[tuple[Search, dict[str, Any]], ...] = (("full", full), ("reference", reference))
         for search, found in searches:
             model = fake_model(pairs, p=p, seed=seed)
-            budget = {"max_calls": max_calls, "max_pairs": max_pairs}
-            fitter = synthesizer_for(search, model, model, options=ChatOptions(), seed=seed, **budget)
+            kind, arguments = SEARCHES[search]  # on the fake with the library's defaults, as the fits above
+            fitter = kind(model, seed=seed, **(arguments or {}))
             _, found["10"] = await measure_fit(fitter, pairs[:10], pairs[10:15])
             counted, seen = found["10"]["calls"], len(model.calls)
             if counted != seen:
@@ -264,24 +265,17 @@ def run_cost(source: CostPairs, **options: Any) -> dict[str, Any]:
 
 
 async def time_embedded_fit(
+    settings: Settings,
     chat_model: BaseChatModel,
     judge_model: BaseChatModel,
     pairs: Sequence[PreferencePair],
     *,
-    max_calls: int,
-    max_pairs: int,
     seed: int = 0,
-    induction_max_tokens: int = DEFAULT_INDUCTION_TOKENS,
 ) -> dict[str, Any]:
-    """Time one 10 + 5 fit with real models; return seconds, calls and tokens."""
-    fitter = SynthesizeMe(
-        chat_model,
-        judge_model=judge_model,
-        max_calls=max_calls,
-        max_pairs=max_pairs,
-        seed=seed,
-        induction_max_tokens=induction_max_tokens,
-    )
+    """Time one 10 + 5 fit with real models, configured as the product's; return seconds, calls and tokens."""
+    from persona_agent.factory import build_synthesize_me
+
+    fitter = build_synthesize_me(settings, chat_model, judge_model, seed=seed)
     started = time.perf_counter()
     _, document = await measure_fit(fitter, pairs[:10], pairs[10:15])
     document["seconds"] = round(time.perf_counter() - started, 1)

@@ -235,21 +235,12 @@ def cost(
         demo_k=settings.demo_k,
     )
     if wall_embedded:
-        from persona_agent.factory import build_chat_model, build_judge_model, induction_tokens
+        from persona_agent.factory import build_chat_model, build_judge_model
 
+        chat_model, judge_model = build_chat_model(settings), build_judge_model(settings)
         document["wall_embedded"] = {
             "model": settings.model_label,
-            **asyncio.run(
-                time_embedded_fit(
-                    build_chat_model(settings),
-                    build_judge_model(settings),
-                    source.pairs,
-                    max_calls=settings.max_calls_per_synthesis,
-                    max_pairs=settings.max_pairs_per_synthesis,
-                    seed=seed,
-                    induction_max_tokens=induction_tokens(settings),
-                )
-            ),
+            **asyncio.run(time_embedded_fit(settings, chat_model, judge_model, source.pairs, seed=seed)),
         }
     if as_json:
         _emit(document)

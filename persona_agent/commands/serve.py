@@ -70,7 +70,7 @@ def serve(
     ] = REPO_ROOT,
 ) -> None:
     """Serve the chat and synthesis graphs, the memory routes and the inspector at /inspector."""
-    from persona_agent.auth import load_token_map
+    from persona_agent.server.tokens import load_token_map
     from persona_agent.settings import load_settings
 
     env = server_environment(dict(os.environ), dev=dev)
