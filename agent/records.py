@@ -341,6 +341,11 @@ class Persona(BaseModel):
         description="For an offline persona, the reward model's preference statements it renders "
         "(`PreferenceStatement` dumps: feature, direction, text, weights, pairs behind each).",
     )
+    statement_edits: tuple[dict[str, Any], ...] = Field(
+        (),
+        description="The statements the user pinned, added or removed that this version keeps to, each "
+        "with when it was made and what it did (`agent.persona_edits.apply_edits`).",
+    )
 
     @field_validator("text")
     @classmethod

@@ -6,6 +6,7 @@ records. `LLMJudges` gives the default judge before the user has a persona and t
 after. `OfflineJudges` fits the user's reward model on their newest stored pairs (the population
 prior alone when they have none). `HybridJudges` pools the two with the fixed weights of
 `agent.offline_judge` (fitting the stack needs validation pairs judged by the LLM, too costly per turn).
+The offline model is held to the directions of the statements the user pinned (`agent.persona_edits`).
 """
 
 from __future__ import annotations
@@ -75,11 +76,17 @@ class OfflineJudges:
     async def __call__(
         self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
     ) -> tuple[PairwiseJudge, str]:
-        """Fit the user's reward model (no language model call) and return its judge."""
+        """Fit the user's reward model (no language model call), held to their pinned statements."""
+        from agent.archetypes import with_pinned
         from agent.offline_judge import OfflineJudge
+        from agent.persona_edits import pins_of
 
-        pairs = await asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs)
-        judge = await asyncio.to_thread(OfflineJudge.for_user, self.prior, self.extractor, pairs)
+        pairs, edits = await asyncio.gather(
+            asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs),
+            asyncio.to_thread(self.memory.statement_edits, user_id),
+        )
+        prior = with_pinned(self.prior, pins_of(edits))
+        judge = await asyncio.to_thread(OfflineJudge.for_user, prior, self.extractor, pairs)
         return judge, "offline"
 
 

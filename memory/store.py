@@ -7,7 +7,8 @@
 - `memory.pairs`: storing, listing, annotating and deleting pairs (`PairRecords`);
 - `memory.retrieval`: which stored pairs a new conversation recalls as demos (`PairRetrieval`);
 - `memory.personas`: append-only persona versions and their demos (`PersonaVersions`);
-- `memory.leases`: one synthesis of a user at a time across processes (`Leases`).
+- `memory.leases`: one synthesis of a user at a time across processes (`Leases`);
+- `memory.statement_edits`: the statements the user pinned, added or removed (`StatementEdits`).
 
 This module adds what spans them: counting a user's pairs against their current persona (every
 chat turn asks), and deleting, exporting and importing everything about a user.
@@ -24,12 +25,13 @@ from pydantic import ValidationError
 
 from agent.errors import InvalidPreference, UnknownUser
 from agent.formats import describe_validation_error, pair_from_record, pair_to_record, parse_jsonl
+from agent.persona_edits import StatementEdit
 from agent.records import Demo, Persona, check_persona_text
 from memory.leases import Leases
 from memory.pairs import ANNOTATION_KEYS, PairRecords
-from memory.personas import PersonaVersions
 from memory.retrieval import PairRetrieval
 from memory.scope import micros, pair_of
+from memory.statement_edits import StatementEdits
 from memory.vector_cache import LOCAL_REVISIONS
 
 
@@ -42,7 +44,7 @@ class PairCounts:
     persona: Persona | None
 
 
-class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
+class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
     """Per-user memory of preference pairs, persona versions and demos, in Chroma."""
 
     def pair_counts(self, user_id: str) -> PairCounts:
@@ -70,11 +72,12 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
         return counts
 
     def export_user(self, user_id: str) -> str:
-        """Return everything about a user as JSONL: pair records, then one line per persona version."""
+        """Return everything about a user as JSONL: pair records, one line per persona version, per statement edit."""
         scope = self._scope(user_id)
         rows = self._get(self._pairs, scope)
         personas = self.persona_history(user_id)
-        if not rows and not personas:
+        edits = self.statement_edits(user_id)
+        if not rows and not personas and not edits:
             raise UnknownUser(f"nothing is stored for user {user_id!r}")
         current = self._current_version(scope)
         lines = []
@@ -97,6 +100,9 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
                 "demos": demos,
             }
             lines.append(json.dumps(line, ensure_ascii=False))
+        for edit in edits:
+            record = {"kind": "statement_edit", "edit": edit.model_dump(mode="json")}
+            lines.append(json.dumps(record, ensure_ascii=False))
         return "\n".join(lines) + "\n"
 
     def import_user(self, jsonl_text: str, *, user_id: str | None = None) -> dict[str, int]:
@@ -104,11 +110,19 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
 
         `user_id` overrides the owner named in the records. Pairs already stored are skipped;
         persona versions are appended after the user's own, skipping any with the same text and
-        creation time as one already there. Returns counts of pairs and personas added.
+        creation time as one already there; statement edits the user has already are skipped.
+        Returns counts of pairs, personas and statement edits added.
         """
         records = list(parse_jsonl(jsonl_text))
         pair_records = [record for record in records if not (isinstance(record, dict) and "kind" in record)]
-        persona_records = [record for record in records if isinstance(record, dict) and "kind" in record]
+        edit_records = [
+            record for record in records if isinstance(record, dict) and record.get("kind") == "statement_edit"
+        ]
+        persona_records = [
+            record
+            for record in records
+            if isinstance(record, dict) and "kind" in record and record["kind"] != "statement_edit"
+        ]
         owners = (
             {user_id}
             if user_id
@@ -148,6 +162,12 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
                 message = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
                 raise InvalidPreference(f"persona record {position}: {message}") from None
             versions.append((persona, demos, bool(record.get("current"))))
+        edits = []
+        for position, record in enumerate(edit_records, start=1):
+            try:
+                edits.append(StatementEdit.model_validate(record.get("edit")))
+            except ValidationError as exc:
+                raise InvalidPreference(f"statement edit {position}: {describe_validation_error(exc)}") from None
         added = self.add_pairs(owner, pairs)
         if notes:
             self.annotate_pairs(owner, notes)
@@ -163,4 +183,7 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
                 current = stored
         if current is not None and self._current_version(scope) != current.version:
             self._set_current(scope, current.version)
-        return {"pairs": len(added), "personas": imported}
+        counts = {"pairs": len(added), "personas": imported}
+        if edits:
+            counts["statement_edits"] = self.import_statement_edits(owner, edits)
+        return counts
