@@ -17,7 +17,7 @@ from agent.archetypes import PIN_STRENGTH
 from agent.errors import InvalidPreference, NotFound
 from agent.features import INTERPRETABLE_NAMES
 from agent.offline_persona import OfflinePersonaWriter, statements_of
-from agent.persona_edits import MAX_STATEMENT_CHARS, USER_STATEMENTS
+from agent.persona_edits import MAX_STATEMENT_CHARS, USER_STATEMENTS, statement_id
 from graphs import synthesis
 from graphs.judges import OfflineJudges
 from graphs.state import SynthesisContext
@@ -25,7 +25,15 @@ from memory.store import PreferenceStore
 from persona_agent import cli
 from persona_agent.factory import OfflineParts, build_offline_parts
 from persona_agent.settings import load_settings
-from tests.fakes import CountingChatModel, make_memory, make_pair, persona_of, store_pairs, synthesis_graph
+from tests.fakes import (  # noqa: F401 - chat_cli_fakes is a fixture, found by name
+    CountingChatModel,
+    chat_cli_fakes,
+    make_memory,
+    make_pair,
+    persona_of,
+    store_pairs,
+    synthesis_graph,
+)
 from tests.fakes.synthesis import taste_responder
 from tests.test_offline_persona import sample_pairs
 
@@ -252,3 +260,24 @@ def test_the_persona_cli_pins_adds_removes_and_shows_provenance(
     shown = runner.invoke(cli.app, ["persona", "show", "--user", "alice", "--no-offline"]).stdout
     assert SHORT not in shown.split("statements (")[0]
     assert "[pinned]" in shown and "I use metric units  [yours]" in shown
+
+
+def test_chat_persona_subcommands_pin_add_and_show_the_numbered_statements(
+    chat_cli_fakes: tuple[object, PreferenceStore],  # noqa: F811 - the fixture imported above
+) -> None:
+    from agent.records import Persona
+
+    _, memory = chat_cli_fakes
+    memory.save_persona(Persona(user_id="alice", text=f"{SHORT} {EXAMPLE}"))
+    script = "/persona add I use metric units\n/persona pin 2\n/persona\n/persona frob 1\n/persona pin 9\n/quit\n"
+    result = runner.invoke(cli.app, ["chat", "--user", "alice"], input=script)
+    assert result.exit_code == 0, result.output
+    out = result.output
+    assert f"Added {statement_id('I use metric units')}" in out and "persona v2 keeps" in out
+    assert f"Pinned {statement_id(EXAMPLE)}" in out and "persona v3 keeps" in out
+    assert f"2  {statement_id(EXAMPLE)}  {EXAMPLE}  [pinned]" in out
+    assert "I use metric units  [yours]" in out
+    assert "Usage: /persona pin|unpin|add|remove N (or add TEXT)." in out
+    assert "no statement '9'" in out
+    current = memory.current_persona("alice")
+    assert current is not None and current.version == 3 and "I use metric units" in current.text

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 HELP = (
     "Type a message to chat. Commands: /candidates shows every drafted reply, /pick N keeps reply N "
     "as the one you prefer (this teaches the assistant), /persona shows what it has learned and any "
-    "update in progress, /quit ends."
+    "update in progress (/persona pin|unpin|remove N, /persona add TEXT keep your own statements), "
+    "/quit ends."
 )
 _REPLY_NODES = ("judge_replies", "__error_handler__judge_replies", "__error_handler__draft_replies")
 
@@ -207,6 +208,8 @@ class _Session:
                 await self.show_candidates()
             elif command == "/pick":
                 await self.pick(argument.strip())
+            elif command == "/persona" and argument.strip():
+                await self.edit_persona(argument.strip())
             elif command == "/persona":
                 await self.show_persona()
             elif command.startswith("/"):
@@ -328,10 +331,22 @@ class _Session:
         )
         self._start_update_if_due(after)
 
+    async def edit_persona(self, argument: str) -> None:
+        """Pin, unpin or remove a numbered statement of the persona, or add one: ``pin 2``, ``add TEXT``."""
+        from persona_agent.own_statements import ACTIONS, edit_statement, outcome_line
+
+        action, _, rest = argument.partition(" ")
+        if action not in ACTIONS:
+            self.console.print(f"Usage: /persona {'|'.join(ACTIONS)} N (or add TEXT).", style="red", markup=False)
+            return
+        outcome = await asyncio.to_thread(edit_statement, self.store, self.user_id, action, rest)
+        self.console.print(outcome_line(outcome), markup=False)
+
     async def show_persona(self) -> None:
         """Show the current persona, when it was synthesized, the judge's agreement and any running update."""
         from agent.offline_persona import is_offline_persona
         from persona_agent.learnt import agreement_line, agreement_of, statement_lines
+        from persona_agent.own_statements import listing_lines
 
         if self.updating:
             stage, detail = self.stage
@@ -363,4 +378,7 @@ class _Session:
                 f"What the offline reward model measured on your {view.n_pairs} newest pairs:\n"
                 + "\n".join(lines)
             )
+        listed = await asyncio.to_thread(self.store.listed_statements, self.user_id)
+        lines = "\n".join(listing_lines(listed))
+        self.console.print(f"Statements (/persona pin|unpin|remove N):\n{lines}", markup=False)
         self.console.print(agreement_line(await asyncio.to_thread(agreement_of, self.store, self.user_id)))
