@@ -281,3 +281,53 @@ def test_chat_persona_subcommands_pin_add_and_show_the_numbered_statements(
     assert "no statement '9'" in out
     current = memory.current_persona("alice")
     assert current is not None and current.version == 3 and "I use metric units" in current.text
+
+
+def test_statement_routes_pin_add_remove_for_the_tokens_user_only() -> None:
+    from starlette.testclient import TestClient
+
+    from agent.records import Persona
+    from persona_agent.server.resources import ServerResources
+    from persona_agent.server.routes import create_app
+    from persona_agent.settings import Settings
+
+    memory = make_memory()
+    memory.save_persona(Persona(user_id="alice", text=f"{SHORT} {EXAMPLE}"))
+    resources = ServerResources(
+        settings_factory=lambda: Settings(tokens="alice-token=alice,bob-token1=bob"),  # type: ignore[call-arg]
+        store_factory=lambda _settings: memory,
+    )
+    alice, bob = {"Authorization": "Bearer alice-token"}, {"Authorization": "Bearer bob-token1"}
+    with TestClient(create_app(resources)) as client:
+        listed = client.get("/memory/persona/statements", headers=alice).json()
+        assert [item["text"] for item in listed["statements"]] == [SHORT, EXAMPLE] and listed["edits"] == []
+        pinned = client.post("/memory/persona/statements", json={"action": "pin", "statement": "2"}, headers=alice)
+        assert pinned.status_code == 200 and pinned.json()["persona_version"] == 2
+        removed = client.post(
+            "/memory/persona/statements", json={"action": "remove", "statement": statement_id(SHORT)}, headers=alice
+        )
+        assert removed.json()["statement"]["pair_count"] == 0
+        added = client.post(
+            "/memory/persona/statements", json={"action": "add", "statement": "I use metric units"}, headers=alice
+        )
+        assert added.json()["persona_version"] == 4
+        history = client.get("/memory/persona", headers=alice).json()["history"]
+        assert [[item["kind"] for item in p["statement_edits"]] for p in history] == [
+            [],
+            ["pinned"],
+            ["pinned", "removed"],
+            ["pinned", "removed", "added"],
+        ]
+        for bad, problem in (
+            ({"action": "add", "statement": ""}, "give the statement's text"),
+            ({"action": "shout", "statement": "1"}, "action: must be one of"),
+            ({"action": "pin"}, "body: must be JSON like"),
+        ):
+            response = client.post("/memory/persona/statements", json=bad, headers=alice)
+            assert response.status_code == 422 and problem in response.json()["detail"], bad
+        assert client.post("/memory/persona/statements", json={"action": "pin", "statement": "9"}, headers=alice).status_code == 404
+        # Bob's token edits Bob's memory: he has no persona, so nothing of Alice's can be named.
+        assert client.get("/memory/persona/statements", headers=bob).json()["statements"] == []
+        assert client.post("/memory/persona/statements", json={"action": "pin", "statement": "1"}, headers=bob).status_code == 404
+        assert client.post("/memory/persona/statements", json={"action": "pin", "statement": "1"}).status_code == 401
+    assert len(memory.statement_edits("alice")) == 3 and memory.statement_edits("bob") == []
