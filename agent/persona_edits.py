@@ -93,7 +93,9 @@ class StatementEdit(BaseModel):
     id: str = Field("", description="`statement_id` of the text; computed when absent.")
     kind: EditKind
     text: str
-    feature: str | None = Field(None, description="The offline model's feature, where the statement maps to one.")
+    feature: str | None = Field(
+        None, description="The offline model's feature, where the statement maps to one."
+    )
     direction: Literal["more", "less"] | None = None
     condition: Literal["technical"] | None = None
     statement: dict[str, Any] | None = Field(
@@ -292,7 +294,9 @@ def apply_edits(
         for edit in edits:
             if edit.kind == "pinned" and edit.statement is not None:
                 pinned = PreferenceStatement.model_validate(edit.statement)
-                same = [s for s in statements if (s.feature, s.direction) == (pinned.feature, pinned.direction)]
+                same = [
+                    s for s in statements if (s.feature, s.direction) == (pinned.feature, pinned.direction)
+                ]
                 if not same:
                     statements.append(pinned)
                 effects[edit.id] = "kept among the statements"
@@ -338,7 +342,9 @@ def apply_edits(
     return persona.model_copy(update={**update, "text": text, "statement_edits": provenance})
 
 
-def edited_again(persona: Persona, edits: Sequence[StatementEdit], pairs: Sequence[PreferencePair]) -> Persona:
+def edited_again(
+    persona: Persona, edits: Sequence[StatementEdit], pairs: Sequence[PreferencePair]
+) -> Persona:
     """Return the current persona kept to the edits as they stand now: the next version to save.
 
     A statement put back only because it was pinned stays until the next synthesis restates or

@@ -51,7 +51,7 @@ class StatementEdits(PersonaVersions):
         return sorted(edits, key=lambda edit: (edit.created_at, edit.id))
 
     def listed_statements(self, user_id: str) -> list[ListedStatement]:
-        """Return the current persona's statements and the user's own, numbered as `persona show` lists them."""
+        """Return the current persona's statements and the user's own, as `persona show` numbers them."""
         return listed_statements(self.current_persona(user_id), self.statement_edits(user_id))
 
     def _write_edits(
@@ -72,8 +72,12 @@ class StatementEdits(PersonaVersions):
             )
 
     def _commit(
-        self, user_id: str, action: str, subject: ListedStatement | StatementEdit,
-        write: Sequence[StatementEdit], drop: Sequence[str] = (),
+        self,
+        user_id: str,
+        action: str,
+        subject: ListedStatement | StatementEdit,
+        write: Sequence[StatementEdit],
+        drop: Sequence[str] = (),
     ) -> EditOutcome:
         """Check the persona the edits make, then write the edits and save that persona."""
         scope = self._scope(user_id)
@@ -110,8 +114,12 @@ class StatementEdits(PersonaVersions):
         if found.origin != "synthesized":
             raise InvalidPreference(f"statement {found.id}: it is already kept ({found.origin})")
         edit = self._edit(
-            kind="pinned", text=found.text, feature=found.feature, direction=found.direction,
-            condition=found.condition, statement=found.statement,
+            kind="pinned",
+            text=found.text,
+            feature=found.feature,
+            direction=found.direction,
+            condition=found.condition,
+            statement=found.statement,
         )
         return self._commit(user_id, "pinned", edit, [edit])
 
@@ -143,8 +151,13 @@ class StatementEdits(PersonaVersions):
             sorted(row.metadata["pair_id"] for row in self._get(self._pairs, scope, documents=False))
         )
         edit = self._edit(
-            kind="removed", text=found.text, feature=found.feature, direction=found.direction,
-            condition=found.condition, pair_count=len(pair_ids), pair_ids=pair_ids,
+            kind="removed",
+            text=found.text,
+            feature=found.feature,
+            direction=found.direction,
+            condition=found.condition,
+            pair_count=len(pair_ids),
+            pair_ids=pair_ids,
         )
         return self._commit(user_id, "removed", edit, [edit])
 

@@ -72,7 +72,7 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
         return counts
 
     def export_user(self, user_id: str) -> str:
-        """Return everything about a user as JSONL: pair records, one line per persona version, per statement edit."""
+        """Return everything about a user as JSONL: pairs, then one line per persona version and per edit."""
         scope = self._scope(user_id)
         rows = self._get(self._pairs, scope)
         personas = self.persona_history(user_id)
@@ -116,7 +116,9 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
         records = list(parse_jsonl(jsonl_text))
         pair_records = [record for record in records if not (isinstance(record, dict) and "kind" in record)]
         edit_records = [
-            record for record in records if isinstance(record, dict) and record.get("kind") == "statement_edit"
+            record
+            for record in records
+            if isinstance(record, dict) and record.get("kind") == "statement_edit"
         ]
         persona_records = [
             record
@@ -167,7 +169,9 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
             try:
                 edits.append(StatementEdit.model_validate(record.get("edit")))
             except ValidationError as exc:
-                raise InvalidPreference(f"statement edit {position}: {describe_validation_error(exc)}") from None
+                raise InvalidPreference(
+                    f"statement edit {position}: {describe_validation_error(exc)}"
+                ) from None
         added = self.add_pairs(owner, pairs)
         if notes:
             self.annotate_pairs(owner, notes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
@@ -60,7 +61,13 @@ def more_pairs(memory: PreferenceStore, user: str, start: int, count: int) -> No
     memory.add_pairs(
         user,
         [
-            make_pair(user, f"{user} new question {n}", chosen=f"Brief {n}.", rejected=f"A long one {n} " * 5, minutes=n)
+            make_pair(
+                user,
+                f"{user} new question {n}",
+                chosen=f"Brief {n}.",
+                rejected=f"A long one {n} " * 5,
+                minutes=n,
+            )
             for n in range(start, start + count)
         ],
     )
@@ -128,7 +135,9 @@ def parts() -> OfflineParts:
     return build_offline_parts(load_settings())
 
 
-async def test_a_pinned_offline_statement_holds_the_model_and_stays_in_the_persona(parts: OfflineParts) -> None:
+async def test_a_pinned_offline_statement_holds_the_model_and_stays_in_the_persona(
+    parts: OfflineParts,
+) -> None:
     memory = make_memory()
     pairs = sample_pairs()
     memory.add_pairs("sam", pairs[:6])
@@ -159,7 +168,9 @@ async def test_a_removed_offline_statement_needs_new_pairs_that_state_it(parts: 
     memory = make_memory()
     pairs = sample_pairs()
     memory.add_pairs("sam", pairs[:6])
-    graph = synthesis.build_graph(synthesizer=OfflinePersonaWriter(parts.prior, parts.extractor), memory=memory)
+    graph = synthesis.build_graph(
+        synthesizer=OfflinePersonaWriter(parts.prior, parts.extractor), memory=memory
+    )
     await synthesize(memory, graph, "sam")
     lists = next(item for item in memory.listed_statements("sam") if item.feature == "lists")
     memory.remove_statement("sam", lists.id)
@@ -172,14 +183,18 @@ async def test_a_removed_offline_statement_needs_new_pairs_that_state_it(parts: 
     memory.add_pairs("sam", pairs[6:])  # six new pairs that favour bullet lists on their own
     await synthesize(memory, graph, "sam")
     persona = memory.current_persona("sam")
-    assert persona is not None and ("lists", "more") in [(s.feature, s.direction) for s in statements_of(persona)]
+    assert persona is not None and ("lists", "more") in [
+        (s.feature, s.direction) for s in statements_of(persona)
+    ]
     assert persona.statement_edits[0]["effect"].startswith("returned: 6 pairs stored after the removal")
 
 
 async def test_edits_round_trip_through_export_and_go_with_the_user() -> None:
     memory = make_memory()
     store_pairs(memory, "alice", 9)
-    await synthesize(memory, synthesis_graph(memory, CountingChatModel(responder=Inducer(f"{SHORT} {EXAMPLE}"))))
+    await synthesize(
+        memory, synthesis_graph(memory, CountingChatModel(responder=Inducer(f"{SHORT} {EXAMPLE}")))
+    )
     memory.pin_statement("alice", "2")
     memory.remove_statement("alice", "1")
     memory.add_statement("alice", "I use metric units")
@@ -217,7 +232,9 @@ async def test_bad_edits_are_refused_with_the_problem_named_and_change_nothing(
 
     memory = make_memory()
     store_pairs(memory, "alice", 9)
-    await synthesize(memory, synthesis_graph(memory, CountingChatModel(responder=Inducer(f"{SHORT} {EXAMPLE}"))))
+    await synthesize(
+        memory, synthesis_graph(memory, CountingChatModel(responder=Inducer(f"{SHORT} {EXAMPLE}")))
+    )
     with pytest.raises((InvalidPreference, NotFound), match=message):
         edit_statement(memory, "alice", action, argument)
     assert memory.statement_edits("alice") == []
@@ -269,7 +286,16 @@ def test_chat_persona_subcommands_pin_add_and_show_the_numbered_statements(
 
     _, memory = chat_cli_fakes
     memory.save_persona(Persona(user_id="alice", text=f"{SHORT} {EXAMPLE}"))
-    script = "/persona add I use metric units\n/persona pin 2\n/persona\n/persona frob 1\n/persona pin 9\n/quit\n"
+    script = "\n".join(
+        [
+            "/persona add I use metric units",
+            "/persona pin 2",
+            "/persona",
+            "/persona frob 1",
+            "/persona pin 9",
+            "/quit",
+        ]
+    )
     result = runner.invoke(cli.app, ["chat", "--user", "alice"], input=script)
     assert result.exit_code == 0, result.output
     out = result.output
@@ -299,18 +325,17 @@ def test_statement_routes_pin_add_remove_for_the_tokens_user_only() -> None:
     )
     alice, bob = {"Authorization": "Bearer alice-token"}, {"Authorization": "Bearer bob-token1"}
     with TestClient(create_app(resources)) as client:
+
+        def edit(action: str, statement: str, headers: dict[str, str] | None = alice) -> Any:
+            body = {"action": action, "statement": statement}
+            return client.post("/memory/persona/statements", json=body, headers=headers)
+
         listed = client.get("/memory/persona/statements", headers=alice).json()
         assert [item["text"] for item in listed["statements"]] == [SHORT, EXAMPLE] and listed["edits"] == []
-        pinned = client.post("/memory/persona/statements", json={"action": "pin", "statement": "2"}, headers=alice)
+        pinned = edit("pin", "2")
         assert pinned.status_code == 200 and pinned.json()["persona_version"] == 2
-        removed = client.post(
-            "/memory/persona/statements", json={"action": "remove", "statement": statement_id(SHORT)}, headers=alice
-        )
-        assert removed.json()["statement"]["pair_count"] == 0
-        added = client.post(
-            "/memory/persona/statements", json={"action": "add", "statement": "I use metric units"}, headers=alice
-        )
-        assert added.json()["persona_version"] == 4
+        assert edit("remove", statement_id(SHORT)).json()["statement"]["pair_count"] == 0
+        assert edit("add", "I use metric units").json()["persona_version"] == 4
         history = client.get("/memory/persona", headers=alice).json()["history"]
         assert [[item["kind"] for item in p["statement_edits"]] for p in history] == [
             [],
@@ -325,9 +350,9 @@ def test_statement_routes_pin_add_remove_for_the_tokens_user_only() -> None:
         ):
             response = client.post("/memory/persona/statements", json=bad, headers=alice)
             assert response.status_code == 422 and problem in response.json()["detail"], bad
-        assert client.post("/memory/persona/statements", json={"action": "pin", "statement": "9"}, headers=alice).status_code == 404
+        assert edit("pin", "9").status_code == 404
         # Bob's token edits Bob's memory: he has no persona, so nothing of Alice's can be named.
         assert client.get("/memory/persona/statements", headers=bob).json()["statements"] == []
-        assert client.post("/memory/persona/statements", json={"action": "pin", "statement": "1"}, headers=bob).status_code == 404
-        assert client.post("/memory/persona/statements", json={"action": "pin", "statement": "1"}).status_code == 401
+        assert edit("pin", "1", bob).status_code == 404
+        assert edit("pin", "1", None).status_code == 401
     assert len(memory.statement_edits("alice")) == 3 and memory.statement_edits("bob") == []

@@ -337,7 +337,9 @@ class _Session:
 
         action, _, rest = argument.partition(" ")
         if action not in ACTIONS:
-            self.console.print(f"Usage: /persona {'|'.join(ACTIONS)} N (or add TEXT).", style="red", markup=False)
+            self.console.print(
+                f"Usage: /persona {'|'.join(ACTIONS)} N (or add TEXT).", style="red", markup=False
+            )
             return
         outcome = await asyncio.to_thread(edit_statement, self.store, self.user_id, action, rest)
         self.console.print(outcome_line(outcome), markup=False)
@@ -379,6 +381,6 @@ class _Session:
                 + "\n".join(lines)
             )
         listed = await asyncio.to_thread(self.store.listed_statements, self.user_id)
-        lines = "\n".join(listing_lines(listed))
-        self.console.print(f"Statements (/persona pin|unpin|remove N):\n{lines}", markup=False)
+        numbered = "\n".join(listing_lines(listed))
+        self.console.print(f"Statements (/persona pin|unpin|remove N):\n{numbered}", markup=False)
         self.console.print(agreement_line(await asyncio.to_thread(agreement_of, self.store, self.user_id)))

@@ -15,7 +15,9 @@ app = typer.Typer(
     help="Show a user's persona, its history, roll back; pin, add or remove its statements.",
     no_args_is_help=True,
 )
-StatementArgument = Annotated[str, typer.Argument(help="The statement's number or id, as `persona show` lists them.")]
+StatementArgument = Annotated[
+    str, typer.Argument(help="The statement's number or id, as `persona show` lists them.")
+]
 
 
 def _summary(persona: Persona, *, current: bool = False) -> str:

@@ -272,7 +272,10 @@ async def list_statements(request: Request, user_id: str, resources: ServerResou
         store = resources.store
         return {
             "user_id": user_id,
-            "statements": [item.model_dump(mode="json", exclude={"statement"}) for item in store.listed_statements(user_id)],
+            "statements": [
+                item.model_dump(mode="json", exclude={"statement"})
+                for item in store.listed_statements(user_id)
+            ],
             "edits": [
                 edit.model_dump(mode="json", exclude={"pair_ids", "statement"})
                 for edit in store.statement_edits(user_id)
@@ -292,7 +295,8 @@ async def edit_statement(request: Request, user_id: str, resources: ServerResour
         payload = None
     if not isinstance(payload, dict) or not isinstance(payload.get("statement"), str):
         raise InvalidPreference(
-            'body: must be JSON like {"action": "pin", "statement": "2"} or {"action": "add", "statement": "..."}'
+            'body: must be JSON like {"action": "pin", "statement": "2"} '
+            'or {"action": "add", "statement": "I use metric units"}'
         )
     action = str(payload.get("action", ""))
     outcome = await asyncio.to_thread(edit_statement, resources.store, user_id, action, payload["statement"])
