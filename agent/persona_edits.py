@@ -34,18 +34,25 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.archetypes import with_pinned
 from agent.offline_persona import NO_DEPARTURE, OfflinePersonaWriter, persona_text, statements_of
-from agent.records import Persona, PreferencePair, check_text, persona_problem, utc_now
+from agent.records import (
+    JUDGE_DIRECTIONS_PROBLEM,
+    Persona,
+    PreferencePair,
+    check_text,
+    persona_problem,
+    utc_now,
+)
 from agent.statements import MIN_PAIRS_SHOWN, PreferenceStatement, describe_preferences
 from agent.synthesis import PersonaSynthesizer
 
 EditKind = Literal["pinned", "added", "removed"]
 # Longest statement a user may add or pin, and the most pinned and added statements a persona keeps:
-# together they keep the user's part of a persona well within its 4,000 characters.
-MAX_STATEMENT_CHARS = 200
+# together they keep the user's part of a persona within its 4,000 characters.
+MAX_STATEMENT_CHARS = 300
 MAX_KEPT_STATEMENTS = 10
 MAX_PERSONA_CHARS = 4_000
 USER_STATEMENTS = "The user's own statements (kept as the user wrote or pinned them):"
@@ -73,16 +80,21 @@ def matches(sentence: str, statement: str) -> bool:
     return len(a & b) / len(a | b) >= MATCH_OVERLAP
 
 
-def check_statement_text(text: str) -> str:
-    """Return `text` stripped if it can stand in a persona, else raise ValueError saying why."""
+def check_statement_text(text: str, *, own: bool = True) -> str:
+    """Return `text` with its spacing tidied if it can stand in a persona, else raise ValueError saying why.
+
+    Every statement is refused when empty, over `MAX_STATEMENT_CHARS` or giving the judge
+    directions; one of the user's own (`own`) must also read as a taste
+    (`agent.records.persona_problem`: a few words about the user or what replies are like).
+    """
     if not isinstance(text, str):
         raise ValueError(f"must be text, not {type(text).__name__}")
-    stripped = " ".join(text.split())
-    check_text(stripped or text, max_chars=MAX_STATEMENT_CHARS)
-    problem = persona_problem(stripped)
-    if problem:
+    tidied = " ".join(text.split())
+    check_text(tidied or text, max_chars=MAX_STATEMENT_CHARS)
+    problem = persona_problem(tidied)
+    if problem and (own or problem.startswith(JUDGE_DIRECTIONS_PROBLEM)):
         raise ValueError(problem.replace("a persona", "a statement"))
-    return stripped
+    return tidied
 
 
 class StatementEdit(BaseModel):
@@ -105,13 +117,9 @@ class StatementEdit(BaseModel):
     pair_count: int | None = Field(None, ge=0, description="Removed: how many pairs were stored then.")
     pair_ids: tuple[str, ...] = Field((), description="Removed: the ids of the pairs stored then.")
 
-    @field_validator("text")
-    @classmethod
-    def _text(cls, value: str) -> str:
-        return check_statement_text(value)
-
     @model_validator(mode="after")
     def _identity(self) -> StatementEdit:
+        object.__setattr__(self, "text", check_statement_text(self.text, own=self.kind == "added"))
         if not self.id:
             object.__setattr__(self, "id", statement_id(self.text))
         elif self.id != statement_id(self.text):

@@ -127,6 +127,9 @@ _TASTE_WORDS = re.compile(
 )
 
 
+JUDGE_DIRECTIONS_PROBLEM = "gives the judge directions"
+
+
 def persona_problem(text: str) -> str | None:
     """Say why `text` is not a persona (a description of one user's taste); None when it is one.
 
@@ -136,7 +139,7 @@ def persona_problem(text: str) -> str | None:
     """
     found = _JUDGE_DIRECTIONS.search(text)
     if found:
-        return f"gives the judge directions ({found.group(0)[:60]!r}); a persona describes the user's taste"
+        return f"{JUDGE_DIRECTIONS_PROBLEM} ({found.group(0)[:60]!r}); a persona describes the user's taste"
     words = [word.lower() for word in _WORD.findall(text)]
     if len(words) < MIN_PERSONA_WORDS:
         return (

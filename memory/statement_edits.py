@@ -30,6 +30,9 @@ from agent.records import Persona, persona_problem, utc_now
 from memory.personas import PersonaVersions
 from memory.scope import UserScope, micros, placeholder_vectors
 
+# What a statement says, copied from the listing into an edit.
+_SAID = {"text", "feature", "direction", "condition"}
+
 
 @dataclass(frozen=True)
 class EditOutcome:
@@ -101,31 +104,23 @@ class StatementEdits(PersonaVersions):
             saved = self.save_persona(edited, self.current_demos(user_id))
         return EditOutcome(action, subject, saved)
 
-    def _find(self, user_id: str, ref: str) -> tuple[ListedStatement, list[StatementEdit]]:
-        edits = self.statement_edits(user_id)
+    def _find(self, user_id: str, ref: str) -> ListedStatement:
         try:
-            return find_statement(listed_statements(self.current_persona(user_id), edits), ref), edits
+            return find_statement(self.listed_statements(user_id), ref)
         except LookupError as exc:
             raise NotFound(str(exc)) from None
 
     def pin_statement(self, user_id: str, ref: str) -> EditOutcome:
         """Keep a statement of the current persona in every later version."""
-        found, _ = self._find(user_id, ref)
+        found = self._find(user_id, ref)
         if found.origin != "synthesized":
             raise InvalidPreference(f"statement {found.id}: it is already kept ({found.origin})")
-        edit = self._edit(
-            kind="pinned",
-            text=found.text,
-            feature=found.feature,
-            direction=found.direction,
-            condition=found.condition,
-            statement=found.statement,
-        )
+        edit = self._edit(kind="pinned", statement=found.statement, **found.model_dump(include=_SAID))
         return self._commit(user_id, "pinned", edit, [edit])
 
     def unpin_statement(self, user_id: str, ref: str) -> EditOutcome:
         """Stop keeping a pinned statement; later syntheses state it only when the pairs do."""
-        found, _ = self._find(user_id, ref)
+        found = self._find(user_id, ref)
         if found.origin != "pinned":
             raise InvalidPreference(f"statement {found.id}: it is not pinned ({found.origin})")
         return self._commit(user_id, "unpinned", found, [], [found.id])
@@ -143,22 +138,15 @@ class StatementEdits(PersonaVersions):
 
     def remove_statement(self, user_id: str, ref: str) -> EditOutcome:
         """Strike a statement out: an added one goes; any other stays out until new pairs argue for it."""
-        found, _ = self._find(user_id, ref)
+        found = self._find(user_id, ref)
         if found.origin == "added":
             return self._commit(user_id, "removed", found, [], [found.id])
         scope = self._scope(user_id)
         pair_ids = tuple(
             sorted(row.metadata["pair_id"] for row in self._get(self._pairs, scope, documents=False))
         )
-        edit = self._edit(
-            kind="removed",
-            text=found.text,
-            feature=found.feature,
-            direction=found.direction,
-            condition=found.condition,
-            pair_count=len(pair_ids),
-            pair_ids=pair_ids,
-        )
+        said = found.model_dump(include=_SAID)
+        edit = self._edit(kind="removed", pair_count=len(pair_ids), pair_ids=pair_ids, **said)
         return self._commit(user_id, "removed", edit, [edit])
 
     @staticmethod

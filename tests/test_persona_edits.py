@@ -356,3 +356,36 @@ def test_statement_routes_pin_add_remove_for_the_tokens_user_only() -> None:
         assert edit("pin", "1", bob).status_code == 404
         assert edit("pin", "1", None).status_code == 401
     assert len(memory.statement_edits("alice")) == 3 and memory.statement_edits("bob") == []
+
+
+def test_a_short_synthesized_statement_can_be_pinned_though_an_own_one_must_read_as_a_taste() -> None:
+    from agent.offline_persona import persona_text
+    from agent.records import Persona
+    from agent.statements import PreferenceStatement
+
+    memory = make_memory()
+    said = PreferenceStatement(
+        feature="hedging",
+        direction="less",
+        text="dislikes hedging",
+        weight=-0.6,
+        population_weight=0.4,
+        deviation=-1.0,
+        n_pairs=3,
+        pairs_shown=3,
+    )
+    memory.save_persona(
+        Persona(
+            user_id="sam",
+            text=persona_text([said], 3),
+            source="offline",
+            statements=(said.model_dump(mode="json"),),
+        )
+    )
+    outcome = memory.pin_statement("sam", "1")
+    assert outcome.persona is not None and outcome.persona.version == 2
+    assert "- dislikes hedging" in outcome.persona.text
+    assert memory.statement_edits("sam")[0].pin == ("hedging", "less")
+    with pytest.raises(InvalidPreference, match="is 2 words"):
+        memory.add_statement("sam", "metric units")
+    assert len(memory.statement_edits("sam")) == 1
