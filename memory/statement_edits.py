@@ -129,6 +129,8 @@ class StatementEdits(PersonaVersions):
         """Add a statement in the user's own words to every later persona."""
         edit = self._edit(kind="added", text=text)
         known = {item.id: item for item in self.listed_statements(user_id)}
+        if edit.id in known and known[edit.id].origin == "added":
+            raise InvalidPreference(f"statement {edit.id}: you added this already")
         if edit.id in known:
             raise InvalidPreference(
                 f"statement {edit.id}: the persona already says this ({known[edit.id].text[:60]!r}); "

@@ -388,4 +388,7 @@ def test_a_short_synthesized_statement_can_be_pinned_though_an_own_one_must_read
     assert memory.statement_edits("sam")[0].pin == ("hedging", "less")
     with pytest.raises(InvalidPreference, match="is 2 words"):
         memory.add_statement("sam", "metric units")
-    assert len(memory.statement_edits("sam")) == 1
+    memory.add_statement("sam", "I use metric units")
+    with pytest.raises(InvalidPreference, match="you added this already"):
+        memory.add_statement("sam", "i use  METRIC units.")
+    assert len(memory.statement_edits("sam")) == 2
