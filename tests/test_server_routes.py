@@ -75,6 +75,8 @@ ROUTES = [
     ("DELETE", "/memory"),
     ("POST", "/memory/persona/rollback"),
     ("POST", "/memory/pairs/import"),
+    ("GET", "/memory/start"),
+    ("POST", "/memory/start"),
 ]
 
 
