@@ -11,11 +11,11 @@ user named in the run context (`ChatContext.user_id`)::
 
 1. `record_feedback` turns feedback on the previous turn into stored pairs (source "explicit"):
    ``{"choice": i}`` pairs candidate ``i`` against every other candidate of that turn and makes
-   it the conversation's reply to that turn; ``{"chosen", "rejected"[, "context"]}`` stores one
-   pair. It then decides whether a synthesis is due: with no persona yet, once the user has
-   ``first_synthesis_at`` pairs (5); with one, once ``resynthesize_every`` pairs (3) arrived
-   after it. After a failed, rejected or skipped synthesis the next attempt waits for another
-   ``resynthesize_every`` pairs (counted per thread), so a failing model is not retried each turn.
+   it the conversation's reply; ``{"chosen", "rejected"[, "context"]}`` stores one pair, and
+   ``{"quiz": {"question", "choice"}}`` an answer to the starting quiz (`agent.starting`). A
+   synthesis is due with no persona learnt from pairs (none, or a starting archetype's) at
+   ``first_synthesis_at`` pairs (5), else once ``resynthesize_every`` (3) more arrived; after a
+   failed, rejected or skipped one, at ``resynthesize_every`` more (per thread), not each turn.
 2. `load_persona` fixes the conversation this turn answers (its last ``max_context_turns``
    turns) with the persona `record_feedback` read (or `synthesize_persona`, after an inline
    synthesis).
@@ -87,6 +87,7 @@ from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.formats import describe_validation_error
 from agent.records import Demo, Limits, Persona, PreferencePair
+from agent.starting import is_archetype_persona, quiz_answer
 from agent.synthesis import PersonaSynthesizer, SynthesizeMe
 from graphs import synthesis
 from graphs.judges import JudgeFactory, LLMJudges
@@ -162,6 +163,8 @@ def feedback_pairs(
     feedback: Feedback, state: ChatState, user_id: str, limits: Limits
 ) -> tuple[list[PreferencePair], str | None]:
     """Turn feedback into pairs; return them and the picked reply (None for an explicit pair)."""
+    if "quiz" in feedback:  # an answer to the starting quiz: its pair comes from the quiz itself
+        return [quiz_answer(feedback, user_id, limits)], None
     has_choice = feedback.get("choice") is not None
     has_pair = feedback.get("chosen") is not None or feedback.get("rejected") is not None
     if has_choice == has_pair:
@@ -287,7 +290,7 @@ class ChatNodes:
         due = synthesis_due(
             total=counts.total,
             since_persona=counts.since_persona,
-            has_persona=counts.persona is not None,
+            has_persona=counts.persona is not None and not is_archetype_persona(counts.persona),
             retry_after=state.get("synthesis_retry_after"),
             options=self.options,
         )
@@ -307,11 +310,8 @@ class ChatNodes:
         return update
 
     async def load_persona(self, state: ChatState) -> dict[str, Any]:
-        """Fix the conversation this turn answers.
-
-        The persona in the state is current: `record_feedback` read it at the start of this run,
-        and `synthesize_persona` reads it again after an inline synthesis.
-        """
+        """Fix the conversation this turn answers, judged with the persona `record_feedback` read
+        this run (or `synthesize_persona` read again after an inline synthesis): the current one."""
         max_turns = min(self.options.max_context_turns, self.memory.limits.max_context_turns)
         context = turns_of(state.get("messages") or [])[-max_turns:]
         if not context or context[-1].role != "user":

@@ -53,18 +53,28 @@ class TurnDict(TypedDict):
     content: str
 
 
+class QuizAnswer(TypedDict):
+    """A pick in the starting quiz: the question's key and the 0-based index of the reply picked."""
+
+    question: str
+    choice: int
+
+
 class Feedback(TypedDict, total=False):
     """The user's verdict on the previous turn: a pick among its candidates, or an explicit pair.
 
     ``choice`` is the 0-based index of the preferred reply in the state's ``candidates``; the
     chosen reply is paired against every other candidate. ``chosen`` and ``rejected`` give one
     pair directly; its context is ``context`` when given, else the previous turn's context.
+    ``quiz`` (alone) answers one starting-quiz question (`agent.starting`): its pair is built from
+    the quiz, marked as a quiz answer.
     """
 
     choice: int
     chosen: str
     rejected: str
     context: list[TurnDict]
+    quiz: QuizAnswer
 
 
 class RankedView(TypedDict):

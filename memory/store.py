@@ -9,6 +9,7 @@
 - `memory.personas`: append-only persona versions and their demos (`PersonaVersions`);
 - `memory.leases`: one synthesis of a user at a time across processes (`Leases`);
 - `memory.statement_edits`: the statements the user pinned, added or removed (`StatementEdits`).
+- `memory.starts`: the archetype a user chose to start from (`StartingChoices`).
 
 This module adds what spans them: counting a user's pairs against their current persona (every
 chat turn asks), and deleting, exporting and importing everything about a user.
@@ -20,6 +21,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -31,6 +34,7 @@ from memory.leases import Leases
 from memory.pairs import ANNOTATION_KEYS, PairRecords
 from memory.retrieval import PairRetrieval
 from memory.scope import micros, pair_of
+from memory.starts import StartChoice, StartingChoices
 from memory.statement_edits import StatementEdits
 from memory.vector_cache import LOCAL_REVISIONS
 
@@ -44,7 +48,7 @@ class PairCounts:
     persona: Persona | None
 
 
-class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
+class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases, StartingChoices):
     """Per-user memory of preference pairs, persona versions and demos, in Chroma."""
 
     def pair_counts(self, user_id: str) -> PairCounts:
@@ -72,7 +76,7 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
         return counts
 
     def export_user(self, user_id: str) -> str:
-        """Return everything about a user as JSONL: pairs, then one line per persona version and per edit."""
+        """Return everything about a user as JSONL: pairs, persona versions, the start, statement edits."""
         scope = self._scope(user_id)
         rows = self._get(self._pairs, scope)
         personas = self.persona_history(user_id)
@@ -100,6 +104,9 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
                 "demos": demos,
             }
             lines.append(json.dumps(line, ensure_ascii=False))
+        start = self.starting_choice(user_id)
+        if start is not None:
+            lines.append(json.dumps({"kind": "start", **start.to_json()}))
         for edit in edits:
             record = {"kind": "statement_edit", "edit": edit.model_dump(mode="json")}
             lines.append(json.dumps(record, ensure_ascii=False))
@@ -125,6 +132,8 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
             for record in records
             if isinstance(record, dict) and "kind" in record and record["kind"] != "statement_edit"
         ]
+        start_records = [record for record in persona_records if record["kind"] == "start"]
+        persona_records = [record for record in persona_records if record["kind"] != "start"]
         owners = (
             {user_id}
             if user_id
@@ -172,6 +181,7 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
                 raise InvalidPreference(
                     f"statement edit {position}: {describe_validation_error(exc)}"
                 ) from None
+        start = _start_of(start_records)
         added = self.add_pairs(owner, pairs)
         if notes:
             self.annotate_pairs(owner, notes)
@@ -187,7 +197,24 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases):
                 current = stored
         if current is not None and self._current_version(scope) != current.version:
             self._set_current(scope, current.version)
+        if start is not None:
+            self.record_start(owner, start.archetype, start.chosen_at)
         counts = {"pairs": len(added), "personas": imported}
         if edits:
             counts["statement_edits"] = self.import_statement_edits(owner, edits)
         return counts
+
+
+def _start_of(records: list[dict[str, Any]]) -> StartChoice | None:
+    """Validate an export's starting-archetype line (the last one counts), or None without one."""
+    if not records:
+        return None
+    record = records[-1]
+    archetype, chosen_at = record.get("archetype"), record.get("chosen_at")
+    if not isinstance(archetype, str) or not archetype.strip() or len(archetype) > 64:
+        raise InvalidPreference("start record: archetype must be a key of 1-64 characters")
+    try:
+        when = datetime.fromisoformat(str(chosen_at))
+    except ValueError:
+        raise InvalidPreference(f"start record: chosen_at {str(chosen_at)[:40]!r}: not an ISO time") from None
+    return StartChoice(archetype, when if when.tzinfo else when.replace(tzinfo=UTC))
