@@ -168,9 +168,9 @@ async def test_an_edit_equal_to_the_reply_and_a_regenerate_with_a_message_are_re
     memory = make_memory()
     graph, _ = make_graph(memory)
     reply = (await say(graph, "alice", QUESTION))["messages"][-1].text
-    with pytest.raises(InvalidPreference, match="feedback.edited: is the same as the previous reply"):
+    with pytest.raises(InvalidPreference, match=r"feedback\.edited: is the same as the previous reply"):
         await give(graph, "alice", {"edited": reply + "  "})
-    with pytest.raises(InvalidPreference, match="feedback.regenerate: send it on its own"):
+    with pytest.raises(InvalidPreference, match=r"feedback\.regenerate: send it on its own"):
         await graph.ainvoke(
             {"feedback": {"regenerate": True}, "messages": [HumanMessage("And?")]},
             run_config(),
