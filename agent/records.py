@@ -40,7 +40,7 @@ SOURCE_WEIGHTS: dict[str, float] = {
     "regenerate": 0.3,
 }
 PAIR_SOURCES: tuple[str, ...] = get_args(PairSource)
-PersonaSource = Literal["llm", "offline"]
+PersonaSource = Literal["llm", "offline", "archetype"]
 MetadataValue = str | int | float | bool
 
 
@@ -340,7 +340,9 @@ class Persona(BaseModel):
     )
     reasoning: tuple[Reasoning, ...] = ()
     source: PersonaSource = Field(
-        "llm", description="What wrote it: SynthesizeMe (llm) or the personal reward model (offline)."
+        "llm",
+        description="What wrote it: SynthesizeMe (llm), the personal reward model (offline), or a "
+        "starting archetype the user chose before their pairs said much (archetype).",
     )
     statements: tuple[dict[str, Any], ...] = Field(
         (),

@@ -11,15 +11,15 @@ user named in the run context (`ChatContext.user_id`)::
 
 1. `record_feedback` applies feedback on the previous turn (`graphs.feedback`): ``{"choice": i}``
    pairs candidate ``i`` against every other candidate of that turn and makes it the
-   conversation's reply to that turn; ``{"chosen", "rejected"[, "context"]}`` stores one pair
-   (both source "explicit"); ``{"edited": text}`` makes the user's text the reply and stores it
-   over the original (source "edit"); ``{"regenerate": true}`` takes the reply back, so the run
-   answers the same message again, and the reply the user keeps is stored over the ones they
-   turned down once they send their next message (source "regenerate"). It then decides
-   whether a synthesis is due: with no persona yet, once the user has ``first_synthesis_at``
-   pairs (5); with one, once ``resynthesize_every`` pairs (3) arrived after it. After a failed,
-   rejected or skipped synthesis the next attempt waits for another ``resynthesize_every`` pairs
-   (counted per thread), so a failing model is not retried each turn.
+   conversation's reply; ``{"chosen", "rejected"[, "context"]}`` stores one pair, and
+   ``{"quiz": {"question", "choice"}}`` an answer to the starting quiz (`agent.starting`), all
+   source "explicit"; ``{"edited": text}`` makes the user's text the reply and stores it over the
+   original (source "edit"); ``{"regenerate": true}`` takes the reply back, so the run answers
+   the same message again, and the reply the user keeps is stored over the ones they turned down
+   once they send their next message (source "regenerate"). A synthesis is due with no persona
+   learnt from pairs (none, or a starting archetype's) at ``first_synthesis_at`` pairs (5), else
+   once ``resynthesize_every`` (3) more arrived; after a failed, rejected or skipped one, at
+   ``resynthesize_every`` more (per thread), not each turn.
 2. `load_persona` fixes the conversation this turn answers (its last ``max_context_turns``
    turns) with the persona `record_feedback` read (or `synthesize_persona`, after an inline
    synthesis).
@@ -90,6 +90,7 @@ from agent.demo_sets import merge_demos
 from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
 from agent.records import Demo, Persona
+from agent.starting import is_archetype_persona
 from agent.synthesis import PersonaSynthesizer, SynthesizeMe
 from graphs import synthesis
 from graphs.feedback import apply_feedback, redone_replies
@@ -220,7 +221,7 @@ class ChatNodes:
         due = synthesis_due(
             total=counts.total,
             since_persona=counts.since_persona,
-            has_persona=counts.persona is not None,
+            has_persona=counts.persona is not None and not is_archetype_persona(counts.persona),
             retry_after=state.get("synthesis_retry_after"),
             options=self.options,
         )
@@ -242,11 +243,8 @@ class ChatNodes:
         return update
 
     async def load_persona(self, state: ChatState) -> dict[str, Any]:
-        """Fix the conversation this turn answers.
-
-        The persona in the state is current: `record_feedback` read it at the start of this run,
-        and `synthesize_persona` reads it again after an inline synthesis.
-        """
+        """Fix the conversation this turn answers, judged with the persona `record_feedback` read
+        this run (or `synthesize_persona` read again after an inline synthesis): the current one."""
         max_turns = min(self.options.max_context_turns, self.memory.limits.max_context_turns)
         context = turns_of(state.get("messages") or [])[-max_turns:]
         if not context or context[-1].role != "user":

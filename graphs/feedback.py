@@ -2,8 +2,9 @@
 
 One kind of feedback per input (`graphs.state.Feedback`); `record_feedback` applies it:
 
-- ``choice`` (a pick among the turn's candidates) and ``chosen`` + ``rejected`` (one pair) are
-  stated preferences, stored at once with source ``explicit``. A pick becomes the turn's reply.
+- ``choice`` (a pick among the turn's candidates), ``chosen`` + ``rejected`` (one pair) and
+  ``quiz`` (an answer to the starting quiz, `agent.starting`) are stated preferences, stored at
+  once with source ``explicit``. A pick becomes the turn's reply.
 - ``edited``: the user rewrote the previous reply. The reply becomes their text and one pair
   (chosen = their text, rejected = the original reply, source ``edit``) is stored at once.
 - ``regenerate`` (true): the user asked for another reply to the same message. The reply is
@@ -32,6 +33,7 @@ from pydantic import ValidationError
 from agent.errors import InvalidPreference
 from agent.formats import describe_validation_error
 from agent.records import Limits, MetadataValue, PairSource, PreferencePair
+from agent.starting import quiz_answer
 from graphs.state import ChatState, Feedback, RedoneView, awaits_reply, turns_from
 
 logger = logging.getLogger(__name__)
@@ -42,8 +44,11 @@ FEEDBACK_KINDS: dict[str, frozenset[str]] = {
     "pair": frozenset({"chosen", "rejected", "context"}),
     "regenerate": frozenset({"regenerate"}),
     "edited": frozenset({"edited"}),
+    "quiz": frozenset({"quiz"}),
 }
-_ONE_KIND = "give either 'choice', both 'chosen' and 'rejected', 'regenerate' or 'edited' (one per input)"
+_ONE_KIND = (
+    "give either 'choice', both 'chosen' and 'rejected', 'quiz', 'regenerate' or 'edited' (one per input)"
+)
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ def apply_feedback(state: ChatState, user_id: str, limits: Limits) -> FeedbackEf
     update: dict[str, Any] = {}
     if kind == "edited":
         pairs, update = edit_reply(feedback, state, user_id, limits, metadata)
+    elif kind == "quiz":
+        pairs = [quiz_answer(feedback, user_id, limits)]
     elif kind is not None:
         pairs, picked = stated_pairs(feedback, state, user_id, limits, metadata)
         if picked is not None:
@@ -85,6 +92,8 @@ def feedback_kind(feedback: Mapping[str, Any]) -> str:
     unknown = sorted(set(feedback) - set().union(*FEEDBACK_KINDS.values()))
     if unknown:
         raise InvalidPreference(f"feedback: unknown key {unknown[0][:40]!r}; {_ONE_KIND}")
+    if feedback.get("quiz") is not None:  # a quiz answer names what else came with it
+        return "quiz"
     given = [
         kind for kind, keys in FEEDBACK_KINDS.items() if any(feedback.get(key) is not None for key in keys)
     ]

@@ -53,6 +53,13 @@ class TurnDict(TypedDict):
     content: str
 
 
+class QuizAnswer(TypedDict):
+    """A pick in the starting quiz: the question's key and the 0-based index of the reply picked."""
+
+    question: str
+    choice: int
+
+
 class Feedback(TypedDict, total=False):
     """The user's verdict on the previous turn; exactly one kind per input.
 
@@ -61,6 +68,8 @@ class Feedback(TypedDict, total=False):
     pair directly; its context is ``context`` when given, else the previous turn's context.
     ``regenerate`` (true) asks for another reply to the same message; ``edited`` is the user's
     rewrite of the previous reply (see `graphs.feedback`).
+    ``quiz`` (alone) answers one starting-quiz question (`agent.starting`): its pair is built from
+    the quiz, marked as a quiz answer.
     """
 
     choice: int
@@ -69,6 +78,7 @@ class Feedback(TypedDict, total=False):
     context: list[TurnDict]
     regenerate: bool
     edited: str
+    quiz: QuizAnswer
 
 
 class RedoneView(TypedDict):

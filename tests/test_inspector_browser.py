@@ -358,6 +358,24 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
             )
             assert page.evaluate("document.querySelectorAll('#pairs-body tr[data-pair-id]').length") == 0
             assert page.evaluate("document.getElementById('persona-empty').hidden") is False
+            assert page.evaluate("document.getElementById('persona-start').hidden") is True
+
+            # Dave starts from an archetype: its persona shows at once, with where it came from.
+            dave = {"Authorization": "Bearer other-user-token"}
+            chosen = httpx.post(f"{server.url}/memory/start", json={"archetype": "concise"}, headers=dave)
+            assert chosen.status_code == 201, chosen.text
+            page.call("Page.navigate", url=f"{server.url}/inspector#token=other-user-token")
+            page.wait_for("document.body.dataset.loaded === 'true'")
+            page.wait_for("!document.getElementById('persona-start').hidden")
+            assert "prefers shorter replies" in page.evaluate(
+                "document.getElementById('persona-text').textContent"
+            )
+            assert "a starting archetype you chose" in page.evaluate(
+                "document.getElementById('persona-meta').textContent"
+            )
+            assert "Started from the archetype \u201cconcise\u201d" in page.evaluate(
+                "document.getElementById('persona-start').textContent"
+            )
 
             # A wrong token shows an error instead of any memory.
             page.call("Page.navigate", url=f"{server.url}/inspector#token=not-a-real-token")

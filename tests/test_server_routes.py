@@ -75,6 +75,8 @@ ROUTES = [
     ("DELETE", "/memory"),
     ("POST", "/memory/persona/rollback"),
     ("POST", "/memory/pairs/import"),
+    ("GET", "/memory/start"),
+    ("POST", "/memory/start"),
 ]
 
 
@@ -191,6 +193,7 @@ def test_persona_route_shows_current_and_history_and_rollback_moves_current(
         "current_version": None,
         "current": None,
         "history": [],
+        "start": None,
     }
     ids = tuple(_fill(store, "alice", 3))
     store.save_persona(_persona("alice", "Prefers short answers.", ids))

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from agent.records import Persona
     from graphs.state import SynthesisOutcome
     from memory.store import PreferenceStore
+    from persona_agent.commands.starting import ChatStart
     from persona_agent.learnt import Learnt
     from persona_agent.settings import CheckpointDurability, Settings
 
@@ -30,7 +31,7 @@ HELP = (
     "as the one you prefer (this teaches the assistant), /retry asks for another reply (going on "
     "with it teaches a weak preference), /edit TEXT rewrites the last reply (/edit alone: type it "
     "over several lines, end with a line holding only '.'), /persona shows what it has learned and "
-    "any update in progress, /quit ends."
+    "any update in progress, /start picks a starting persona or asks three quick questions, /quit ends."
 )
 EDIT_END = "."  # the line that ends a multi-line /edit
 _REPLY_NODES = ("judge_replies", "__error_handler__judge_replies", "__error_handler__draft_replies")
@@ -55,6 +56,7 @@ def chat(
 
 async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
     from persona_agent import factory
+    from persona_agent.commands.starting import ChatStart
     from persona_agent.learnt import learnt
 
     console = Console()
@@ -86,8 +88,10 @@ async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
                 max_pairs=settings.max_pairs_per_synthesis,
             ),
         )
+        session.start = ChatStart(console, store, user_id, session.learn_from, settings.first_synthesis_at)
         console.print(f"[bold]persona-agent chat[/] — {settings.model_label} — {user_id}, thread {thread_id}")
         console.print(HELP)
+        await session.start.offer()
         try:
             while True:
                 try:
@@ -189,6 +193,7 @@ class _Session:
         self.update: asyncio.Task[None] | None = None
         self.stage = ("", "")
         self.update_started = 0.0
+        self.start: ChatStart | None = None  # `/start`: starting personas and the quiz
 
     @property
     def updating(self) -> bool:
@@ -207,6 +212,8 @@ class _Session:
 
         command, _, argument = line.partition(" ")
         try:
+            if self.start is not None and await self.start.answer(line):
+                return  # an answer to the starting quiz
             if command == "/help":
                 self.console.print(HELP)
             elif command == "/candidates":
@@ -219,6 +226,8 @@ class _Session:
                 await self.edit(argument.strip())
             elif command == "/persona":
                 await self.show_persona()
+            elif command == "/start" and self.start is not None:
+                await self.start.handle(argument.strip())
             elif command.startswith("/"):
                 self.console.print(f"[red]Unknown command {command}.[/] {HELP}")
             else:
@@ -299,6 +308,12 @@ class _Session:
         if outcome["status"] == "accepted":
             return f"[green]Persona updated to v{outcome['persona_version']}[/] ({outcome['detail']})."
         return f"[yellow]Persona not updated: {outcome['status']}[/] ({outcome['detail']})."
+
+    async def learn_from(self, graph_input: dict[str, Any]) -> dict[str, Any]:
+        """Run feedback through the graph; start a persona update when it made one due."""
+        state = await self._run(graph_input)
+        self._start_update_if_due(state)
+        return state
 
     async def send(self, text: str) -> None:
         """Send a chat message and show the chosen reply."""

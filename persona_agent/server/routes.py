@@ -102,6 +102,7 @@ async def get_persona(request: Request, user_id: str, resources: ServerResources
             "current_version": current.version if current else None,
             "current": _persona_json(current) if current else None,
             "history": [_persona_json(persona) for persona in history],
+            "start": start.to_json() if (start := store.starting_choice(user_id)) else None,
         }
 
     return JSONResponse(await asyncio.to_thread(read))
@@ -269,6 +270,31 @@ async def rollback_persona(request: Request, user_id: str, resources: ServerReso
     )
 
 
+async def get_start(request: Request, user_id: str, resources: ServerResources) -> Response:
+    """Return the archetypes a user may start from, their choice, whether it is offered, and the quiz."""
+    from persona_agent.starting import starting_view
+
+    first = resources.settings.first_synthesis_at
+    return JSONResponse(await asyncio.to_thread(starting_view, resources.store, user_id, first))
+
+
+async def choose_start(request: Request, user_id: str, resources: ServerResources) -> Response:
+    """Start the caller from an archetype: a persona at once, and an offline judge that starts there."""
+    from persona_agent.starting import start_from_archetype
+
+    try:
+        payload = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidPreference('body: must be JSON like {"archetype": "concise"}') from None
+    key = payload.get("archetype") if isinstance(payload, dict) else None
+    if not isinstance(key, str) or not key:
+        raise InvalidPreference('archetype: give an archetype key, as in {"archetype": "concise"}')
+    persona, choice = await asyncio.to_thread(start_from_archetype, resources.store, user_id, key)
+    return JSONResponse(
+        {"user_id": user_id, "chosen": choice.to_json(), "current": _persona_json(persona)}, status_code=201
+    )
+
+
 # --- inspector page ----------------------------------------------------------------------------
 _STATIC_FILES = {
     "inspector.html": "text/html; charset=utf-8",
@@ -306,6 +332,8 @@ def create_app(resources: ServerResources) -> Starlette:
             route("/memory/persona", get_persona, "GET"),
             route("/memory/persona/rollback", rollback_persona, "POST"),
             route("/memory/learnt", get_learnt, "GET"),
+            route("/memory/start", get_start, "GET"),
+            route("/memory/start", choose_start, "POST"),
             route("/memory/pairs", list_pairs, "GET"),
             route("/memory/pairs/import", import_pairs, "POST"),
             route("/memory/demos", retrieve_demos, "GET"),

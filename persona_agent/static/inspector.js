@@ -55,7 +55,14 @@ function renderPersona(data) {
       " from " + current.pair_ids.length + " pairs · validation accuracy " + fmtPct(current.val_accuracy) +
       " (before: " + fmtPct(current.baseline_val_accuracy) + ") · " +
       current.verified_reasoning + " verified reasonings · " + current.demo_pair_ids.length + " demos · " +
-      (current.source === "offline" ? "written by the offline reward model" : "written by " + (current.model || "an LLM"));
+      (current.source === "offline" ? "written by the offline reward model"
+        : current.source === "archetype" ? "a starting archetype you chose, until one is learnt from your pairs"
+        : "written by " + (current.model || "an LLM"));
+  }
+  $("persona-start").hidden = !data.start;
+  if (data.start) {
+    $("persona-start").textContent = "Started from the archetype \u201c" + data.start.archetype + "\u201d (chosen " +
+      fmtTime(data.start.chosen_at) + "): the offline judge starts from it and your picks move it.";
   }
   drawAccuracyChart(data.history, data.current_version);
   const body = $("history-body");
