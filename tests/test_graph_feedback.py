@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
 
 from agent.errors import InvalidPreference
 from agent.records import Turn
@@ -73,6 +73,19 @@ async def test_the_newest_kept_reply_is_preferred_to_every_reply_asked_to_be_red
     assert {pair.chosen for pair in pairs} == {kept}
     assert sorted(pair.rejected for pair in pairs) == sorted([original, second])
     assert {(pair.source, pair.weight) for pair in pairs} == {("regenerate", 0.3)}
+
+
+async def test_when_every_draft_repeats_a_turned_down_reply_the_apology_is_never_paired() -> None:
+    memory = make_memory()
+    graph, _ = make_graph(memory)  # 3 candidates, the same 3 drafts each time
+    await say(graph, "alice", QUESTION)
+    await give(graph, "alice", {"regenerate": True})
+    await give(graph, "alice", {"regenerate": True})
+    state = await give(graph, "alice", {"regenerate": True})
+    assert state["reply_fallback"] and "other than those to redo" in state["reply_fallback"]
+    assert len(state["redone"]["replies"]) == 3
+    await say(graph, "alice", "Never mind.")
+    assert memory.count_pairs("alice") == 0
 
 
 async def test_a_pick_after_a_regenerate_stores_stated_pairs_only() -> None:
@@ -181,11 +194,15 @@ async def test_an_edit_equal_to_the_reply_and_a_regenerate_with_a_message_are_re
 
 async def test_a_regenerate_streams_through_drafting_and_judging() -> None:
     graph, _ = make_graph(make_memory())
-    await say(graph, "alice", QUESTION)
-    nodes = []
+    shown = (await say(graph, "alice", QUESTION))["messages"][-1]
+    nodes, updates = [], {}
     async for update in graph.astream(
         {"feedback": {"regenerate": True}}, run_config(), context={"user_id": "alice"}, stream_mode="updates"
     ):
         nodes += list(update)
+        updates.update(update)
     assert nodes[:2] == ["record_feedback", "load_persona"] and nodes[-1] == "judge_replies"
+    # a client sees the reply taken back first, then the new one
+    (removed,) = updates["record_feedback"]["messages"]
+    assert isinstance(removed, RemoveMessage) and removed.id == shown.id
     assert set(nodes[2:4]) == {"draft_replies", "retrieve_demos"}
