@@ -13,7 +13,7 @@ import json
 import re
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -39,6 +39,7 @@ SOURCE_WEIGHTS: dict[str, float] = {
     "edit": 0.5,
     "regenerate": 0.3,
 }
+PAIR_SOURCES: tuple[str, ...] = get_args(PairSource)
 PersonaSource = Literal["llm", "offline", "archetype"]
 MetadataValue = str | int | float | bool
 
@@ -284,6 +285,11 @@ class PreferencePair(BaseModel):
     def weight(self) -> float:
         """Return how much this pair counts in a fit (`SOURCE_WEIGHTS` by its source)."""
         return SOURCE_WEIGHTS[self.source]
+
+    @property
+    def inferred(self) -> bool:
+        """True when the preference is inferred from what the user did (an edit, a regenerate), not picked."""
+        return self.weight < SOURCE_WEIGHTS["explicit"]
 
     @property
     def query(self) -> str:

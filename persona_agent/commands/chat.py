@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -28,10 +28,13 @@ if TYPE_CHECKING:
 
 HELP = (
     "Type a message to chat. Commands: /candidates shows every drafted reply, /pick N keeps reply N "
-    "as the one you prefer (this teaches the assistant), /persona shows what it has learned and any "
-    "update in progress (/persona pin|unpin|remove N, /persona add TEXT keep your own statements), "
+    "as the one you prefer (this teaches the assistant), /retry asks for another reply (going on "
+    "with it teaches a weak preference), /edit TEXT rewrites the last reply (/edit alone: type it "
+    "over several lines, end with a line holding only '.'), /persona shows what it has learned and "
+    "any update in progress (/persona pin|unpin|remove N, /persona add TEXT keep your own statements), "
     "/start picks a starting persona or asks three quick questions, /quit ends."
 )
+EDIT_END = "."  # the line that ends a multi-line /edit
 _REPLY_NODES = ("judge_replies", "__error_handler__judge_replies", "__error_handler__draft_replies")
 
 
@@ -77,6 +80,7 @@ async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
             thread_id,
             settings.checkpoint_durability,
             notify=reader.notify,
+            read=reader.read,
             measure=lambda persona: learnt(
                 store,
                 user_id,
@@ -171,9 +175,11 @@ class _Session:
         durability: CheckpointDurability,
         *,
         notify: Callable[[str], None],
+        read: Callable[[Callable[[], str]], Awaitable[str]] | None = None,
         measure: Callable[[Persona], Learnt] | None = None,
     ) -> None:
         self.console = console
+        self.read = read  # reads further lines (a multi-line /edit)
         # what the offline reward model measures, shown beside a persona an LLM wrote
         self.measure = measure
         self.graph = graph
@@ -215,6 +221,10 @@ class _Session:
                 await self.show_candidates()
             elif command == "/pick":
                 await self.pick(argument.strip())
+            elif command == "/retry":
+                await self.retry()
+            elif command == "/edit":
+                await self.edit(argument.strip())
             elif command == "/persona" and argument.strip():
                 await self.edit_persona(argument.strip())
             elif command == "/persona":
@@ -293,7 +303,7 @@ class _Session:
         if not messages:
             return
         count = len(values.get("candidates", [])) or len(values.get("ranking", []))
-        subtitle = f"best of {count} · /candidates · /pick N" if count > 1 else None
+        subtitle = f"best of {count} · /candidates · /pick N · /retry · /edit" if count > 1 else None
         self.console.print(Panel(str(messages[-1].content), title="assistant", subtitle=subtitle))
 
     @staticmethod
@@ -312,7 +322,40 @@ class _Session:
         """Send a chat message and show the chosen reply."""
         from langchain_core.messages import HumanMessage
 
-        self._start_update_if_due(await self._run({"messages": [HumanMessage(text)]}))
+        state = await self._run({"messages": [HumanMessage(text)]})
+        if state.get("pairs_added"):  # the user went on after a /retry: they kept the new reply
+            self.console.print(
+                f"Stored {len(state['pairs_added'])} weak preference pair(s): the reply you kept over "
+                f"the one(s) you asked to redo; you have {state.get('pair_count', 0)} in all."
+            )
+        self._start_update_if_due(state)
+
+    async def retry(self) -> None:
+        """Ask for another reply to the last message; going on with it stores a weak preference."""
+        await self._run({"feedback": {"regenerate": True}})
+        self.console.print(
+            "Another reply to your message. Send your next message to keep it (this teaches the "
+            "assistant a weak preference over the one you asked to redo), or /retry again."
+        )
+
+    async def edit(self, text: str) -> None:
+        """Rewrite the last reply; the rewrite is stored as preferred to the original at once."""
+        if not text and self.read is not None:
+            self.console.print(f"Type the reply as it should read; end with a line of only {EDIT_END!r}.")
+            lines: list[str] = []
+            try:
+                while (line := await self.read(lambda: "[dim]edit>[/] ")) != EDIT_END:
+                    lines.append(line)
+            except EOFError:  # the input ended before the edit did: nothing is stored
+                self.console.print("[red]Edit not finished; the reply stays as it was.[/]")
+                return
+            text = "\n".join(lines).strip()
+        after = await self._run({"feedback": {"edited": text}})
+        self.console.print(
+            f"Stored your edit over the original reply (an inferred preference); you have "
+            f"{after.get('pair_count', 0)} pairs in all. The conversation continues from your text."
+        )
+        self._start_update_if_due(after)
 
     async def show_candidates(self) -> None:
         """Show every candidate of the last turn with its judge score."""

@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from agent.errors import InvalidPreference, PersonaAgentError
+from agent.records import PAIR_SOURCES
 from persona_agent.server.resources import ServerResources
 from persona_agent.server.tokens import Unauthenticated
 
@@ -126,8 +127,8 @@ async def list_pairs(request: Request, user_id: str, resources: ServerResources)
     offset = _int_param(request, "offset", 0, low=0, high=10**9)
     limit = _int_param(request, "limit", 50, low=1, high=MAX_PAGE)
     source = request.query_params.get("source") or None
-    if source is not None and source not in ("explicit", "implicit", "import"):
-        raise InvalidPreference(f"source: must be explicit, implicit or import, got {source[:20]!r}")
+    if source is not None and source not in PAIR_SOURCES:
+        raise InvalidPreference(f"source: must be one of {', '.join(PAIR_SOURCES)}, got {source[:20]!r}")
 
     def read() -> dict[str, Any]:
         store = resources.store
@@ -139,6 +140,8 @@ async def list_pairs(request: Request, user_id: str, resources: ServerResources)
             pairs.append(
                 {
                     **pair.model_dump(mode="json"),
+                    "weight": pair.weight,
+                    "inferred": pair.inferred,
                     "default_judge_correct": note.get("default_judge_correct"),
                     "has_verified_reasoning": bool(note.get("has_verified_reasoning")),
                     "reasoning": note.get("reasoning"),
@@ -150,6 +153,7 @@ async def list_pairs(request: Request, user_id: str, resources: ServerResources)
             "offset": offset,
             "limit": limit,
             "source": source,
+            "sources": list(PAIR_SOURCES),
             "has_more": len(page) > limit,
             "pairs": pairs,
         }

@@ -292,7 +292,28 @@ function judgeBadges(pair) {
   return cell;
 }
 
+// A pair's source and weight in every fit; a preference inferred from what the user did (an edit,
+// a regenerate) counts less than a pick and is marked as such.
+function sourceCell(pair) {
+  const cell = el("td");
+  cell.append(el("div", pair.source), el("div", "weight " + pair.weight, "muted"));
+  if (pair.inferred) {
+    const badge = el("span", "inferred", "badge inferred");
+    badge.title = "Inferred from what you did, not a reply you picked: it counts less in every fit.";
+    cell.append(badge);
+  }
+  return cell;
+}
+
+// The source filter offers every source the server knows.
+function fillSources(sources) {
+  const select = $("source");
+  if (select.options.length > 1) return;
+  for (const source of sources) select.append(el("option", source));
+}
+
 function renderPairs(data) {
+  fillSources(data.sources);
   $("pair-count").textContent = "(" + data.total + ")";
   const body = $("pairs-body");
   body.replaceChildren();
@@ -301,7 +322,7 @@ function renderPairs(data) {
     row.dataset.pairId = pair.id;
     row.append(
       el("td", fmtTime(pair.created_at)),
-      el("td", pair.source),
+      sourceCell(pair),
       el("td", pair.context[pair.context.length - 1].content, "text"),
       el("td", pair.chosen, "text"),
       el("td", pair.rejected, "text"),
