@@ -13,7 +13,7 @@ import json
 import re
 from collections import Counter
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -39,7 +39,8 @@ SOURCE_WEIGHTS: dict[str, float] = {
     "edit": 0.5,
     "regenerate": 0.3,
 }
-PersonaSource = Literal["llm", "offline"]
+PAIR_SOURCES: tuple[str, ...] = get_args(PairSource)
+PersonaSource = Literal["llm", "offline", "archetype"]
 MetadataValue = str | int | float | bool
 
 
@@ -283,6 +284,11 @@ class PreferencePair(BaseModel):
         return SOURCE_WEIGHTS[self.source]
 
     @property
+    def inferred(self) -> bool:
+        """True when the preference is inferred from what the user did (an edit, a regenerate), not picked."""
+        return self.weight < SOURCE_WEIGHTS["explicit"]
+
+    @property
     def query(self) -> str:
         """The last user message: what the chosen and rejected replies answer."""
         return self.context[-1].content
@@ -334,7 +340,9 @@ class Persona(BaseModel):
     )
     reasoning: tuple[Reasoning, ...] = ()
     source: PersonaSource = Field(
-        "llm", description="What wrote it: SynthesizeMe (llm) or the personal reward model (offline)."
+        "llm",
+        description="What wrote it: SynthesizeMe (llm), the personal reward model (offline), or a "
+        "starting archetype the user chose before their pairs said much (archetype).",
     )
     statements: tuple[dict[str, Any], ...] = Field(
         (),

@@ -3,8 +3,9 @@
 - `graphs.chat`: answer each turn with the candidate the user's judge prefers; record feedback;
   re-synthesize the persona when enough new pairs arrived (inline or deferred).
 - `graphs.synthesis`: fit, gate and save a user's persona and demos from their stored pairs.
-- `graphs.state`: the graphs' JSON-plain state and run context; `graphs.judges`: which judge
-  ranks a turn; `graphs.retry`: which failures the declared retry policies retry.
+- `graphs.state`: the graphs' JSON-plain state and run context; `graphs.feedback`: what feedback
+  on a turn (a pick, a pair, an edit, a regenerate) stores and changes; `graphs.judges`: which
+  judge ranks a turn; `graphs.retry`: which failures the declared retry policies retry.
 
 Each module's `build_graph` is reached through its module (`graphs.chat.build_graph`,
 `graphs.synthesis.build_graph`); the names below are what callers pass to and read from them.

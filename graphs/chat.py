@@ -9,18 +9,23 @@ user named in the run context (`ChatContext.user_id`)::
     draft_replies or judge_replies failing after retries -> its error handler
           -> [synthesize_persona]** -> END
 
-1. `record_feedback` turns feedback on the previous turn into stored pairs (source "explicit"):
-   ``{"choice": i}`` pairs candidate ``i`` against every other candidate of that turn and makes
-   it the conversation's reply to that turn; ``{"chosen", "rejected"[, "context"]}`` stores one
-   pair. It then decides whether a synthesis is due: with no persona yet, once the user has
-   ``first_synthesis_at`` pairs (5); with one, once ``resynthesize_every`` pairs (3) arrived
-   after it. After a failed, rejected or skipped synthesis the next attempt waits for another
-   ``resynthesize_every`` pairs (counted per thread), so a failing model is not retried each turn.
+1. `record_feedback` applies feedback on the previous turn (`graphs.feedback`): ``{"choice": i}``
+   pairs candidate ``i`` against every other candidate of that turn and makes it the
+   conversation's reply; ``{"chosen", "rejected"[, "context"]}`` stores one pair, and
+   ``{"quiz": {"question", "choice"}}`` an answer to the starting quiz (`agent.starting`), all
+   source "explicit"; ``{"edited": text}`` makes the user's text the reply and stores it over the
+   original (source "edit"); ``{"regenerate": true}`` takes the reply back, so the run answers
+   the same message again, and the reply the user keeps is stored over the ones they turned down
+   once they send their next message (source "regenerate"). A synthesis is due with no persona
+   learnt from pairs (none, or a starting archetype's) at ``first_synthesis_at`` pairs (5), else
+   once ``resynthesize_every`` (3) more arrived; after a failed, rejected or skipped one, at
+   ``resynthesize_every`` more (per thread), not each turn.
 2. `load_persona` fixes the conversation this turn answers (its last ``max_context_turns``
    turns) with the persona `record_feedback` read (or `synthesize_persona`, after an inline
    synthesis).
 3. `draft_replies` drafts ``candidates`` replies, each with its own style hint and seed,
-   conditioned on the persona when there is one. At the same time `retrieve_demos` gives, when
+   conditioned on the persona when there is one (on a regenerate, with new seeds and without
+   the replies the user asked to redo). At the same time `retrieve_demos` gives, when
    there is a persona, the demos the synthesis chose for it on val, then up to ``demo_k`` more
    of the user's stored pairs retrieved for the new message: only the judge needs them, so the
    query embedding and the store reads run while the model drafts.
@@ -70,35 +75,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage
 from langgraph.errors import NodeError
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Checkpointer, RetryPolicy
-from pydantic import ValidationError
 
 from agent.demo_sets import merge_demos
 from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
-from agent.formats import describe_validation_error
-from agent.records import Demo, Limits, Persona, PreferencePair
+from agent.records import Demo, Persona
+from agent.starting import is_archetype_persona
 from agent.synthesis import PersonaSynthesizer, SynthesizeMe
 from graphs import synthesis
+from graphs.feedback import apply_feedback, redone_replies
 from graphs.judges import JudgeFactory, LLMJudges
 from graphs.retry import is_transient
 from graphs.state import (
     ChatContext,
     ChatState,
-    Feedback,
     PersonaView,
     RankedView,
     SynthesisMode,
     SynthesisOutcome,
+    awaits_reply,
     demo_from_state,
     persona_view,
     ranking_view,
@@ -158,58 +163,6 @@ def synthesis_due(
     return due
 
 
-def feedback_pairs(
-    feedback: Feedback, state: ChatState, user_id: str, limits: Limits
-) -> tuple[list[PreferencePair], str | None]:
-    """Turn feedback into pairs; return them and the picked reply (None for an explicit pair)."""
-    has_choice = feedback.get("choice") is not None
-    has_pair = feedback.get("chosen") is not None or feedback.get("rejected") is not None
-    if has_choice == has_pair:
-        raise InvalidPreference("feedback: give either 'choice' or both 'chosen' and 'rejected'")
-    persona = state.get("persona")
-    metadata: dict[str, str | int | float | bool] = {"persona_version": persona["version"] if persona else 0}
-    if has_choice:
-        candidates = state.get("candidates") or []
-        choice = feedback["choice"]
-        if not candidates:
-            raise InvalidPreference("feedback.choice: the previous turn has no candidates to choose from")
-        if not isinstance(choice, int) or not 0 <= choice < len(candidates):
-            raise InvalidPreference(f"feedback.choice: must be 0-{len(candidates) - 1}, got {choice!r}")
-        ranking = state.get("ranking") or []
-        metadata["judge_agreed"] = bool(ranking) and ranking[0]["index"] == choice
-        context: Sequence[Mapping[str, Any]] = state.get("turn_context") or []
-        chosen = candidates[choice]
-        rivals = [reply for index, reply in enumerate(candidates) if index != choice]
-        if not rivals:
-            raise InvalidPreference("feedback.choice: the previous turn had only one candidate")
-    else:
-        if not feedback.get("chosen") or not feedback.get("rejected"):
-            raise InvalidPreference("feedback: an explicit pair needs both 'chosen' and 'rejected'")
-        context = feedback.get("context") or state.get("turn_context") or []
-        chosen, rivals = feedback["chosen"], [feedback["rejected"]]
-        if not context:
-            raise InvalidPreference("feedback.context: required when there is no previous turn")
-    try:
-        turns = turns_from(context)
-        pairs = [
-            PreferencePair.model_validate(
-                {
-                    "user_id": user_id,
-                    "context": turns,
-                    "chosen": chosen,
-                    "rejected": rival,
-                    "source": "explicit",
-                    "metadata": metadata,
-                },
-                context={"limits": limits},
-            )
-            for rival in rivals
-        ]
-    except ValidationError as exc:
-        raise InvalidPreference(f"feedback: {describe_validation_error(exc)}") from None
-    return pairs, chosen if has_choice else None
-
-
 def synthesis_recorded(result: SynthesisOutcome, pair_count: int) -> dict[str, Any]:
     """Return the thread's update after a synthesis: its outcome, and when to try again if it failed."""
     retry_after = None if result["status"] == "accepted" else pair_count
@@ -221,33 +174,18 @@ def _context_value(runtime: Runtime[ChatContext], name: str) -> Any:
     return context.get(name) if isinstance(context, Mapping) else getattr(context, name, None)
 
 
-def _awaits_reply(state: ChatState) -> bool:
-    messages = state.get("messages") or []
-    return bool(messages) and isinstance(messages[-1], HumanMessage)
-
-
-def _replace_reply(messages: Sequence[AnyMessage], shown: str | None, picked: str) -> list[AnyMessage]:
-    """Return the update that swaps the reply shown for the previous turn with the one picked."""
-    for message in reversed(messages):
-        if isinstance(message, AIMessage):
-            if message.text == shown and shown != picked and message.id:
-                return [AIMessage(content=picked, id=message.id)]
-            break
-    return []
-
-
 # --- routers ---------------------------------------------------------------------------------
 def route_after_feedback(state: ChatState) -> str:
     """Synthesize first (inline), answer, or stop when there is nothing to answer."""
     due = state.get("synthesis_due")
-    if due == "inline" or (due == "deferred" and not _awaits_reply(state)):
+    if due == "inline" or (due == "deferred" and not awaits_reply(state)):
         return "synthesize_persona"
-    return "load_persona" if _awaits_reply(state) else END
+    return "load_persona" if awaits_reply(state) else END
 
 
 def route_after_synthesis(state: ChatState) -> str:
     """Answer the new message when the synthesis ran before the reply (inline)."""
-    return "load_persona" if _awaits_reply(state) else END
+    return "load_persona" if awaits_reply(state) else END
 
 
 def route_after_reply(state: ChatState) -> str:
@@ -275,25 +213,23 @@ class ChatNodes:
             # another user's conversation through its thread.
             raise Forbidden("this thread belongs to another user")
         update: dict[str, Any] = {"pairs_added": [], "owner": user_id}
-        feedback = state.get("feedback")
-        if feedback:
-            pairs, picked = feedback_pairs(feedback, state, user_id, self.memory.limits)
-            update["pairs_added"] = await asyncio.to_thread(self.memory.add_pairs, user_id, pairs)
-            if picked is not None:
-                ranking = state.get("ranking") or []
-                shown = ranking[0]["content"] if ranking else None
-                update["messages"] = _replace_reply(state.get("messages") or [], shown, picked)
+        effect = apply_feedback(state, user_id, self.memory.limits)
+        if effect.pairs:
+            update["pairs_added"] = await asyncio.to_thread(self.memory.add_pairs, user_id, effect.pairs)
+        update.update(effect.update)
         counts = await asyncio.to_thread(self.memory.pair_counts, user_id)
         due = synthesis_due(
             total=counts.total,
             since_persona=counts.since_persona,
-            has_persona=counts.persona is not None,
+            has_persona=counts.persona is not None and not is_archetype_persona(counts.persona),
             retry_after=state.get("synthesis_retry_after"),
             options=self.options,
         )
         mode = _context_value(runtime, "synthesis_mode") or self.options.synthesis_mode
         update.update(pair_count=counts.total, synthesis_due=mode if due else None)
-        if _awaits_reply(state):  # the persona this turn's reply uses, unless synthesized inline
+        if (
+            awaits_reply(state) or effect.answers_again
+        ):  # the persona the reply uses, unless synthesized inline
             update["persona"] = persona_view(counts.persona)
         return update
 
@@ -302,16 +238,13 @@ class ChatNodes:
         user_id = user_of(runtime)
         result = await synthesis.run_synthesis(self.synthesis_graph, user_id)
         update = synthesis_recorded(result, state.get("pair_count", 0))
-        if _awaits_reply(state):  # inline: this turn's reply uses the persona as it is now
+        if awaits_reply(state):  # inline: this turn's reply uses the persona as it is now
             update["persona"] = persona_view(await asyncio.to_thread(self.memory.current_persona, user_id))
         return update
 
     async def load_persona(self, state: ChatState) -> dict[str, Any]:
-        """Fix the conversation this turn answers.
-
-        The persona in the state is current: `record_feedback` read it at the start of this run,
-        and `synthesize_persona` reads it again after an inline synthesis.
-        """
+        """Fix the conversation this turn answers, judged with the persona `record_feedback` read
+        this run (or `synthesize_persona` read again after an inline synthesis): the current one."""
         max_turns = min(self.options.max_context_turns, self.memory.limits.max_context_turns)
         context = turns_of(state.get("messages") or [])[-max_turns:]
         if not context or context[-1].role != "user":
@@ -341,16 +274,20 @@ class ChatNodes:
         """Draft several different candidate replies, persona-conditioned when there is a persona."""
         count = _context_value(runtime, "candidates") or self.options.candidates
         persona = state.get("persona")
+        redone = redone_replies(state)  # a regenerate: new seeds, and no reply the user turned down
         drafts = await draft_candidates(
             self.chat_model,
             turns_from(state.get("turn_context") or []),
             n=max(1, min(int(count), MAX_CANDIDATES)),
             persona=persona["text"] if persona else None,
             concurrency=self.options.concurrency,
-            seed=len(state.get("messages") or []),
+            seed=len(state.get("messages") or []) + MAX_CANDIDATES * len(redone),
         )
+        drafts = [draft for draft in drafts if draft not in redone]
         if not drafts:
-            raise ModelOutputError("the chat model returned no usable reply")
+            raise ModelOutputError(
+                "the chat model returned no usable reply" + (" other than those to redo" if redone else "")
+            )
         return {"candidates": drafts, "reply_fallback": None}
 
     async def judge_replies(self, state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:

@@ -3,9 +3,10 @@
 A `JudgeFactory` is called once per turn with the user's current persona and the demos retrieved
 for the turn, and returns a judge (anything with ``compare`` and ``rank``) with a label the state
 records. `LLMJudges` gives the default judge before the user has a persona and the persona judge
-after. `OfflineJudges` fits the user's reward model on their newest stored pairs (the population
-prior alone when they have none). `HybridJudges` pools the two with the fixed weights of
-`agent.offline_judge` (fitting the stack needs validation pairs judged by the LLM, too costly per turn).
+after. `OfflineJudges` fits the user's reward model on their newest stored pairs, starting from
+the population prior, or from the archetype the user chose to start from (`agent.starting`).
+`HybridJudges` pools the two with the fixed weights of `agent.offline_judge` (fitting the stack
+needs validation pairs judged by the LLM, too costly per turn).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from langchain_core.language_models import BaseChatModel
 
 from agent.judge import DefaultJudge, LLMJudge, PairwiseJudge, PersonaJudge
 from agent.records import Demo, Persona
+from agent.starting import starting_prior
 
 if TYPE_CHECKING:
+    from agent.archetypes import Archetype
     from agent.features import FeatureExtractor
     from agent.reward_model import RewardModel
     from memory.store import PreferenceStore
@@ -65,12 +68,17 @@ class LLMJudges:
 
 @dataclass(frozen=True)
 class OfflineJudges:
-    """The offline reward model, fitted per turn on the user's newest stored pairs."""
+    """The offline reward model, fitted per turn on the user's newest stored pairs.
+
+    The fit starts from `prior` moved to the user's chosen starting archetype (one of
+    `archetypes`), or from `prior` itself when they chose none.
+    """
 
     memory: PreferenceStore
     prior: RewardModel
     extractor: FeatureExtractor
     max_pairs: int = 40
+    archetypes: tuple[Archetype, ...] = ()
 
     async def __call__(
         self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
@@ -78,8 +86,12 @@ class OfflineJudges:
         """Fit the user's reward model (no language model call) and return its judge."""
         from agent.offline_judge import OfflineJudge
 
-        pairs = await asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs)
-        judge = await asyncio.to_thread(OfflineJudge.for_user, self.prior, self.extractor, pairs)
+        pairs, start = await asyncio.gather(
+            asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs),
+            asyncio.to_thread(self.memory.starting_choice, user_id),
+        )
+        prior = starting_prior(self.prior, self.archetypes, start.archetype if start else None)
+        judge = await asyncio.to_thread(OfflineJudge.for_user, prior, self.extractor, pairs)
         return judge, "offline"
 
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from langchain_core.messages import AnyMessage, BaseMessage
+from langchain_core.messages import AnyMessage, BaseMessage, HumanMessage
 from langgraph.channels import EphemeralValue
 from langgraph.graph.message import add_messages
 from langgraph.runtime import Runtime
@@ -53,18 +53,39 @@ class TurnDict(TypedDict):
     content: str
 
 
+class QuizAnswer(TypedDict):
+    """A pick in the starting quiz: the question's key and the 0-based index of the reply picked."""
+
+    question: str
+    choice: int
+
+
 class Feedback(TypedDict, total=False):
-    """The user's verdict on the previous turn: a pick among its candidates, or an explicit pair.
+    """The user's verdict on the previous turn; exactly one kind per input.
 
     ``choice`` is the 0-based index of the preferred reply in the state's ``candidates``; the
     chosen reply is paired against every other candidate. ``chosen`` and ``rejected`` give one
     pair directly; its context is ``context`` when given, else the previous turn's context.
+    ``regenerate`` (true) asks for another reply to the same message; ``edited`` is the user's
+    rewrite of the previous reply (see `graphs.feedback`).
+    ``quiz`` (alone) answers one starting-quiz question (`agent.starting`): its pair is built from
+    the quiz, marked as a quiz answer.
     """
 
     choice: int
     chosen: str
     rejected: str
     context: list[TurnDict]
+    regenerate: bool
+    edited: str
+    quiz: QuizAnswer
+
+
+class RedoneView(TypedDict):
+    """Replies the user asked to have redone for the last turn, awaiting their next message."""
+
+    context: list[TurnDict]
+    replies: list[str]
 
 
 class RankedView(TypedDict):
@@ -124,6 +145,7 @@ class ChatState(TypedDict, total=False):
     synthesis_due: SynthesisMode | None
     synthesis: SynthesisOutcome | None
     synthesis_retry_after: int | None
+    redone: RedoneView | None
 
 
 class SynthesisState(TypedDict, total=False):
@@ -191,6 +213,12 @@ def ranking_view(ranking: Ranking) -> list[RankedView]:
         )
         for item in ranking.candidates
     ]
+
+
+def awaits_reply(state: ChatState) -> bool:
+    """True when the conversation ends with a user message: this run answers it."""
+    messages = state.get("messages") or []
+    return bool(messages) and isinstance(messages[-1], HumanMessage)
 
 
 def user_of(runtime: Runtime[Any]) -> str:

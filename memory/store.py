@@ -7,7 +7,8 @@
 - `memory.pairs`: storing, listing, annotating and deleting pairs (`PairRecords`);
 - `memory.retrieval`: which stored pairs a new conversation recalls as demos (`PairRetrieval`);
 - `memory.personas`: append-only persona versions and their demos (`PersonaVersions`);
-- `memory.leases`: one synthesis of a user at a time across processes (`Leases`).
+- `memory.leases`: one synthesis of a user at a time across processes (`Leases`);
+- `memory.starts`: the archetype a user chose to start from (`StartingChoices`).
 
 This module adds what spans them: counting a user's pairs against their current persona (every
 chat turn asks), and deleting, exporting and importing everything about a user.
@@ -19,6 +20,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -30,6 +33,7 @@ from memory.pairs import ANNOTATION_KEYS, PairRecords
 from memory.personas import PersonaVersions
 from memory.retrieval import PairRetrieval
 from memory.scope import micros, pair_of
+from memory.starts import StartChoice, StartingChoices
 from memory.vector_cache import LOCAL_REVISIONS
 
 
@@ -42,7 +46,7 @@ class PairCounts:
     persona: Persona | None
 
 
-class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
+class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases, StartingChoices):
     """Per-user memory of preference pairs, persona versions and demos, in Chroma."""
 
     def pair_counts(self, user_id: str) -> PairCounts:
@@ -70,7 +74,7 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
         return counts
 
     def export_user(self, user_id: str) -> str:
-        """Return everything about a user as JSONL: pair records, then one line per persona version."""
+        """Return everything about a user as JSONL: pair records, one line per persona version, the start."""
         scope = self._scope(user_id)
         rows = self._get(self._pairs, scope)
         personas = self.persona_history(user_id)
@@ -97,6 +101,9 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
                 "demos": demos,
             }
             lines.append(json.dumps(line, ensure_ascii=False))
+        start = self.starting_choice(user_id)
+        if start is not None:
+            lines.append(json.dumps({"kind": "start", **start.to_json()}))
         return "\n".join(lines) + "\n"
 
     def import_user(self, jsonl_text: str, *, user_id: str | None = None) -> dict[str, int]:
@@ -109,6 +116,8 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
         records = list(parse_jsonl(jsonl_text))
         pair_records = [record for record in records if not (isinstance(record, dict) and "kind" in record)]
         persona_records = [record for record in records if isinstance(record, dict) and "kind" in record]
+        start_records = [record for record in persona_records if record["kind"] == "start"]
+        persona_records = [record for record in persona_records if record["kind"] != "start"]
         owners = (
             {user_id}
             if user_id
@@ -148,6 +157,7 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
                 message = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
                 raise InvalidPreference(f"persona record {position}: {message}") from None
             versions.append((persona, demos, bool(record.get("current"))))
+        start = _start_of(start_records)
         added = self.add_pairs(owner, pairs)
         if notes:
             self.annotate_pairs(owner, notes)
@@ -163,4 +173,21 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases):
                 current = stored
         if current is not None and self._current_version(scope) != current.version:
             self._set_current(scope, current.version)
+        if start is not None:
+            self.record_start(owner, start.archetype, start.chosen_at)
         return {"pairs": len(added), "personas": imported}
+
+
+def _start_of(records: list[dict[str, Any]]) -> StartChoice | None:
+    """Validate an export's starting-archetype line (the last one counts), or None without one."""
+    if not records:
+        return None
+    record = records[-1]
+    archetype, chosen_at = record.get("archetype"), record.get("chosen_at")
+    if not isinstance(archetype, str) or not archetype.strip() or len(archetype) > 64:
+        raise InvalidPreference("start record: archetype must be a key of 1-64 characters")
+    try:
+        when = datetime.fromisoformat(str(chosen_at))
+    except ValueError:
+        raise InvalidPreference(f"start record: chosen_at {str(chosen_at)[:40]!r}: not an ISO time") from None
+    return StartChoice(archetype, when if when.tzinfo else when.replace(tzinfo=UTC))

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
     from langgraph.graph.state import CompiledStateGraph
 
+    from agent.archetypes import Archetype
     from agent.features import FeatureExtractor
     from agent.reward_model import RewardModel
     from agent.synthesis import PersonaSynthesizer, SynthesizeMe
@@ -229,18 +230,24 @@ def chat_options(settings: Settings) -> ChatOptions:
 
 @dataclass(frozen=True)
 class OfflineParts:
-    """The offline reward model's population prior and reply features, shared by its judge and writer."""
+    """The offline reward model's population prior and reply features, shared by its judge and writer.
+
+    `archetypes` are where a new user may choose to start from instead of the prior (`agent.starting`).
+    """
 
     prior: RewardModel
     extractor: FeatureExtractor
+    archetypes: tuple[Archetype, ...] = ()
 
 
 def build_offline_parts(settings: Settings) -> OfflineParts:
-    """Load the shipped population prior and a feature extractor over the reply embedder."""
+    """Load the shipped population prior, its archetypes and a feature extractor over the reply embedder."""
+    from agent.archetypes import load_archetypes
     from agent.features import FeatureExtractor
     from agent.reward_model import RewardModel
 
-    return OfflineParts(RewardModel.load(), FeatureExtractor(build_embeddings(settings, purpose="replies")))
+    extractor = FeatureExtractor(build_embeddings(settings, purpose="replies"))
+    return OfflineParts(RewardModel.load(), extractor, load_archetypes())
 
 
 def build_synthesizer(
@@ -311,7 +318,13 @@ def build_judges(
     if settings.judge == "llm":
         return llm
     parts = offline_parts or build_offline_parts(settings)
-    offline = OfflineJudges(store, parts.prior, parts.extractor, max_pairs=settings.max_pairs_per_synthesis)
+    offline = OfflineJudges(
+        store,
+        parts.prior,
+        parts.extractor,
+        max_pairs=settings.max_pairs_per_synthesis,
+        archetypes=parts.archetypes,
+    )
     return offline if settings.judge == "offline" else HybridJudges(llm, offline)
 
 

@@ -73,6 +73,71 @@ def test_chat_resumes_the_thread_and_reports_a_new_persona(
     assert "Judge agreement: of your last 3 picks, the judge had ranked 1 first (33%)." in third.output
 
 
+def test_retry_then_going_on_stores_a_weak_pair_for_the_kept_reply(
+    chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore],
+) -> None:
+    _, memory = chat_cli_fakes
+    direct, _, warm, _ = STYLE_REPLIES.values()
+    runner = CliRunner()
+    asked = runner.invoke(app, ["chat", "-u", "alice"], input="How do I water plants?\n/retry\n/quit\n")
+    assert asked.exit_code == 0, asked.output
+    # the judge's pick is shown first, then another reply to the same message
+    assert asked.output.index(warm[:20]) < asked.output.index(direct[:20])
+    assert "Another reply to your message" in asked.output
+    assert memory.count_pairs("alice") == 0  # nothing stored until the user goes on
+
+    went_on = runner.invoke(app, ["chat", "-u", "alice"], input="And in winter?\n/quit\n")
+    assert went_on.exit_code == 0, went_on.output
+    assert "Stored 1 weak preference pair(s)" in went_on.output
+    (pair,) = memory.list_pairs("alice")
+    assert (pair.source, pair.weight, pair.query) == ("regenerate", 0.3, "How do I water plants?")
+    assert pair.chosen.startswith(direct) and pair.rejected.startswith(warm)
+    assert memory.count_pairs("bob") == 0
+
+
+def test_edit_on_one_line_or_several_stores_an_edit_pair(
+    chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore],
+) -> None:
+    _, memory = chat_cli_fakes
+    _, _, warm, _ = STYLE_REPLIES.values()
+    script = [
+        "How do I water plants?",
+        "/edit Soak them weekly.",
+        "And ferns?",
+        "/edit",
+        "Mist them daily.",
+        "Keep them out of the sun.",
+        ".",
+        "/quit",
+    ]
+    result = CliRunner().invoke(app, ["chat", "-u", "alice"], input="\n".join(script) + "\n")
+    assert result.exit_code == 0, result.output
+    assert "Stored your edit over the original reply" in result.output
+    pairs = {pair.query: pair for pair in memory.list_pairs("alice")}
+    assert set(pairs) == {"How do I water plants?", "And ferns?"}
+    one_line, several = pairs["How do I water plants?"], pairs["And ferns?"]
+    assert (one_line.chosen, one_line.source, one_line.weight) == ("Soak them weekly.", "edit", 0.5)
+    assert one_line.rejected.startswith(warm)
+    assert several.chosen == "Mist them daily.\nKeep them out of the sun." and several.source == "edit"
+    # the second turn was answered after the edited reply: its context holds the user's text
+    assert several.context[1].content == "Soak them weekly."
+
+
+def test_retry_and_edit_without_a_reply_say_why_and_store_nothing(
+    chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore],
+) -> None:
+    _, memory = chat_cli_fakes
+    result = CliRunner().invoke(
+        app, ["chat", "-u", "alice", "--new"], input="/retry\n/edit Better.\nHi there\n/edit  \n/quit\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert "feedback.regenerate: there is no previous reply to redo" in result.output
+    assert "feedback.edited: there is no previous reply to edit" in result.output
+    # "/edit" with only blanks reads a multi-line edit; the input ends before its closing "."
+    assert "Edit not finished; the reply stays as it was." in result.output
+    assert memory.count_pairs("alice") == 0
+
+
 def test_chat_refuses_a_bad_user_id(chat_cli_fakes: tuple[SlowInductionModel, PreferenceStore]) -> None:
     result = CliRunner().invoke(app, ["chat", "--user", "a/b"], input="/quit\n")
     assert result.exit_code != 0 and "may only hold" in result.output

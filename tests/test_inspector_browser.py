@@ -159,6 +159,16 @@ def _seed(url: str) -> None:
                 "reasoning": "Carol wants the short answer with an example.",
             }
         lines.append(record)
+    # A reply the user asked to have redone, then kept the new one: an inferred, lighter pair.
+    lines.append(
+        {
+            "context": [{"role": "user", "content": "Which tea suits an evening?"}],
+            "chosen": {"role": "assistant", "content": "Chamomile. Example: a cup after dinner."},
+            "rejected": {"role": "assistant", "content": "There are many teas to consider..."},
+            "created_at": "2026-01-04T10:00:00+00:00",
+            "source": "regenerate",
+        }
+    )
     for version, text, accuracy in ((1, PERSONA_V1, 0.5), (2, PERSONA_V2, 0.75)):
         persona = {
             "user_id": "carol",
@@ -174,7 +184,7 @@ def _seed(url: str) -> None:
         f"{url}/memory/pairs/import", content=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60
     )
     assert response.status_code == 201, response.text
-    assert response.json()["imported"] == {"pairs": 3, "personas": 2}
+    assert response.json()["imported"] == {"pairs": 4, "personas": 2}
 
 
 def _seed_offline_persona(url: str) -> None:
@@ -242,12 +252,29 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
                 "[...document.querySelectorAll('#pairs-body tr')].map(r => r.children[2].textContent)"
             )
             assert rows == [
+                "Which tea suits an evening?",
                 "What is a good houseplant for a dark room?",
                 "How do I fix a flat bicycle tyre?",
                 "How do I boil pasta?",
             ]
             badges = page.evaluate("document.querySelector('#pairs-body tr:last-child').textContent")
             assert "judged wrong" in badges and "verified reasoning" in badges
+            # Each pair's source and weight; the inferred one is marked, the imported ones not.
+            sources = page.evaluate(
+                "[...document.querySelectorAll('#pairs-body tr')].map(r => r.children[1].textContent)"
+            )
+            assert sources == ["regenerateweight 0.3inferred"] + ["importweight 1"] * 3
+            # The source filter offers every source and shows only the pairs of the one chosen.
+            options = page.evaluate("[...document.getElementById('source').options].map(o => o.value)")
+            assert options == ["", "explicit", "import", "implicit", "edit", "regenerate"]
+            for source, shown in (("regenerate", 1), ("", 4)):
+                page.evaluate(
+                    f"(() => {{ const s = document.getElementById('source'); s.value = {json.dumps(source)};"
+                    " s.dispatchEvent(new Event('change')); })()"
+                )
+                page.wait_for(f"document.querySelectorAll('#pairs-body tr').length === {shown}")
+                first = page.evaluate("document.querySelector('#pairs-body tr').textContent")
+                assert "Which tea" in first
 
             # Demo retrieval for a question finds the pasta pair first and says why.
             page.evaluate(
@@ -263,7 +290,7 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
 
             # An LLM wrote the current persona: what the offline model measures is shown beside it.
             source = page.wait_for("document.getElementById('learnt-source').textContent")
-            assert "What the offline reward model measured on your 3 newest pairs" in source
+            assert "What the offline reward model measured on your 4 newest pairs" in source
             # Judge agreement: of the 3 picks, the judge had ranked 2 first; one dot per pick.
             agreement = page.evaluate("document.getElementById('agreement-text').textContent")
             assert agreement == "Of your last 3 picks, the judge had ranked your pick first 2 times (67%)."
@@ -331,6 +358,24 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
             )
             assert page.evaluate("document.querySelectorAll('#pairs-body tr[data-pair-id]').length") == 0
             assert page.evaluate("document.getElementById('persona-empty').hidden") is False
+            assert page.evaluate("document.getElementById('persona-start').hidden") is True
+
+            # Dave starts from an archetype: its persona shows at once, with where it came from.
+            dave = {"Authorization": "Bearer other-user-token"}
+            chosen = httpx.post(f"{server.url}/memory/start", json={"archetype": "concise"}, headers=dave)
+            assert chosen.status_code == 201, chosen.text
+            page.call("Page.navigate", url=f"{server.url}/inspector#token=other-user-token")
+            page.wait_for("document.body.dataset.loaded === 'true'")
+            page.wait_for("!document.getElementById('persona-start').hidden")
+            assert "prefers shorter replies" in page.evaluate(
+                "document.getElementById('persona-text').textContent"
+            )
+            assert "a starting archetype you chose" in page.evaluate(
+                "document.getElementById('persona-meta').textContent"
+            )
+            assert "Started from the archetype \u201cconcise\u201d" in page.evaluate(
+                "document.getElementById('persona-start').textContent"
+            )
 
             # A wrong token shows an error instead of any memory.
             page.call("Page.navigate", url=f"{server.url}/inspector#token=not-a-real-token")

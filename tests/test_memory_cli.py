@@ -15,6 +15,7 @@ from persona_agent import cli
 from persona_agent.factory import build_store
 from persona_agent.settings import load_settings
 from tests.conftest import MT_BENCH
+from tests.fakes import make_pair
 
 runner = CliRunner()
 
@@ -58,6 +59,26 @@ def test_add_list_delete(tmp_path: Path) -> None:
 
     human = runner.invoke(cli.app, ["pairs", "list", "--user", "alice"])
     assert "houseplant" in human.stdout and "1 shown of 1" in human.stdout
+
+
+def test_inferred_pairs_list_by_source_with_their_weight_and_delete_like_any_pair() -> None:
+    store = build_store(load_settings())
+    stored = {
+        source: store.add_pairs("alice", [make_pair("alice", f"a {source} question", source=source)])[0]
+        for source in ("explicit", "edit", "regenerate")
+    }
+    human = runner.invoke(cli.app, ["pairs", "list", "--user", "alice", "--source", "regenerate"])
+    assert human.exit_code == 0, human.output
+    assert "regenerate ×0.3" in human.stdout and "a regenerate question" in human.stdout
+    assert "a edit question" not in human.stdout and "1 shown of 3" in human.stdout
+    edits = run_json("pairs", "list", "--user", "alice", "--source", "edit")["pairs"]
+    assert [(pair["id"], pair["source"]) for pair in edits] == [(stored["edit"], "edit")]
+    bad = runner.invoke(cli.app, ["pairs", "list", "--user", "alice", "--source", "edited"])
+    message = " ".join(bad.output.replace("│", " ").split())  # unwrapped from rich's error box
+    assert bad.exit_code == 2 and "must be one of explicit, import, implicit, edit, regenerate" in message
+    deleted = run_json("pairs", "delete", stored["regenerate"], "--user", "alice")["deleted"]
+    assert deleted == stored["regenerate"]
+    assert run_json("pairs", "list", "--user", "alice", "--source", "regenerate")["pairs"] == []
 
 
 def test_import_is_all_or_nothing(tmp_path: Path) -> None:

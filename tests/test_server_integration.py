@@ -33,6 +33,7 @@ TOKENS = {
     "bob-integration-token": "bob",
     "erin-integration-token": "erin",
     CAROL_TOKEN: "carol",
+    "dana-integration-token": "dana",
 }
 
 
@@ -153,6 +154,33 @@ async def test_chat_turns_feedback_and_memory_through_the_server(
         "rejected",
         "skipped",
     }
+
+
+async def test_regenerate_and_edit_store_inferred_pairs_through_the_server(server: LangGraphServer) -> None:
+    dana = _client(server, _bearer("dana"))
+    thread_id = (await dana.threads.create())["thread_id"]
+    first = await _ask(dana, thread_id, "How do I boil pasta?")
+    turned_down = first["messages"][-1]["content"]
+    redone = await dana.runs.wait(thread_id, "chat", input={"feedback": {"regenerate": True}})
+    assert isinstance(redone, dict)
+    kept = redone["messages"][-1]["content"]
+    assert kept != turned_down and [m["type"] for m in redone["messages"]] == ["human", "ai"]
+    assert redone["pair_count"] == 0  # nothing stored until dana goes on
+    went_on = await _ask(dana, thread_id, "And how much salt?")
+    assert went_on["pair_count"] == 1
+    edited = await dana.runs.wait(thread_id, "chat", input={"feedback": {"edited": "About 10 g per litre."}})
+    assert isinstance(edited, dict) and edited["messages"][-1]["content"] == "About 10 g per litre."
+    refused = await dana.runs.create(thread_id, "chat", input={"feedback": {"edited": ""}})
+    await dana.runs.join(thread_id, refused["run_id"])
+    assert (await dana.runs.get(thread_id, refused["run_id"]))["status"] == "error"
+
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+        listed = (await http.get("/memory/pairs", headers=_bearer("dana"))).json()["pairs"]
+    stored = {pair["source"]: pair for pair in listed}
+    assert set(stored) == {"regenerate", "edit"} and len(listed) == 2
+    regenerate, edit = stored["regenerate"], stored["edit"]
+    assert (regenerate["chosen"], regenerate["rejected"], regenerate["weight"]) == (kept, turned_down, 0.3)
+    assert (edit["chosen"], edit["weight"], edit["inferred"]) == ("About 10 g per litre.", 0.5, True)
 
 
 async def test_missing_or_wrong_tokens_are_refused(server: LangGraphServer) -> None:

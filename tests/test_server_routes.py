@@ -7,13 +7,13 @@ import json
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 from starlette.testclient import TestClient
 
 from agent.errors import ConfigurationError
-from agent.records import Persona, Reasoning
+from agent.records import PairSource, Persona, Reasoning
 from memory.chroma import make_client
 from memory.store import PreferenceStore
 from persona_agent.server import routes
@@ -75,6 +75,8 @@ ROUTES = [
     ("DELETE", "/memory"),
     ("POST", "/memory/persona/rollback"),
     ("POST", "/memory/pairs/import"),
+    ("GET", "/memory/start"),
+    ("POST", "/memory/start"),
 ]
 
 
@@ -191,6 +193,7 @@ def test_persona_route_shows_current_and_history_and_rollback_moves_current(
         "current_version": None,
         "current": None,
         "history": [],
+        "start": None,
     }
     ids = tuple(_fill(store, "alice", 3))
     store.save_persona(_persona("alice", "Prefers short answers.", ids))
@@ -305,6 +308,31 @@ def test_pairs_route_pages_newest_first_filters_and_shows_judge_annotations(
     only_implicit = client.get("/memory/pairs?source=implicit", headers=ALICE).json()
     assert [p["id"] for p in only_implicit["pairs"]] == implicit
     assert client.get("/memory/pairs", headers=BOB).json()["pairs"] == []
+
+
+def test_inferred_pairs_show_their_source_and_weight_and_round_trip_like_any_pair(
+    client: TestClient, store: PreferenceStore
+) -> None:
+    by_source = {source: _fill(store, "alice", 1, source=source) for source in get_args(PairSource)}
+    listed = client.get("/memory/pairs", headers=ALICE).json()
+    assert listed["sources"] == list(get_args(PairSource))
+    shown = {pair["source"]: (pair["weight"], pair["inferred"]) for pair in listed["pairs"]}
+    assert shown == {
+        "explicit": (1.0, False),
+        "import": (1.0, False),
+        "implicit": (0.5, True),
+        "edit": (0.5, True),
+        "regenerate": (0.3, True),
+    }
+    for source, ids in by_source.items():  # every source filters, the new ones included
+        page = client.get(f"/memory/pairs?source={source}", headers=ALICE).json()
+        assert [pair["id"] for pair in page["pairs"]] == ids
+    exported = client.get("/memory/export", headers=ALICE).text
+    sources = sorted(json.loads(line)["source"] for line in exported.splitlines())
+    assert sources == sorted(get_args(PairSource))
+    client.delete("/memory", headers=ALICE)
+    client.post("/memory/pairs/import", content=exported, headers=ALICE)
+    assert {pair.source for pair in store.list_pairs("alice")} == set(get_args(PairSource))
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -22,14 +22,18 @@ if TYPE_CHECKING:
     from agent.records import Persona
     from graphs.state import SynthesisOutcome
     from memory.store import PreferenceStore
+    from persona_agent.commands.starting import ChatStart
     from persona_agent.learnt import Learnt
     from persona_agent.settings import CheckpointDurability, Settings
 
 HELP = (
     "Type a message to chat. Commands: /candidates shows every drafted reply, /pick N keeps reply N "
-    "as the one you prefer (this teaches the assistant), /persona shows what it has learned and any "
-    "update in progress, /quit ends."
+    "as the one you prefer (this teaches the assistant), /retry asks for another reply (going on "
+    "with it teaches a weak preference), /edit TEXT rewrites the last reply (/edit alone: type it "
+    "over several lines, end with a line holding only '.'), /persona shows what it has learned and "
+    "any update in progress, /start picks a starting persona or asks three quick questions, /quit ends."
 )
+EDIT_END = "."  # the line that ends a multi-line /edit
 _REPLY_NODES = ("judge_replies", "__error_handler__judge_replies", "__error_handler__draft_replies")
 
 
@@ -52,6 +56,7 @@ def chat(
 
 async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
     from persona_agent import factory
+    from persona_agent.commands.starting import ChatStart
     from persona_agent.learnt import learnt
 
     console = Console()
@@ -74,6 +79,7 @@ async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
             thread_id,
             settings.checkpoint_durability,
             notify=reader.notify,
+            read=reader.read,
             measure=lambda persona: learnt(
                 store,
                 user_id,
@@ -82,8 +88,10 @@ async def _chat(settings: Settings, user_id: str, thread_id: str) -> None:
                 max_pairs=settings.max_pairs_per_synthesis,
             ),
         )
+        session.start = ChatStart(console, store, user_id, session.learn_from, settings.first_synthesis_at)
         console.print(f"[bold]persona-agent chat[/] — {settings.model_label} — {user_id}, thread {thread_id}")
         console.print(HELP)
+        await session.start.offer()
         try:
             while True:
                 try:
@@ -166,9 +174,11 @@ class _Session:
         durability: CheckpointDurability,
         *,
         notify: Callable[[str], None],
+        read: Callable[[Callable[[], str]], Awaitable[str]] | None = None,
         measure: Callable[[Persona], Learnt] | None = None,
     ) -> None:
         self.console = console
+        self.read = read  # reads further lines (a multi-line /edit)
         # what the offline reward model measures, shown beside a persona an LLM wrote
         self.measure = measure
         self.graph = graph
@@ -183,6 +193,7 @@ class _Session:
         self.update: asyncio.Task[None] | None = None
         self.stage = ("", "")
         self.update_started = 0.0
+        self.start: ChatStart | None = None  # `/start`: starting personas and the quiz
 
     @property
     def updating(self) -> bool:
@@ -201,14 +212,22 @@ class _Session:
 
         command, _, argument = line.partition(" ")
         try:
+            if self.start is not None and await self.start.answer(line):
+                return  # an answer to the starting quiz
             if command == "/help":
                 self.console.print(HELP)
             elif command == "/candidates":
                 await self.show_candidates()
             elif command == "/pick":
                 await self.pick(argument.strip())
+            elif command == "/retry":
+                await self.retry()
+            elif command == "/edit":
+                await self.edit(argument.strip())
             elif command == "/persona":
                 await self.show_persona()
+            elif command == "/start" and self.start is not None:
+                await self.start.handle(argument.strip())
             elif command.startswith("/"):
                 self.console.print(f"[red]Unknown command {command}.[/] {HELP}")
             else:
@@ -281,7 +300,7 @@ class _Session:
         if not messages:
             return
         count = len(values.get("candidates", [])) or len(values.get("ranking", []))
-        subtitle = f"best of {count} · /candidates · /pick N" if count > 1 else None
+        subtitle = f"best of {count} · /candidates · /pick N · /retry · /edit" if count > 1 else None
         self.console.print(Panel(str(messages[-1].content), title="assistant", subtitle=subtitle))
 
     @staticmethod
@@ -290,11 +309,50 @@ class _Session:
             return f"[green]Persona updated to v{outcome['persona_version']}[/] ({outcome['detail']})."
         return f"[yellow]Persona not updated: {outcome['status']}[/] ({outcome['detail']})."
 
+    async def learn_from(self, graph_input: dict[str, Any]) -> dict[str, Any]:
+        """Run feedback through the graph; start a persona update when it made one due."""
+        state = await self._run(graph_input)
+        self._start_update_if_due(state)
+        return state
+
     async def send(self, text: str) -> None:
         """Send a chat message and show the chosen reply."""
         from langchain_core.messages import HumanMessage
 
-        self._start_update_if_due(await self._run({"messages": [HumanMessage(text)]}))
+        state = await self._run({"messages": [HumanMessage(text)]})
+        if state.get("pairs_added"):  # the user went on after a /retry: they kept the new reply
+            self.console.print(
+                f"Stored {len(state['pairs_added'])} weak preference pair(s): the reply you kept over "
+                f"the one(s) you asked to redo; you have {state.get('pair_count', 0)} in all."
+            )
+        self._start_update_if_due(state)
+
+    async def retry(self) -> None:
+        """Ask for another reply to the last message; going on with it stores a weak preference."""
+        await self._run({"feedback": {"regenerate": True}})
+        self.console.print(
+            "Another reply to your message. Send your next message to keep it (this teaches the "
+            "assistant a weak preference over the one you asked to redo), or /retry again."
+        )
+
+    async def edit(self, text: str) -> None:
+        """Rewrite the last reply; the rewrite is stored as preferred to the original at once."""
+        if not text and self.read is not None:
+            self.console.print(f"Type the reply as it should read; end with a line of only {EDIT_END!r}.")
+            lines: list[str] = []
+            try:
+                while (line := await self.read(lambda: "[dim]edit>[/] ")) != EDIT_END:
+                    lines.append(line)
+            except EOFError:  # the input ended before the edit did: nothing is stored
+                self.console.print("[red]Edit not finished; the reply stays as it was.[/]")
+                return
+            text = "\n".join(lines).strip()
+        after = await self._run({"feedback": {"edited": text}})
+        self.console.print(
+            f"Stored your edit over the original reply (an inferred preference); you have "
+            f"{after.get('pair_count', 0)} pairs in all. The conversation continues from your text."
+        )
+        self._start_update_if_due(after)
 
     async def show_candidates(self) -> None:
         """Show every candidate of the last turn with its judge score."""

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from agent.records import PAIR_SOURCES
+
 if TYPE_CHECKING:
     from agent.records import PreferencePair
     from memory.store import PreferenceStore
@@ -37,7 +39,8 @@ def _short(text: str, width: int = 60) -> str:
 
 
 def _line(pair: PreferencePair) -> str:
-    return f"{pair.id}  {pair.created_at:%Y-%m-%d %H:%M}  {pair.source:<8}  {_short(pair.query)}"
+    source = f"{pair.source} ×{pair.weight:g}" if pair.inferred else pair.source
+    return f"{pair.id}  {pair.created_at:%Y-%m-%d %H:%M}  {source:<15}  {_short(pair.query)}"
 
 
 @app.command("add")
@@ -92,13 +95,19 @@ def list_pairs(
     offset: Annotated[int, typer.Option(min=0, help="Skip this many of the newest pairs.")] = 0,
     limit: Annotated[int, typer.Option(min=0, help="Show at most this many pairs.")] = 20,
     source: Annotated[
-        str | None, typer.Option(help="Only pairs of this source (explicit, implicit, import).")
+        str | None,
+        typer.Option(
+            help=f"Only pairs of this source ({', '.join(PAIR_SOURCES)}); those inferred from an edit "
+            "or a regenerate weigh less than picks.",
+        ),
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """List a user's pairs, newest first."""
     from agent.formats import pair_to_record
 
+    if source is not None and source not in PAIR_SOURCES:
+        raise typer.BadParameter(f"must be one of {', '.join(PAIR_SOURCES)}", param_hint="--source")
     store = open_store()
     pairs = store.list_pairs(user, offset=offset, limit=limit, source=source)
     if json_output:

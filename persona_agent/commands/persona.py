@@ -1,4 +1,4 @@
-"""`persona-agent persona`: Show a user's persona, its history, and roll back."""
+"""`persona-agent persona`: Show a user's persona, its history, roll back, and start from an archetype."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from persona_agent.commands.pairs import JsonOption, UserOption, open_store, print_json
+from persona_agent.commands.starting import start
 
 if TYPE_CHECKING:
     from agent.records import Persona
 
-app = typer.Typer(help="Show a user's persona, its history, and roll back.", no_args_is_help=True)
+app = typer.Typer(
+    help="Show a user's persona, its history, roll back, and start from an archetype.", no_args_is_help=True
+)
+app.command("start")(start)
 
 
 def _summary(persona: Persona, *, current: bool = False) -> str:
@@ -34,6 +38,7 @@ def show(
 ) -> None:
     """Show the persona the judge uses for a user: provenance, demos, learnt statements, judge agreement."""
     from agent.errors import UnknownUser
+    from agent.starting import is_archetype_persona
     from agent.statements import render_persona
     from persona_agent.factory import build_offline_parts
     from persona_agent.learnt import agreement_line, agreement_of, learnt, statement_lines
@@ -78,6 +83,8 @@ def show(
         )
         return
     typer.echo(_summary(persona, current=is_current))
+    if is_archetype_persona(persona):
+        typer.echo("source: a starting archetype the user chose; a persona learnt from pairs replaces it")
     if persona.baseline_val_accuracy is not None:
         typer.echo(
             f"replaced a persona scoring {persona.baseline_val_accuracy:.0%} on the same validation pairs"

@@ -23,6 +23,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 
 from agent.errors import InvalidPreference, PersonaAgentError
+from agent.records import PAIR_SOURCES
 from persona_agent.server.resources import ServerResources
 from persona_agent.server.tokens import Unauthenticated
 
@@ -101,6 +102,7 @@ async def get_persona(request: Request, user_id: str, resources: ServerResources
             "current_version": current.version if current else None,
             "current": _persona_json(current) if current else None,
             "history": [_persona_json(persona) for persona in history],
+            "start": start.to_json() if (start := store.starting_choice(user_id)) else None,
         }
 
     return JSONResponse(await asyncio.to_thread(read))
@@ -125,8 +127,8 @@ async def list_pairs(request: Request, user_id: str, resources: ServerResources)
     offset = _int_param(request, "offset", 0, low=0, high=10**9)
     limit = _int_param(request, "limit", 50, low=1, high=MAX_PAGE)
     source = request.query_params.get("source") or None
-    if source is not None and source not in ("explicit", "implicit", "import"):
-        raise InvalidPreference(f"source: must be explicit, implicit or import, got {source[:20]!r}")
+    if source is not None and source not in PAIR_SOURCES:
+        raise InvalidPreference(f"source: must be one of {', '.join(PAIR_SOURCES)}, got {source[:20]!r}")
 
     def read() -> dict[str, Any]:
         store = resources.store
@@ -138,6 +140,8 @@ async def list_pairs(request: Request, user_id: str, resources: ServerResources)
             pairs.append(
                 {
                     **pair.model_dump(mode="json"),
+                    "weight": pair.weight,
+                    "inferred": pair.inferred,
                     "default_judge_correct": note.get("default_judge_correct"),
                     "has_verified_reasoning": bool(note.get("has_verified_reasoning")),
                     "reasoning": note.get("reasoning"),
@@ -149,6 +153,7 @@ async def list_pairs(request: Request, user_id: str, resources: ServerResources)
             "offset": offset,
             "limit": limit,
             "source": source,
+            "sources": list(PAIR_SOURCES),
             "has_more": len(page) > limit,
             "pairs": pairs,
         }
@@ -265,6 +270,31 @@ async def rollback_persona(request: Request, user_id: str, resources: ServerReso
     )
 
 
+async def get_start(request: Request, user_id: str, resources: ServerResources) -> Response:
+    """Return the archetypes a user may start from, their choice, whether it is offered, and the quiz."""
+    from persona_agent.starting import starting_view
+
+    first = resources.settings.first_synthesis_at
+    return JSONResponse(await asyncio.to_thread(starting_view, resources.store, user_id, first))
+
+
+async def choose_start(request: Request, user_id: str, resources: ServerResources) -> Response:
+    """Start the caller from an archetype: a persona at once, and an offline judge that starts there."""
+    from persona_agent.starting import start_from_archetype
+
+    try:
+        payload = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise InvalidPreference('body: must be JSON like {"archetype": "concise"}') from None
+    key = payload.get("archetype") if isinstance(payload, dict) else None
+    if not isinstance(key, str) or not key:
+        raise InvalidPreference('archetype: give an archetype key, as in {"archetype": "concise"}')
+    persona, choice = await asyncio.to_thread(start_from_archetype, resources.store, user_id, key)
+    return JSONResponse(
+        {"user_id": user_id, "chosen": choice.to_json(), "current": _persona_json(persona)}, status_code=201
+    )
+
+
 # --- inspector page ----------------------------------------------------------------------------
 _STATIC_FILES = {
     "inspector.html": "text/html; charset=utf-8",
@@ -302,6 +332,8 @@ def create_app(resources: ServerResources) -> Starlette:
             route("/memory/persona", get_persona, "GET"),
             route("/memory/persona/rollback", rollback_persona, "POST"),
             route("/memory/learnt", get_learnt, "GET"),
+            route("/memory/start", get_start, "GET"),
+            route("/memory/start", choose_start, "POST"),
             route("/memory/pairs", list_pairs, "GET"),
             route("/memory/pairs/import", import_pairs, "POST"),
             route("/memory/demos", retrieve_demos, "GET"),

@@ -55,7 +55,14 @@ function renderPersona(data) {
       " from " + current.pair_ids.length + " pairs · validation accuracy " + fmtPct(current.val_accuracy) +
       " (before: " + fmtPct(current.baseline_val_accuracy) + ") · " +
       current.verified_reasoning + " verified reasonings · " + current.demo_pair_ids.length + " demos · " +
-      (current.source === "offline" ? "written by the offline reward model" : "written by " + (current.model || "an LLM"));
+      (current.source === "offline" ? "written by the offline reward model"
+        : current.source === "archetype" ? "a starting archetype you chose, until one is learnt from your pairs"
+        : "written by " + (current.model || "an LLM"));
+  }
+  $("persona-start").hidden = !data.start;
+  if (data.start) {
+    $("persona-start").textContent = "Started from the archetype \u201c" + data.start.archetype + "\u201d (chosen " +
+      fmtTime(data.start.chosen_at) + "): the offline judge starts from it and your picks move it.";
   }
   drawAccuracyChart(data.history, data.current_version);
   const body = $("history-body");
@@ -284,7 +291,28 @@ function judgeBadges(pair) {
   return cell;
 }
 
+// A pair's source and weight in every fit; a preference inferred from what the user did (an edit,
+// a regenerate) counts less than a pick and is marked as such.
+function sourceCell(pair) {
+  const cell = el("td");
+  cell.append(el("div", pair.source), el("div", "weight " + pair.weight, "muted"));
+  if (pair.inferred) {
+    const badge = el("span", "inferred", "badge inferred");
+    badge.title = "Inferred from what you did, not a reply you picked: it counts less in every fit.";
+    cell.append(badge);
+  }
+  return cell;
+}
+
+// The source filter offers every source the server knows.
+function fillSources(sources) {
+  const select = $("source");
+  if (select.options.length > 1) return;
+  for (const source of sources) select.append(el("option", source));
+}
+
 function renderPairs(data) {
+  fillSources(data.sources);
   $("pair-count").textContent = "(" + data.total + ")";
   const body = $("pairs-body");
   body.replaceChildren();
@@ -293,7 +321,7 @@ function renderPairs(data) {
     row.dataset.pairId = pair.id;
     row.append(
       el("td", fmtTime(pair.created_at)),
-      el("td", pair.source),
+      sourceCell(pair),
       el("td", pair.context[pair.context.length - 1].content, "text"),
       el("td", pair.chosen, "text"),
       el("td", pair.rejected, "text"),
