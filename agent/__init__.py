@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from agent.features import FeatureExtractor
     from agent.fit_stages import SynthesisResult
     from agent.formats import pair_from_record, pair_to_record, pairs_from_records, read_pairs
-    from agent.judge import Comparer, DefaultJudge, LLMJudge, PairwiseJudge, PersonaJudge, combine_orders
+    from agent.judge import DefaultJudge, LLMJudge, PairwiseJudge, PersonaJudge, combine_orders
     from agent.offline_judge import HybridJudge, OfflineJudge
     from agent.offline_persona import OfflinePersonaWriter
     from agent.records import (
@@ -81,7 +81,6 @@ _HOMES: dict[str, str] = {
     "read_pairs": "agent.formats",
     "as_turns": "agent.conversation",
     "turn_messages": "agent.conversation",
-    "Comparer": "agent.judge",
     "DefaultJudge": "agent.judge",
     "LLMJudge": "agent.judge",
     "PairwiseJudge": "agent.judge",
@@ -119,7 +118,6 @@ __all__ = [
     "BudgetExceeded",
     "CachedEmbedder",
     "CallBudget",
-    "Comparer",
     "ConfigurationError",
     "DefaultJudge",
     "Demo",

@@ -25,7 +25,7 @@ from scipy.cluster.vq import kmeans2
 
 from agent.errors import ConfigurationError
 from agent.features import FEATURES_VERSION, INTERPRETABLE, INTERPRETABLE_NAMES, N_INTERPRETABLE
-from agent.reward_model import RewardModel
+from agent.reward_model import RewardModel, read_artifact
 from agent.taste import infer_taste
 
 ARTIFACT_FORMAT = "persona-agent/archetypes"
@@ -131,12 +131,7 @@ def save_archetypes(archetypes: Sequence[Archetype], path: str | Path = DEFAULT_
 def load_archetypes(path: str | Path = DEFAULT_ARCHETYPES_PATH) -> tuple[Archetype, ...]:
     """Read the archetypes artifact (default: the shipped one), refusing another feature version."""
     target = Path(path)
-    try:
-        document = json.loads(target.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigurationError(f"{target}: no archetypes artifact there") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{target}: not valid JSON ({exc})") from None
+    document = read_artifact(target, "archetypes")
     if document.get("format") != ARTIFACT_FORMAT:
         raise ConfigurationError(f"{target}: not an archetypes artifact (format {document.get('format')!r})")
     if document.get("features_version") != FEATURES_VERSION:

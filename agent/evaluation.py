@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict
 from agent.errors import PersonaAgentError
 from agent.features import FeatureExtractor
 from agent.formats import split_of
-from agent.judge import Comparer, OrderJudge, combine_orders
+from agent.judge import OrderJudge, PairwiseJudge, combine_orders, compares
 from agent.records import PreferencePair, Verdict
 from agent.reward_model import RewardModel, fit_population
 from agent.splits import UserSplit, check_no_demo_leak
@@ -56,20 +56,20 @@ Metric = Literal["accuracy", "accuracy_per_order", "position_consistency"]
 
 # --- judges -----------------------------------------------------------------------------------
 
-PairJudge = Callable[[PreferencePair], Awaitable[Comparer]]
+PairJudge = Callable[[PreferencePair], Awaitable[PairwiseJudge]]
 JudgeFactory = Callable[[UserSplit], Awaitable[PairJudge]]
 
 
-def same_judge(judge: Comparer) -> PairJudge:
+def same_judge(judge: PairwiseJudge) -> PairJudge:
     """Return a pair-judge that uses `judge` for every pair."""
 
-    async def for_pair(pair: PreferencePair) -> Comparer:
+    async def for_pair(pair: PreferencePair) -> PairwiseJudge:
         return judge
 
     return for_pair
 
 
-async def verdicts_of(judge: Comparer, pair: PreferencePair) -> tuple[Verdict, Verdict]:
+async def verdicts_of(judge: PairwiseJudge, pair: PreferencePair) -> tuple[Verdict, Verdict]:
     """Return the verdicts on `pair` shown chosen-first and chosen-second, each order judged alone."""
     ask = judge.judge_order if isinstance(judge, OrderJudge) else judge.compare
     chosen_first, chosen_second = await asyncio.gather(
@@ -272,7 +272,7 @@ def paired_difference(
 # --- running judges ---------------------------------------------------------------------------
 
 
-async def judge_pair(judge: Comparer, pair: PreferencePair) -> PairOutcome:
+async def judge_pair(judge: PairwiseJudge, pair: PreferencePair) -> PairOutcome:
     """Judge one pair in both orders, each alone, and score it under both protocols."""
     return outcome_of(pair, *(await verdicts_of(judge, pair)))
 
@@ -292,7 +292,7 @@ async def judge_user(pair_judge: PairJudge, test: Sequence[PreferencePair]) -> l
 
 
 async def evaluate(
-    judge: Comparer | Callable[[PreferencePair], Comparer],
+    judge: PairwiseJudge | Callable[[PreferencePair], PairwiseJudge],
     pairs: Sequence[PreferencePair],
     *,
     concurrency: int = 1,
@@ -306,10 +306,9 @@ async def evaluate(
     checks it.
     """
     gate = asyncio.Semaphore(concurrency)
-    judge_for = None if isinstance(judge, Comparer) else judge
 
     async def run(pair: PreferencePair) -> PairOutcome:
-        chosen = judge_for(pair) if judge_for is not None else judge
+        chosen = judge if compares(judge) else judge(pair)  # type: ignore[operator]
         async with gate:
             return await judge_pair(_as_comparer(chosen), pair)
 
@@ -317,10 +316,10 @@ async def evaluate(
     return summarize(outcomes, seed=seed)
 
 
-def _as_comparer(judge: object) -> Comparer:
-    if not isinstance(judge, Comparer):
+def _as_comparer(judge: object) -> PairwiseJudge:
+    if not compares(judge):
         raise TypeError(f"{type(judge).__name__} has no compare()")
-    return judge
+    return judge  # type: ignore[return-value]
 
 
 @dataclass

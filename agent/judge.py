@@ -48,21 +48,24 @@ class JudgeAnswer(BaseModel):
     choice: Literal["First", "Second"] = Field(description="The reply this user would choose.")
 
 
-@runtime_checkable
-class Comparer(Protocol):
-    """Anything that predicts which of two replies a user prefers: what the evaluation measures."""
+class PairwiseJudge(Protocol):
+    """Predicts which of two replies a user prefers, and orders drafted replies for them.
+
+    The evaluation measures `compare`; the chat graph ranks its drafts with `rank`.
+    """
 
     async def compare(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
         """Judge `first` against `second` as replies to `context`."""
         ...
 
-
-class PairwiseJudge(Comparer, Protocol):
-    """A comparer that also orders drafted replies: what the chat graph judges with."""
-
     async def rank(self, context: Sequence[Turn], candidates: Sequence[str]) -> Ranking:
         """Order `candidates` best first for this user."""
         ...
+
+
+def compares(judge: object) -> bool:
+    """Return whether `judge` can be evaluated: it has an async `compare` (`rank` is not needed)."""
+    return callable(getattr(judge, "compare", None))
 
 
 @runtime_checkable

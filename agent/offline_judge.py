@@ -277,3 +277,24 @@ class PreferLongerJudge:
             reasoning="the longer reply",
             source="structured",
         )
+
+    async def rank(self, context: Sequence[Turn], candidates: Sequence[str]) -> Ranking:
+        """Order `candidates` longest first; a score is the share of the others it is longer than."""
+        lengths = [len(candidate) for candidate in candidates]
+
+        def beats(i: int, j: int) -> float:
+            return 1.0 if lengths[i] > lengths[j] else 0.5 if lengths[i] == lengths[j] else 0.0
+
+        others = [[j for j in range(len(lengths)) if j != i] for i in range(len(lengths))]
+        ranked = [
+            RankedCandidate(
+                index=i,
+                content=candidates[i],
+                score=sum(beats(i, j) for j in others[i]) / max(len(others[i]), 1),
+                wins=sum(beats(i, j) == 1.0 for j in others[i]),
+                reasons=("the longer reply",),
+            )
+            for i in range(len(candidates))
+        ]
+        ranked.sort(key=lambda item: (-item.score, item.index))
+        return Ranking(candidates=tuple(ranked), judge_calls=0)

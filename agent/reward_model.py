@@ -281,14 +281,21 @@ class RewardModel:
     @classmethod
     def load(cls, path: str | Path = DEFAULT_PRIOR_PATH) -> RewardModel:
         """Read a JSON artifact (default: the shipped population prior)."""
-        target = Path(path)
-        try:
-            data = json.loads(target.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigurationError(f"{target}: no reward-model artifact there") from None
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"{target}: not valid JSON ({exc})") from None
-        return cls.from_json(data, source=str(target))
+        return cls.from_json(read_artifact(path, "reward-model"), source=str(path))
+
+
+def read_artifact(path: str | Path, kind: str) -> dict[str, Any]:
+    """Read a JSON artifact, or raise `ConfigurationError` saying why it cannot be read."""
+    target = Path(path)
+    try:
+        data = json.loads(target.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"{target}: no {kind} artifact there") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{target}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError(f"{target}: not a {kind} artifact")
+    return data
 
 
 def _compact(values: np.ndarray) -> list[float]:

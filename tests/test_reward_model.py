@@ -262,6 +262,10 @@ async def test_prefer_longer_judge() -> None:
     context = (Turn(role="user", content="Hi"),)
     assert (await PreferLongerJudge().compare(context, "long reply", "short")).preferred == "first"
     assert (await PreferLongerJudge().compare(context, "same", "also")).preferred == "tie"
+    ranking = await PreferLongerJudge().rank(context, ["mid reply", "the longest reply", "tiny"])
+    assert [item.index for item in ranking.candidates] == [1, 0, 2]
+    assert [item.score for item in ranking.candidates] == [1.0, 0.5, 0.0]
+    assert ranking.best.wins == 2 and ranking.judge_calls == 0
 
 
 class FixedJudge:

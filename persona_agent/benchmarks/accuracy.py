@@ -47,7 +47,7 @@ from langchain_core.language_models import BaseChatModel
 from agent.evaluation import Evaluation, JudgeFactory, PairJudge, run_judges, same_judge
 from agent.fit_stages import SynthesisResult
 from agent.formats import split_of
-from agent.judge import Comparer, DefaultJudge, PersonaJudge
+from agent.judge import DefaultJudge, PairwiseJudge, PersonaJudge
 from agent.records import PreferencePair
 from agent.reference_search import ReferenceSearch
 from agent.splits import UserSplit, demos_without, user_splits
@@ -236,7 +236,7 @@ class BenchJudges:
             self._stored_users.add(split.user_id)
         options = self.options
 
-        async def for_pair(pair: PreferencePair) -> Comparer:
+        async def for_pair(pair: PreferencePair) -> PairwiseJudge:
             demos = await asyncio.to_thread(
                 store.retrieve_demos,
                 split.user_id,
