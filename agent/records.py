@@ -128,6 +128,9 @@ _TASTE_WORDS = re.compile(
 )
 
 
+JUDGE_DIRECTIONS_PROBLEM = "gives the judge directions"
+
+
 def persona_problem(text: str) -> str | None:
     """Say why `text` is not a persona (a description of one user's taste); None when it is one.
 
@@ -137,7 +140,7 @@ def persona_problem(text: str) -> str | None:
     """
     found = _JUDGE_DIRECTIONS.search(text)
     if found:
-        return f"gives the judge directions ({found.group(0)[:60]!r}); a persona describes the user's taste"
+        return f"{JUDGE_DIRECTIONS_PROBLEM} ({found.group(0)[:60]!r}); a persona describes the user's taste"
     words = [word.lower() for word in _WORD.findall(text)]
     if len(words) < MIN_PERSONA_WORDS:
         return (
@@ -348,6 +351,11 @@ class Persona(BaseModel):
         (),
         description="For an offline persona, the reward model's preference statements it renders "
         "(`PreferenceStatement` dumps: feature, direction, text, weights, pairs behind each).",
+    )
+    statement_edits: tuple[dict[str, Any], ...] = Field(
+        (),
+        description="The statements the user pinned, added or removed that this version keeps to, each "
+        "with when it was made and what it did (`agent.persona_edits.apply_edits`).",
     )
 
     @field_validator("text")

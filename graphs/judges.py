@@ -7,6 +7,7 @@ after. `OfflineJudges` fits the user's reward model on their newest stored pairs
 the population prior, or from the archetype the user chose to start from (`agent.starting`).
 `HybridJudges` pools the two with the fixed weights of `agent.offline_judge` (fitting the stack
 needs validation pairs judged by the LLM, too costly per turn).
+The offline model is held to the directions of the statements the user pinned (`agent.persona_edits`).
 """
 
 from __future__ import annotations
@@ -83,14 +84,18 @@ class OfflineJudges:
     async def __call__(
         self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
     ) -> tuple[PairwiseJudge, str]:
-        """Fit the user's reward model (no language model call) and return its judge."""
+        """Fit the user's reward model (no language model call), held to their pinned statements."""
+        from agent.archetypes import with_pinned
         from agent.offline_judge import OfflineJudge
+        from agent.persona_edits import pins_of
 
-        pairs, start = await asyncio.gather(
+        pairs, start, edits = await asyncio.gather(
             asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs),
             asyncio.to_thread(self.memory.starting_choice, user_id),
+            asyncio.to_thread(self.memory.statement_edits, user_id),
         )
         prior = starting_prior(self.prior, self.archetypes, start.archetype if start else None)
+        prior = with_pinned(prior, pins_of(edits))
         judge = await asyncio.to_thread(OfflineJudge.for_user, prior, self.extractor, pairs)
         return judge, "offline"
 

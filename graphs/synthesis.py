@@ -9,7 +9,9 @@
   Fewer than 2 train pairs: outcome "skipped" (the next trigger tries again with more).
 - `fit_persona` runs the synthesizer's `fit` (SynthesizeMe, or the offline reward model's
   `agent.offline_persona.OfflinePersonaWriter`, as the settings choose) with the current persona
-  and demos as the gate's baseline.
+  and demos as the gate's baseline, then keeps the persona to the statements the user pinned,
+  added or removed (`agent.persona_edits`: the offline model held to pinned directions, the
+  user's own statements appended verbatim, removed ones left out until new pairs back them).
 - `annotate_pairs` records on every train pair whether the default judge predicted it
   (``default_judge_correct``) and whether it has verified reasoning (kept with the pair, so that
   retrieved demos carry it); pairs the new persona corrected count as verified when it is accepted.
@@ -47,6 +49,7 @@ from langgraph.types import Checkpointer, Command, RetryPolicy
 
 from agent.errors import NotFound, PersonaRejected
 from agent.fit_stages import StageReporter, SynthesisResult
+from agent.persona_edits import apply_edits, held_to_pins, restater
 from agent.records import utc_now
 from agent.splits import MIN_TRAIN_PAIRS, split_train_val
 from agent.synthesis import PersonaSynthesizer
@@ -212,19 +215,27 @@ class SynthesisNodes:
     async def fit_persona(self, state: SynthesisState, runtime: Runtime[SynthesisContext]) -> dict[str, Any]:
         """Synthesize a persona and demos, gated against the current persona on the val pairs."""
         user_id = user_of(runtime)
-        current, current_demos = await asyncio.gather(
+        current, current_demos, edits = await asyncio.gather(
             asyncio.to_thread(self.memory.current_persona, user_id),
             asyncio.to_thread(self.memory.current_demos, user_id),
+            asyncio.to_thread(self.memory.statement_edits, user_id),
         )
-        fit = self.synthesizer.fit(
-            [pair_from_state(p) for p in state.get("train", [])],
-            [pair_from_state(p) for p in state.get("val", [])],
+        train = [pair_from_state(p) for p in state.get("train", [])]
+        val = [pair_from_state(p) for p in state.get("val", [])]
+        fit = held_to_pins(self.synthesizer, edits).fit(
+            train,
+            val,
             current=current,
             current_demos=current_demos,
             on_stage=lambda stage, detail: _report(runtime, stage, detail),
         )
         async with _renewing(self.memory, state.get("lease")):
             result = await fit
+            if edits:  # the user's pinned, added and removed statements, kept verbatim
+                persona = await asyncio.to_thread(
+                    apply_edits, result.persona, edits, [*train, *val], restate=restater(self.synthesizer)
+                )
+                result = result.model_copy(update={"persona": persona})
         return {"result": result.model_dump(mode="json")}
 
     async def record_failure(self, state: SynthesisState, error: NodeError) -> dict[str, Any]:

@@ -1,6 +1,6 @@
-"""The store's four Chroma collections seen one user at a time: `ScopedStore`, the base of `PreferenceStore`.
+"""The store's Chroma collections seen one user at a time: `ScopedStore`, the base of `PreferenceStore`.
 
-Four collections (``{prefix}_pairs``, ``_personas``, ``_demos``, ``_users``) hold every record;
+Five collections (``{prefix}_pairs``, ``_personas``, ``_demos``, ``_users``, ``_edits``) hold every record;
 each record's metadata carries its ``user_id`` and its Chroma id starts with ``"{user_id}/"``
 (user ids cannot contain ``/``). `UserScope` is the one place that builds ``where`` filters and
 record ids, and `ScopedStore._get` drops anything Chroma returned that is not the user's.
@@ -110,6 +110,7 @@ class ScopedStore:
         self._personas = self._collection(f"{prefix}_personas")
         self._demos = self._collection(f"{prefix}_demos")
         self._users = self._collection(f"{prefix}_users")
+        self._edits = self._collection(f"{prefix}_edits")
         self._batch = max(1, min(int(client.get_max_batch_size()), 1000))
         self._vectors = VectorCache(cached_vectors)
         # In-process Chroma (a local store) has no other writer process: revisions stay in this
@@ -125,7 +126,13 @@ class ScopedStore:
     @property
     def collections(self) -> dict[str, Collection]:
         """The store's Chroma collections by role (pairs, personas, demos, users)."""
-        return {"pairs": self._pairs, "personas": self._personas, "demos": self._demos, "users": self._users}
+        return {
+            "pairs": self._pairs,
+            "personas": self._personas,
+            "demos": self._demos,
+            "users": self._users,
+            "edits": self._edits,
+        }
 
     def _collection(self, name: str) -> Collection:
         return self._client.get_or_create_collection(

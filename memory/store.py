@@ -8,6 +8,7 @@
 - `memory.retrieval`: which stored pairs a new conversation recalls as demos (`PairRetrieval`);
 - `memory.personas`: append-only persona versions and their demos (`PersonaVersions`);
 - `memory.leases`: one synthesis of a user at a time across processes (`Leases`);
+- `memory.statement_edits`: the statements the user pinned, added or removed (`StatementEdits`).
 - `memory.starts`: the archetype a user chose to start from (`StartingChoices`).
 
 This module adds what spans them: counting a user's pairs against their current persona (every
@@ -27,13 +28,14 @@ from pydantic import ValidationError
 
 from agent.errors import InvalidPreference, UnknownUser
 from agent.formats import describe_validation_error, pair_from_record, pair_to_record, parse_jsonl
+from agent.persona_edits import StatementEdit
 from agent.records import Demo, Persona, check_persona_text
 from memory.leases import Leases
 from memory.pairs import ANNOTATION_KEYS, PairRecords
-from memory.personas import PersonaVersions
 from memory.retrieval import PairRetrieval
 from memory.scope import micros, pair_of
 from memory.starts import StartChoice, StartingChoices
+from memory.statement_edits import StatementEdits
 from memory.vector_cache import LOCAL_REVISIONS
 
 
@@ -46,7 +48,7 @@ class PairCounts:
     persona: Persona | None
 
 
-class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases, StartingChoices):
+class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases, StartingChoices):
     """Per-user memory of preference pairs, persona versions and demos, in Chroma."""
 
     def pair_counts(self, user_id: str) -> PairCounts:
@@ -74,11 +76,12 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases, Start
         return counts
 
     def export_user(self, user_id: str) -> str:
-        """Return everything about a user as JSONL: pair records, one line per persona version, the start."""
+        """Return everything about a user as JSONL: pairs, persona versions, the start, statement edits."""
         scope = self._scope(user_id)
         rows = self._get(self._pairs, scope)
         personas = self.persona_history(user_id)
-        if not rows and not personas:
+        edits = self.statement_edits(user_id)
+        if not rows and not personas and not edits:
             raise UnknownUser(f"nothing is stored for user {user_id!r}")
         current = self._current_version(scope)
         lines = []
@@ -104,6 +107,9 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases, Start
         start = self.starting_choice(user_id)
         if start is not None:
             lines.append(json.dumps({"kind": "start", **start.to_json()}))
+        for edit in edits:
+            record = {"kind": "statement_edit", "edit": edit.model_dump(mode="json")}
+            lines.append(json.dumps(record, ensure_ascii=False))
         return "\n".join(lines) + "\n"
 
     def import_user(self, jsonl_text: str, *, user_id: str | None = None) -> dict[str, int]:
@@ -111,11 +117,21 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases, Start
 
         `user_id` overrides the owner named in the records. Pairs already stored are skipped;
         persona versions are appended after the user's own, skipping any with the same text and
-        creation time as one already there. Returns counts of pairs and personas added.
+        creation time as one already there; statement edits the user has already are skipped.
+        Returns counts of pairs, personas and statement edits added.
         """
         records = list(parse_jsonl(jsonl_text))
         pair_records = [record for record in records if not (isinstance(record, dict) and "kind" in record)]
-        persona_records = [record for record in records if isinstance(record, dict) and "kind" in record]
+        edit_records = [
+            record
+            for record in records
+            if isinstance(record, dict) and record.get("kind") == "statement_edit"
+        ]
+        persona_records = [
+            record
+            for record in records
+            if isinstance(record, dict) and "kind" in record and record["kind"] != "statement_edit"
+        ]
         start_records = [record for record in persona_records if record["kind"] == "start"]
         persona_records = [record for record in persona_records if record["kind"] != "start"]
         owners = (
@@ -157,6 +173,14 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases, Start
                 message = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
                 raise InvalidPreference(f"persona record {position}: {message}") from None
             versions.append((persona, demos, bool(record.get("current"))))
+        edits = []
+        for position, record in enumerate(edit_records, start=1):
+            try:
+                edits.append(StatementEdit.model_validate(record.get("edit")))
+            except ValidationError as exc:
+                raise InvalidPreference(
+                    f"statement edit {position}: {describe_validation_error(exc)}"
+                ) from None
         start = _start_of(start_records)
         added = self.add_pairs(owner, pairs)
         if notes:
@@ -175,7 +199,10 @@ class PreferenceStore(PairRecords, PairRetrieval, PersonaVersions, Leases, Start
             self._set_current(scope, current.version)
         if start is not None:
             self.record_start(owner, start.archetype, start.chosen_at)
-        return {"pairs": len(added), "personas": imported}
+        counts = {"pairs": len(added), "personas": imported}
+        if edits:
+            counts["statement_edits"] = self.import_statement_edits(owner, edits)
+        return counts
 
 
 def _start_of(records: list[dict[str, Any]]) -> StartChoice | None:

@@ -346,6 +346,24 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
             heights = [cy for _, _, cy in points]  # SVG y grows downward: 75% sits above 62.5% above 50%
             assert heights[1] < heights[2] < heights[0]
 
+            # Pinning a statement and removing another from the page: each makes a new version that
+            # says so in the history; the removed statement leaves the persona.
+            first, second = (item["text"] for item in STATEMENTS[:2])
+            row = "document.querySelector('#statements-list li:nth-child({})')"
+            page.evaluate(row.format(1) + ".querySelector('button[data-action=pin]').click()")
+            page.wait_for(row.format(1) + ".dataset.origin === 'pinned'")
+            page.evaluate(row.format(2) + ".querySelector('button[data-action=remove]').click()")
+            page.wait_for(
+                f"!document.getElementById('persona-text').textContent.includes({json.dumps(second)})"
+            )
+            assert first in page.evaluate("document.getElementById('persona-text').textContent")
+            edits = page.evaluate(
+                "[...document.querySelectorAll('#history-body tr')]"
+                ".map(r => r.querySelector('td.edits').textContent)"
+            )
+            assert "pinned" in edits[0] and "removed" in edits[0] and "kept out" in edits[0]
+            assert edits[1].startswith("pinned") and "removed" not in edits[1] and edits[2] == ""
+
             ARTIFACTS.mkdir(exist_ok=True)
             shot = page.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
             (ARTIFACTS / "inspector.png").write_bytes(base64.b64decode(shot["data"]))

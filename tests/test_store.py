@@ -438,7 +438,7 @@ def test_delete_user_removes_everything_and_only_theirs(store: PreferenceStore) 
     _fill(store, "bob")
     assert users_with_records(store) == ["alice", "bob"]
     counts = store.delete_user("alice")
-    assert counts == {"pairs": 4, "personas": 2, "demos": 3, "users": 1}
+    assert counts == {"pairs": 4, "personas": 2, "demos": 3, "users": 1, "edits": 0}
     for name, collection in store.collections.items():
         records = collection.get(include=["metadatas", "documents"])
         assert not any(record_id.startswith("alice/") for record_id in records["ids"]), name
@@ -446,7 +446,7 @@ def test_delete_user_removes_everything_and_only_theirs(store: PreferenceStore) 
         assert not any('"alice"' in (doc or "") for doc in records["documents"]), name
     assert users_with_records(store) == ["bob"]
     assert store.count_pairs("bob") == 4 and len(store.persona_history("bob")) == 2
-    assert store.delete_user("alice") == {"pairs": 0, "personas": 0, "demos": 0, "users": 0}
+    assert store.delete_user("alice") == {"pairs": 0, "personas": 0, "demos": 0, "users": 0, "edits": 0}
 
 
 def test_export_import_round_trip(make_store: StoreFactory) -> None:

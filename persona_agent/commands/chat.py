@@ -31,7 +31,8 @@ HELP = (
     "as the one you prefer (this teaches the assistant), /retry asks for another reply (going on "
     "with it teaches a weak preference), /edit TEXT rewrites the last reply (/edit alone: type it "
     "over several lines, end with a line holding only '.'), /persona shows what it has learned and "
-    "any update in progress, /start picks a starting persona or asks three quick questions, /quit ends."
+    "any update in progress (/persona pin|unpin|remove N, /persona add TEXT keep your own statements), "
+    "/start picks a starting persona or asks three quick questions, /quit ends."
 )
 EDIT_END = "."  # the line that ends a multi-line /edit
 _REPLY_NODES = ("judge_replies", "__error_handler__judge_replies", "__error_handler__draft_replies")
@@ -224,6 +225,8 @@ class _Session:
                 await self.retry()
             elif command == "/edit":
                 await self.edit(argument.strip())
+            elif command == "/persona" and argument.strip():
+                await self.edit_persona(argument.strip())
             elif command == "/persona":
                 await self.show_persona()
             elif command == "/start" and self.start is not None:
@@ -386,10 +389,24 @@ class _Session:
         )
         self._start_update_if_due(after)
 
+    async def edit_persona(self, argument: str) -> None:
+        """Pin, unpin or remove a numbered statement of the persona, or add one: ``pin 2``, ``add TEXT``."""
+        from persona_agent.own_statements import ACTIONS, edit_statement, outcome_line
+
+        action, _, rest = argument.partition(" ")
+        if action not in ACTIONS:
+            self.console.print(
+                f"Usage: /persona {'|'.join(ACTIONS)} N (or add TEXT).", style="red", markup=False
+            )
+            return
+        outcome = await asyncio.to_thread(edit_statement, self.store, self.user_id, action, rest)
+        self.console.print(outcome_line(outcome), markup=False)
+
     async def show_persona(self) -> None:
         """Show the current persona, when it was synthesized, the judge's agreement and any running update."""
         from agent.offline_persona import is_offline_persona
         from persona_agent.learnt import agreement_line, agreement_of, statement_lines
+        from persona_agent.own_statements import listing_lines
 
         if self.updating:
             stage, detail = self.stage
@@ -421,4 +438,7 @@ class _Session:
                 f"What the offline reward model measured on your {view.n_pairs} newest pairs:\n"
                 + "\n".join(lines)
             )
+        listed = await asyncio.to_thread(self.store.listed_statements, self.user_id)
+        numbered = "\n".join(listing_lines(listed))
+        self.console.print(f"Statements (/persona pin|unpin|remove N):\n{numbered}", markup=False)
         self.console.print(agreement_line(await asyncio.to_thread(agreement_of, self.store, self.user_id)))

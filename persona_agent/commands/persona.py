@@ -1,4 +1,4 @@
-"""`persona-agent persona`: Show a user's persona, its history, roll back, and start from an archetype."""
+"""`persona-agent persona`: Show a persona and its history, roll back, start, edit its statements."""
 
 from __future__ import annotations
 
@@ -13,9 +13,13 @@ if TYPE_CHECKING:
     from agent.records import Persona
 
 app = typer.Typer(
-    help="Show a user's persona, its history, roll back, and start from an archetype.", no_args_is_help=True
+    help="Show a persona and its history, roll back, start from an archetype; pin, add or remove statements.",
+    no_args_is_help=True,
 )
 app.command("start")(start)
+StatementArgument = Annotated[
+    str, typer.Argument(help="The statement's number or id, as `persona show` lists them.")
+]
 
 
 def _summary(persona: Persona, *, current: bool = False) -> str:
@@ -42,6 +46,7 @@ def show(
     from agent.statements import render_persona
     from persona_agent.factory import build_offline_parts
     from persona_agent.learnt import agreement_line, agreement_of, learnt, statement_lines
+    from persona_agent.own_statements import listing_lines
     from persona_agent.settings import load_settings
 
     store = open_store()
@@ -64,6 +69,7 @@ def show(
         else None
     )
     agreement = view.judge_agreement if view else agreement_of(store, user)
+    listed = store.listed_statements(user) if is_current else []
     if json_output:
         print_json(
             {
@@ -79,6 +85,7 @@ def show(
                     "n_pairs": view.n_pairs,
                 },
                 "judge_agreement": agreement.model_dump(mode="json"),
+                "statements": [item.model_dump(mode="json", exclude={"statement"}) for item in listed],
             }
         )
         return
@@ -103,6 +110,10 @@ def show(
         else:
             typer.echo(f"offline reward model (no LLM), measured on the same {view.n_pairs} pairs:")
         typer.echo("\n".join(statement_lines(view.statements)) or render_persona(view.statements))
+    if listed:
+        typer.echo("")
+        typer.echo("statements (persona pin|unpin|remove N, persona add TEXT):")
+        typer.echo("\n".join(listing_lines(listed)))
     typer.echo("")
     typer.echo(agreement_line(agreement))
 
@@ -125,8 +136,12 @@ def history(user: UserOption, json_output: JsonOption = False) -> None:
         return
     if not versions:
         typer.echo(f"no persona versions for {user}")
+    from persona_agent.own_statements import provenance_lines
+
     for persona in versions:
         typer.echo(_summary(persona, current=persona.version == current_version))
+        for line in provenance_lines(persona):
+            typer.echo(line)
 
 
 @app.command("rollback")
@@ -142,3 +157,41 @@ def rollback(
         print_json({"user_id": user, "current_version": persona.version})
     else:
         typer.echo(f"{user} now uses persona v{persona.version}")
+
+
+def _edit(action: str, argument: str, user: str, json_output: bool) -> None:
+    from persona_agent.own_statements import edit_statement, outcome_json, outcome_line
+
+    outcome = edit_statement(open_store(), user, action, argument)
+    if json_output:
+        print_json({"user_id": user, **outcome_json(outcome)})
+    else:
+        typer.echo(outcome_line(outcome))
+
+
+@app.command("pin")
+def pin(statement: StatementArgument, user: UserOption, json_output: JsonOption = False) -> None:
+    """Keep a statement of the persona in every later version, whatever the next synthesis writes."""
+    _edit("pin", statement, user, json_output)
+
+
+@app.command("unpin")
+def unpin(statement: StatementArgument, user: UserOption, json_output: JsonOption = False) -> None:
+    """Stop keeping a pinned statement: later versions state it only when the pairs do."""
+    _edit("unpin", statement, user, json_output)
+
+
+@app.command("add")
+def add(
+    text: Annotated[str, typer.Argument(help='Your statement, e.g. "I use metric units".')],
+    user: UserOption,
+    json_output: JsonOption = False,
+) -> None:
+    """Add a statement in your own words; every later persona keeps it as written."""
+    _edit("add", text, user, json_output)
+
+
+@app.command("remove")
+def remove(statement: StatementArgument, user: UserOption, json_output: JsonOption = False) -> None:
+    """Strike a statement out; it does not come back unless pairs stored after this argue for it."""
+    _edit("remove", statement, user, json_output)

@@ -270,6 +270,44 @@ async def rollback_persona(request: Request, user_id: str, resources: ServerReso
     )
 
 
+async def list_statements(request: Request, user_id: str, resources: ServerResources) -> Response:
+    """Return the current persona's statements, numbered, and the user's pinned, added and removed ones."""
+
+    def read() -> dict[str, Any]:
+        store = resources.store
+        return {
+            "user_id": user_id,
+            "statements": [
+                item.model_dump(mode="json", exclude={"statement"})
+                for item in store.listed_statements(user_id)
+            ],
+            "edits": [
+                edit.model_dump(mode="json", exclude={"pair_ids", "statement"})
+                for edit in store.statement_edits(user_id)
+            ],
+        }
+
+    return JSONResponse(await asyncio.to_thread(read))
+
+
+async def edit_statement(request: Request, user_id: str, resources: ServerResources) -> Response:
+    """Pin, unpin or remove a statement (by number or id), or add one: ``{"action", "statement"}``."""
+    from persona_agent.own_statements import edit_statement, outcome_json
+
+    try:
+        payload = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        payload = None
+    if not isinstance(payload, dict) or not isinstance(payload.get("statement"), str):
+        raise InvalidPreference(
+            'body: must be JSON like {"action": "pin", "statement": "2"} '
+            'or {"action": "add", "statement": "I use metric units"}'
+        )
+    action = str(payload.get("action", ""))
+    outcome = await asyncio.to_thread(edit_statement, resources.store, user_id, action, payload["statement"])
+    return JSONResponse({"user_id": user_id, **outcome_json(outcome)})
+
+
 async def get_start(request: Request, user_id: str, resources: ServerResources) -> Response:
     """Return the archetypes a user may start from, their choice, whether it is offered, and the quiz."""
     from persona_agent.starting import starting_view
@@ -331,6 +369,8 @@ def create_app(resources: ServerResources) -> Starlette:
         routes=[
             route("/memory/persona", get_persona, "GET"),
             route("/memory/persona/rollback", rollback_persona, "POST"),
+            route("/memory/persona/statements", list_statements, "GET"),
+            route("/memory/persona/statements", edit_statement, "POST"),
             route("/memory/learnt", get_learnt, "GET"),
             route("/memory/start", get_start, "GET"),
             route("/memory/start", choose_start, "POST"),

@@ -78,6 +78,7 @@ function renderPersona(data) {
       el("td", fmtPct(persona.val_accuracy)),
       el("td", fmtPct(persona.baseline_val_accuracy)),
       el("td", persona.model),
+      el("td", (persona.statement_edits || []).map((e) => e.kind + " “" + e.text + "”: " + e.effect).join("; "), "edits"),
     );
     const cell = el("td");
     if (persona.version !== data.current_version) {
@@ -363,9 +364,47 @@ function renderDemos(data) {
   }
 }
 
+// --- the persona's statements: pin, unpin, remove, add -------------------------------------
+function renderStatements(data) {
+  const list = $("statements-list");
+  list.replaceChildren();
+  for (const item of data.statements) {
+    const row = el("li");
+    row.dataset.statementId = item.id;
+    row.dataset.origin = item.origin;
+    row.append(el("span", item.text, "text"));
+    if (item.origin !== "synthesized") row.append(el("span", item.origin === "added" ? " yours" : " pinned", "badge"));
+    const actions = item.origin === "synthesized" ? ["pin", "remove"] : item.origin === "pinned" ? ["unpin", "remove"] : ["remove"];
+    for (const action of actions) {
+      const button = el("button", action);
+      button.type = "button";
+      button.dataset.action = action;
+      button.addEventListener("click", () => editStatement(action, item.id));
+      row.append(button);
+    }
+    list.append(row);
+  }
+  if (!data.statements.length) list.append(el("li", "No statements yet.", "muted"));
+}
+
+async function editStatement(action, statement) {
+  try {
+    showError("");
+    await api("/memory/persona/statements", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ action, statement }),
+    });
+    await loadPersona();
+  } catch (error) {
+    showError("Could not " + action + " the statement: " + error.message);
+  }
+}
+
 // --- loading -------------------------------------------------------------------------------
 async function loadPersona() {
   renderPersona(await api("/memory/persona"));
+  renderStatements(await api("/memory/persona/statements"));
   renderLearnt(await api("/memory/learnt"));
 }
 
@@ -399,6 +438,11 @@ async function open(token) {
 function wire() {
   $("token-form").addEventListener("submit", (event) => { event.preventDefault(); open($("token").value); });
   $("diff-button").addEventListener("click", showDiff);
+  $("add-statement-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    await editStatement("add", $("new-statement").value);
+    if (!$("error").textContent) $("new-statement").value = "";
+  });
   $("source").addEventListener("change", () => { state.offset = 0; loadPairs().catch((e) => showError(e.message)); });
   $("prev").addEventListener("click", () => {
     state.offset = Math.max(0, state.offset - PAGE);
