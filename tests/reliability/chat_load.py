@@ -18,7 +18,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agent.records import PreferencePair, Turn
 from agent.synthesis import SynthesizeMe
-from graphs.chat import ChatOptions, build_graph, feedback_pairs
+from graphs.chat import ChatOptions, build_graph
+from graphs.feedback import apply_feedback
 from memory.chroma import make_client
 from memory.store import PreferenceStore
 from tests.fakes import (
@@ -88,8 +89,8 @@ def exercise(store: PreferenceStore, worker: int, users: Sequence[str], rounds: 
                 state = (await graph.aget_state(config)).values
                 assert state["messages"][-1].text.strip()
                 await _record_synthesis(state, user)
-                pairs, _ = feedback_pairs({"choice": 0}, state, user, store.limits)  # type: ignore[typeddict-item]
-                meant[user] |= {pair.id for pair in pairs}
+                picked = apply_feedback({**state, "feedback": {"choice": 0}}, user, store.limits)  # type: ignore[typeddict-item]
+                meant[user] |= {pair.id for pair in picked.pairs}
                 await graph.ainvoke({"feedback": {"choice": 0}}, config, context=context)
                 await _record_synthesis((await graph.aget_state(config)).values, user)
 
