@@ -171,6 +171,13 @@ def quiz_pair(
         raise InvalidPreference(f"feedback.quiz: {describe_validation_error(exc)}") from None
 
 
+def retaken_answers(stored: Sequence[PreferencePair], new: Sequence[PreferencePair]) -> list[str]:
+    """Return the ids of stored quiz answers to the questions `new` answers again: a retake replaces them."""
+    asked = {pair.metadata[QUIZ_METADATA] for pair in new if QUIZ_METADATA in pair.metadata}
+    kept = {pair.id for pair in new}
+    return [pair.id for pair in stored if pair.metadata.get(QUIZ_METADATA) in asked and pair.id not in kept]
+
+
 def quiz_answer(feedback: Mapping[str, Any], user_id: str, limits: Limits = DEFAULT_LIMITS) -> PreferencePair:
     """Return the pair of a graph feedback ``{"quiz": {"question": key, "choice": 0 or 1}}``."""
     others = sorted(key for key, value in feedback.items() if key != "quiz" and value is not None)

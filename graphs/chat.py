@@ -89,8 +89,8 @@ from langgraph.types import Checkpointer, RetryPolicy
 from agent.demo_sets import merge_demos
 from agent.drafting import draft_candidates
 from agent.errors import BudgetExceeded, Forbidden, InvalidPreference, ModelOutputError, PersonaAgentError
-from agent.records import Demo, Persona
-from agent.starting import is_archetype_persona
+from agent.records import Demo, Persona, PreferencePair
+from agent.starting import QUIZ_METADATA, is_archetype_persona, retaken_answers
 from agent.synthesis import PersonaSynthesizer, SynthesizeMe
 from graphs import synthesis
 from graphs.feedback import apply_feedback, redone_replies
@@ -216,6 +216,7 @@ class ChatNodes:
         effect = apply_feedback(state, user_id, self.memory.limits)
         if effect.pairs:
             update["pairs_added"] = await asyncio.to_thread(self.memory.add_pairs, user_id, effect.pairs)
+            await asyncio.to_thread(self._forget_retaken_answers, user_id, effect.pairs)
         update.update(effect.update)
         counts = await asyncio.to_thread(self.memory.pair_counts, user_id)
         due = synthesis_due(
@@ -232,6 +233,14 @@ class ChatNodes:
         ):  # the persona the reply uses, unless synthesized inline
             update["persona"] = persona_view(counts.persona)
         return update
+
+    def _forget_retaken_answers(self, user_id: str, added: list[PreferencePair]) -> None:
+        """Delete the user's earlier answers to quiz questions they answered again (after storing the new)."""
+        if not any(QUIZ_METADATA in pair.metadata for pair in added):
+            return
+        stored = self.memory.list_pairs(user_id, limit=self.memory.count_pairs(user_id), source="explicit")
+        for pair_id in retaken_answers(stored, added):
+            self.memory.delete_pair(user_id, pair_id)
 
     async def synthesize_persona(self, state: ChatState, runtime: Runtime[ChatContext]) -> dict[str, Any]:
         """Run the synthesis graph for this user; a failure is recorded, never raised."""

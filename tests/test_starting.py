@@ -261,6 +261,25 @@ async def test_the_quiz_stores_three_explicit_pairs_and_waits_for_the_first_synt
     assert state["pair_count"] == 5 and state["synthesis"] is not None
 
 
+async def test_retaking_a_quiz_question_replaces_the_earlier_answer() -> None:
+    memory = make_memory()
+    graph, _ = make_graph(memory)
+    memory.add_pairs("amy", [make_pair("amy", "What is 2 + 2?", chosen="4.", rejected="Five.")])
+    await answer(graph, "amy", "length", 0)
+    await answer(graph, "amy", "lists", 1)
+    state = await answer(graph, "amy", "length", 1)
+    assert state["pair_count"] == 3
+    stored = memory.list_pairs("amy")
+    answers = {pair.metadata[QUIZ_METADATA]: pair for pair in stored if QUIZ_METADATA in pair.metadata}
+    length = next(question for question in QUIZ if question.key == "length")
+    assert answers["length"].chosen == length.replies[1] and answers["length"].rejected == length.replies[0]
+    assert "lists" in answers and any(pair.query == "What is 2 + 2?" for pair in stored)
+    # the same answer again stores nothing new and forgets nothing
+    state = await answer(graph, "amy", "length", 1)
+    assert state["pair_count"] == 3
+    assert answers["length"].id in {pair.id for pair in memory.list_pairs("amy")}
+
+
 async def test_bad_quiz_answers_are_refused_and_store_nothing() -> None:
     memory = make_memory()
     graph, _ = make_graph(memory)
