@@ -295,8 +295,8 @@ def read_artifact(path: str | Path, kind: str) -> dict[str, Any]:
 def check_artifact(data: Mapping[str, Any], artifact_format: str, *, source: str) -> None:
     """Raise `ConfigurationError` unless `data` is an artifact of this format and feature version."""
     if data.get("format") != artifact_format:
-        kind = artifact_format.rsplit("/", 1)[-1]
-        raise ConfigurationError(f"{source}: not a {kind} artifact (format {data.get('format')!r})")
+        found = data.get("format")
+        raise ConfigurationError(f"{source}: not a {artifact_format} artifact (format {found!r})")
     if data.get("features_version") != FEATURES_VERSION:
         raise ConfigurationError(
             f"{source}: fitted on features version {data.get('features_version')!r}, but this code "
