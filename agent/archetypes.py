@@ -25,7 +25,7 @@ from scipy.cluster.vq import kmeans2
 
 from agent.errors import ConfigurationError
 from agent.features import FEATURES_VERSION, INTERPRETABLE, INTERPRETABLE_NAMES, N_INTERPRETABLE
-from agent.reward_model import RewardModel, read_artifact
+from agent.reward_model import RewardModel, check_artifact, read_artifact
 from agent.taste import infer_taste
 
 ARTIFACT_FORMAT = "persona-agent/archetypes"
@@ -132,13 +132,7 @@ def load_archetypes(path: str | Path = DEFAULT_ARCHETYPES_PATH) -> tuple[Archety
     """Read the archetypes artifact (default: the shipped one), refusing another feature version."""
     target = Path(path)
     document = read_artifact(target, "archetypes")
-    if document.get("format") != ARTIFACT_FORMAT:
-        raise ConfigurationError(f"{target}: not an archetypes artifact (format {document.get('format')!r})")
-    if document.get("features_version") != FEATURES_VERSION:
-        raise ConfigurationError(
-            f"{target}: fitted on features version {document.get('features_version')!r}, but this code "
-            f"computes version {FEATURES_VERSION!r}; refit it with scripts/fit_prior.py"
-        )
+    check_artifact(document, ARTIFACT_FORMAT, source=str(target))
     archetypes = []
     for item in document.get("archetypes", []):
         departure = tuple(float(value) for value in item["departure"])

@@ -244,13 +244,7 @@ class RewardModel:
     @classmethod
     def from_json(cls, data: dict[str, Any], *, source: str = "artifact") -> RewardModel:
         """Rebuild a model from `to_json` output, refusing another feature version."""
-        if data.get("format") != ARTIFACT_FORMAT:
-            raise ConfigurationError(f"{source}: not a reward-model artifact (format {data.get('format')!r})")
-        if data.get("features_version") != FEATURES_VERSION:
-            raise ConfigurationError(
-                f"{source}: fitted on features version {data.get('features_version')!r}, but this code "
-                f"computes version {FEATURES_VERSION!r}; refit it with scripts/fit_prior.py"
-            )
+        check_artifact(data, ARTIFACT_FORMAT, source=source)
         keys = ("weights", "interaction", "mean", "scale", "chosen_mean", "axis")
         try:
             arrays = {key: np.asarray(data[key], dtype=np.float64) for key in keys}
@@ -296,6 +290,18 @@ def read_artifact(path: str | Path, kind: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigurationError(f"{target}: not a {kind} artifact")
     return data
+
+
+def check_artifact(data: Mapping[str, Any], artifact_format: str, *, source: str) -> None:
+    """Raise `ConfigurationError` unless `data` is an artifact of this format and feature version."""
+    if data.get("format") != artifact_format:
+        found = data.get("format")
+        raise ConfigurationError(f"{source}: not a {artifact_format} artifact (format {found!r})")
+    if data.get("features_version") != FEATURES_VERSION:
+        raise ConfigurationError(
+            f"{source}: fitted on features version {data.get('features_version')!r}, but this code "
+            f"computes version {FEATURES_VERSION!r}; refit it with scripts/fit_prior.py"
+        )
 
 
 def _compact(values: np.ndarray) -> list[float]:
