@@ -19,6 +19,7 @@ import httpx
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
+from agent.archetypes import load_archetypes
 from devtools.langgraph_server import REPO_ROOT, LangGraphServer
 from persona_agent.benchmarks.ports import free_port
 
@@ -79,6 +80,13 @@ class DevTools:
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
+
+    def open(self, url: str) -> None:
+        """Load `url` as a new document: only the fragment differs from the inspector's own address,
+        so navigating there directly would run in the old page, whose state could pass a wait."""
+        self.call("Page.navigate", url="about:blank")
+        self.call("Page.navigate", url=url)
+        self.wait_for("location.protocol !== 'about:' && document.readyState === 'complete'")
 
     def wait_for(self, expression: str, timeout_s: float = 20.0) -> Any:
         """Poll a JavaScript expression until it is truthy; return its value."""
@@ -238,6 +246,8 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
                 "[...document.querySelectorAll('#history-body tr')].map(r => r.dataset.version)"
             )
             assert versions == ["2", "1"]
+            # Her persona was learnt from her pairs: no starting archetype is offered any more.
+            assert page.evaluate("document.getElementById('start-choice').hidden") is True
 
             # The diff between the two versions marks the added words.
             page.evaluate("document.getElementById('diff-button').click()")
@@ -306,7 +316,7 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
             # A persona the offline reward model wrote: its statements as a bar chart, the pairs behind
             # each, and its accuracy in the chart of every version's.
             _seed_offline_persona(server.url)
-            page.call("Page.navigate", url=f"{server.url}/inspector#token={TOKEN}")
+            page.open(f"{server.url}/inspector#token={TOKEN}")
             page.wait_for(
                 "document.body.dataset.loaded === 'true'"
                 " && document.querySelectorAll('#statements-chart g.statement').length > 0"
@@ -369,7 +379,7 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
             (ARTIFACTS / "inspector.png").write_bytes(base64.b64decode(shot["data"]))
 
             # Another user's token opens an empty memory, not Carol's.
-            page.call("Page.navigate", url=f"{server.url}/inspector#token=other-user-token")
+            page.open(f"{server.url}/inspector#token=other-user-token")
             page.wait_for(
                 "document.body.dataset.loaded === 'true'"
                 " && document.getElementById('whoami').textContent.includes('dave')"
@@ -378,13 +388,24 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
             assert page.evaluate("document.getElementById('persona-empty').hidden") is False
             assert page.evaluate("document.getElementById('persona-start').hidden") is True
 
-            # Dave starts from an archetype: its persona shows at once, with where it came from.
-            dave = {"Authorization": "Bearer other-user-token"}
-            chosen = httpx.post(f"{server.url}/memory/start", json={"archetype": "concise"}, headers=dave)
-            assert chosen.status_code == 201, chosen.text
-            page.call("Page.navigate", url=f"{server.url}/inspector#token=other-user-token")
-            page.wait_for("document.body.dataset.loaded === 'true'")
-            page.wait_for("!document.getElementById('persona-start').hidden")
+            # Dave, with no pairs, is offered the shipped archetypes, each with how many people it holds.
+            assert page.evaluate("document.getElementById('start-choice').hidden") is False
+            offered = page.evaluate(
+                "[...document.querySelectorAll('#archetype-list li')].map(li => li.textContent)"
+            )
+            assert offered == [
+                f"{item.key} \u2014 {item.title} ({item.users} {'person' if item.users == 1 else 'people'})"
+                "start here"
+                for item in load_archetypes()
+            ]
+            # He starts from "concise" with its button: its persona shows at once, with where it came from.
+            page.evaluate(
+                "document.querySelector('#archetype-list li[data-archetype=concise] button').click()"
+            )
+            page.wait_for(
+                "!document.getElementById('persona-start').hidden"
+                " && document.querySelector('#archetype-list li[data-archetype=concise] .badge') !== null"
+            )
             assert "prefers shorter replies" in page.evaluate(
                 "document.getElementById('persona-text').textContent"
             )
@@ -394,9 +415,30 @@ def test_inspector_shows_persona_history_charts_agreement_pairs_and_retrieval(
             assert "Started from the archetype \u201cconcise\u201d" in page.evaluate(
                 "document.getElementById('persona-start').textContent"
             )
+            versions = page.evaluate(
+                "[...document.querySelectorAll('#history-body tr')].map(r => r.textContent)"
+            )
+            assert (
+                len(versions) == 1
+                and versions[0].startswith("v1 (current)")
+                and "archetype concise" in versions[0]
+            )
+            chosen = page.evaluate(
+                "document.querySelector('#archetype-list li[data-archetype=concise]').textContent"
+            )
+            assert "your start" in chosen and chosen.endswith("chosen")
+            assert page.evaluate("document.getElementById('error').hidden") is True
+            # The choice is stored, not only drawn: it is still there when the page is opened again.
+            page.open(f"{server.url}/inspector#token=other-user-token")
+            page.wait_for(
+                "document.body.dataset.loaded === 'true' && !document.getElementById('persona-start').hidden"
+            )
+            assert "prefers shorter replies" in page.evaluate(
+                "document.getElementById('persona-text').textContent"
+            )
 
             # A wrong token shows an error instead of any memory.
-            page.call("Page.navigate", url=f"{server.url}/inspector#token=not-a-real-token")
+            page.open(f"{server.url}/inspector#token=not-a-real-token")
             error = page.wait_for("document.getElementById('error').textContent")
             assert "401" in error
             assert page.evaluate("document.getElementById('content').hidden") is True

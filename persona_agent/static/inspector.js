@@ -401,9 +401,49 @@ async function editStatement(action, statement) {
   }
 }
 
+// --- a new user's start: choose an archetype while the server still offers one --------------
+function renderStart(data) {
+  $("start-choice").hidden = !data.offered;
+  const list = $("archetype-list");
+  list.replaceChildren();
+  if (!data.offered) return;
+  const chosen = data.chosen ? data.chosen.archetype : null;
+  for (const archetype of data.archetypes) {
+    const item = el("li");
+    item.dataset.archetype = archetype.key;
+    item.append(
+      el("strong", archetype.key),
+      el("span", " \u2014 " + archetype.title + " "),
+      el("span", "(" + archetype.users + (archetype.users === 1 ? " person" : " people") + ")", "muted"),
+    );
+    if (archetype.key === chosen) item.append(el("span", "your start", "badge info"));
+    const button = el("button", archetype.key === chosen ? "chosen" : "start here");
+    button.type = "button";
+    button.disabled = archetype.key === chosen;
+    button.addEventListener("click", () => chooseStart(archetype.key));
+    item.append(button);
+    list.append(item);
+  }
+}
+
+async function chooseStart(key) {
+  try {
+    showError("");
+    await api("/memory/start", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ archetype: key }),
+    });
+    await loadPersona();
+  } catch (error) {
+    showError("Could not start from the archetype \u201c" + key + "\u201d: " + error.message);
+  }
+}
+
 // --- loading -------------------------------------------------------------------------------
 async function loadPersona() {
   renderPersona(await api("/memory/persona"));
+  renderStart(await api("/memory/start"));
   renderStatements(await api("/memory/persona/statements"));
   renderLearnt(await api("/memory/learnt"));
 }
