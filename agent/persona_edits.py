@@ -46,6 +46,7 @@ from agent.records import (
     persona_problem,
     utc_now,
 )
+from agent.starting import archetype_statements, is_archetype_persona
 from agent.statements import MIN_PAIRS_SHOWN, PreferenceStatement, describe_preferences
 from agent.synthesis import PersonaSynthesizer
 
@@ -191,7 +192,10 @@ def listed_statements(persona: Persona | None, edits: Sequence[StatementEdit]) -
                 )
             )
     elif persona is not None:
-        for sentence in llm_sentences(persona.text):
+        written = (
+            archetype_statements(persona) if is_archetype_persona(persona) else llm_sentences(persona.text)
+        )
+        for sentence in written:
             key = statement_id(sentence)
             listed.append(
                 ListedStatement(id=key, text=sentence, origin="pinned" if key in pinned else "synthesized")

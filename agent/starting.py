@@ -73,6 +73,11 @@ def archetype_persona(user_id: str, archetype: Archetype) -> Persona:
     )
 
 
+def archetype_statements(persona: Persona) -> list[str]:
+    """Return the statements of a starting archetype's persona: its listed lines (`archetype_persona`)."""
+    return [line[2:].strip() for line in persona.text.splitlines() if line.startswith("- ")]
+
+
 def is_archetype_persona(persona: Persona | None) -> bool:
     """True when the persona is a starting archetype's, not one learnt from the user's pairs."""
     return persona is not None and persona.source == ARCHETYPE_SOURCE

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from agent.archetypes import load_archetypes
 from agent.errors import InvalidPreference, UnknownUser
 from agent.features import INTERPRETABLE_NAMES, measure
+from agent.persona_edits import listed_statements
 from agent.records import Turn
 from agent.reward_model import RewardModel
 from agent.starting import QUIZ_METADATA, load_quiz
@@ -88,6 +89,15 @@ def test_persona_start_gives_a_persona_before_the_first_pair(data_dir: Path) -> 
     assert "(your start)" in runner.invoke(cli.app, ["persona", "start", "--user", "amy"]).output
     others = json.loads(runner.invoke(cli.app, ["persona", "start", "--user", "bob", "--json"]).stdout)
     assert others["chosen"] is None  # what amy chose is not bob's
+
+
+def test_an_archetype_persona_lists_the_archetypes_statements_to_pin_or_remove() -> None:
+    memory = make_memory()
+    persona, _ = start_from_archetype(memory, "amy", "concise")
+    concise = next(a for a in load_archetypes() if a.key == "concise")
+    listed = listed_statements(persona, [])
+    assert [item.text for item in listed] == list(concise.statements)
+    assert all(item.origin == "synthesized" for item in listed)
 
 
 def test_an_unknown_archetype_names_the_known_ones_and_stores_nothing(data_dir: Path) -> None:

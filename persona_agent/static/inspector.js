@@ -229,7 +229,7 @@ function drawAgreement(agreement) {
 function renderLearnt(data) {
   $("learnt-source").textContent = data.statements_from === "persona"
     ? "The current persona's statements, written by the offline reward model from " + data.n_pairs + " pairs."
-    : "What the offline reward model measured on your " + data.n_pairs + " newest pairs (beside the persona above, which an LLM wrote).";
+    : "What the offline reward model measured on your " + data.n_pairs + " newest pairs (beside the persona above).";
   drawStatementsChart(data.statements);
   drawAgreement(data.judge_agreement);
 }
