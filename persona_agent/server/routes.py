@@ -255,13 +255,21 @@ async def forget_me(request: Request, user_id: str, resources: ServerResources) 
     return JSONResponse({"user_id": user_id, "deleted": deleted})
 
 
-async def rollback_persona(request: Request, user_id: str, resources: ServerResources) -> Response:
-    """Make an earlier persona version current again."""
+async def _json_object(request: Request, problem: str) -> dict[str, Any]:
+    """Return the request's JSON body when it is an object; otherwise `problem` as `InvalidPreference`."""
     try:
         payload = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidPreference('body: must be JSON like {"version": 2}') from None
-    version = payload.get("version") if isinstance(payload, dict) else None
+        raise InvalidPreference(problem) from None
+    if not isinstance(payload, dict):
+        raise InvalidPreference(problem)
+    return payload
+
+
+async def rollback_persona(request: Request, user_id: str, resources: ServerResources) -> Response:
+    """Make an earlier persona version current again."""
+    payload = await _json_object(request, 'body: must be JSON like {"version": 2}')
+    version = payload.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise InvalidPreference('version: must be a positive integer, as in {"version": 2}')
     persona = await asyncio.to_thread(resources.store.rollback, user_id, version)
@@ -294,15 +302,13 @@ async def edit_statement(request: Request, user_id: str, resources: ServerResour
     """Pin, unpin or remove a statement (by number or id), or add one: ``{"action", "statement"}``."""
     from persona_agent.own_statements import edit_statement, outcome_json
 
-    try:
-        payload = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        payload = None
-    if not isinstance(payload, dict) or not isinstance(payload.get("statement"), str):
-        raise InvalidPreference(
-            'body: must be JSON like {"action": "pin", "statement": "2"} '
-            'or {"action": "add", "statement": "I use metric units"}'
-        )
+    problem = (
+        'body: must be JSON like {"action": "pin", "statement": "2"} '
+        'or {"action": "add", "statement": "I use metric units"}'
+    )
+    payload = await _json_object(request, problem)
+    if not isinstance(payload.get("statement"), str):
+        raise InvalidPreference(problem)
     action = str(payload.get("action", ""))
     outcome = await asyncio.to_thread(edit_statement, resources.store, user_id, action, payload["statement"])
     return JSONResponse({"user_id": user_id, **outcome_json(outcome)})
@@ -320,11 +326,8 @@ async def choose_start(request: Request, user_id: str, resources: ServerResource
     """Start the caller from an archetype: a persona at once, and an offline judge that starts there."""
     from persona_agent.starting import start_from_archetype
 
-    try:
-        payload = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise InvalidPreference('body: must be JSON like {"archetype": "concise"}') from None
-    key = payload.get("archetype") if isinstance(payload, dict) else None
+    payload = await _json_object(request, 'body: must be JSON like {"archetype": "concise"}')
+    key = payload.get("archetype")
     if not isinstance(key, str) or not key:
         raise InvalidPreference('archetype: give an archetype key, as in {"archetype": "concise"}')
     persona, choice = await asyncio.to_thread(start_from_archetype, resources.store, user_id, key)
