@@ -15,7 +15,8 @@ chance that a user prefers the first of two replies is ``lapse/2 + (1 - lapse) Â
   It carries the answer-quality knowledge (the embedding weights) that every user keeps.
 * `TastePrior` holds what is known about how people differ, used to adapt the model to one user
   (`agent.taste`): the between-user variance of each interpretable weight (estimated across
-  users, empirical Bayes) and the share and size of strong single-feature tastes.
+  users, empirical Bayes), the share and size of strong single-feature tastes, and the share of
+  users who pick by a rule on one feature.
 * The artifact is a small JSON file with its feature version; another version is refused.
 """
 
@@ -62,6 +63,10 @@ class TastePrior:
     (`conditional_share` of it a taste that flips with the kind of question), `strong_scale` the
     prior spread of such a weight and `lapse` the share of picks made at random.
     `fixed_features` keep the population's weight for every user (`agent.features.QUALITY_FEATURES`).
+    `rule_share` is the prior probability that a user picks by a rule on one feature ("the
+    shorter reply whenever the lengths clearly differ", `RuleComponent`), for a share
+    `rule_follow` of their picks, with its own `rule_lapse`, deciding where the replies differ
+    by at least `rule_clear` population spreads.
     """
 
     population_interpretable: float = 0.3
@@ -76,6 +81,10 @@ class TastePrior:
     # how far someone with a strong taste still follows the population (a scale on its log-odds)
     strong_trust: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
     fixed_features: tuple[str, ...] = tuple(sorted(QUALITY_FEATURES))
+    rule_share: float = 0.45
+    rule_follow: tuple[float, ...] = (0.5, 1.0)
+    rule_lapse: float = 0.05
+    rule_clear: float = 0.05
 
     def personal(self) -> np.ndarray:
         """Return, per interpretable feature, whether a user's taste may move its weight."""
@@ -90,6 +99,7 @@ class TastePrior:
             "user_variance": list(self.user_variance),
             "interaction_variance": list(self.interaction_variance),
             "strong_trust": list(self.strong_trust),
+            "rule_follow": list(self.rule_follow),
             "fixed_features": list(self.fixed_features),
         }
 
@@ -100,12 +110,52 @@ class TastePrior:
         if unknown := set(data) - known:
             raise ConfigurationError(f"{source}: unknown taste-prior settings {sorted(unknown)}")
         values = dict(data)
-        for key in ("user_variance", "interaction_variance", "strong_trust"):
+        for key in ("user_variance", "interaction_variance", "strong_trust", "rule_follow"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
         if "fixed_features" in values:
             values["fixed_features"] = tuple(str(v) for v in values["fixed_features"])
         return cls(**values)
+
+
+@dataclass(frozen=True)
+class LinearComponent:
+    """A linear model of one user's picks: log-odds ``rows @ coefficients``, a `lapse` share at random."""
+
+    coefficients: np.ndarray
+    lapse: float
+
+    def prob_first(self, rows: np.ndarray) -> np.ndarray:
+        """Return P(first preferred) for `RewardModel.design` rows."""
+        return self.lapse / 2 + (1 - self.lapse) * expit(rows @ self.coefficients)
+
+
+@dataclass(frozen=True)
+class RuleComponent:
+    """Picks made by a rule on one feature ("the shorter reply"), the rest as `otherwise` makes them.
+
+    Where the replies differ on design column `column` by at least `clear` population spreads,
+    the rule takes the one `direction` (+1 more, -1 less) favours, but for its own `lapse`; where
+    they do not differ, the rule has no preference. A `follow` share of the picks go by the rule.
+    """
+
+    column: int
+    direction: int
+    follow: float
+    lapse: float
+    clear: float
+    otherwise: LinearComponent
+
+    def prob_first(self, rows: np.ndarray) -> np.ndarray:
+        """Return P(first preferred) for `RewardModel.design` rows."""
+        signed = self.direction * rows[:, self.column]
+        decided = np.where(
+            np.abs(signed) >= self.clear, np.where(signed > 0, 1 - self.lapse, self.lapse), 0.5
+        )
+        return self.follow * decided + (1 - self.follow) * self.otherwise.prob_first(rows)
+
+
+Component = LinearComponent | RuleComponent
 
 
 @dataclass(frozen=True)
@@ -185,33 +235,30 @@ class RewardModel:
         shares[:N_INTERPRETABLE] += row[self.dimensions :] * self.interaction
         return shares
 
-    def _mixture(self) -> tuple[tuple[float, np.ndarray, float], ...]:
+    def _mixture(self) -> tuple[tuple[float, Component], ...]:
         if self.taste is not None and self.taste.components:
             return self.taste.components
-        return ((1.0, self.coefficients, self.lapse),)
+        return ((1.0, LinearComponent(self.coefficients, self.lapse)),)
+
+    def _prob_first(self, rows: np.ndarray) -> np.ndarray:
+        return sum(
+            (weight * component.prob_first(rows) for weight, component in self._mixture()),
+            np.zeros(len(rows)),
+        )
 
     def prob_first(self, differences: np.ndarray, terms: np.ndarray) -> np.ndarray:
         """Return P(first preferred) for rows of feature differences (first - second) and question terms.
 
-        A user's model predicts with its whole taste posterior (a mixture of linear models).
+        A user's model predicts with its whole taste posterior (a mixture of `Component`s).
         """
-        rows = self.design(differences, terms)
-        return sum(
-            (
-                weight * (lapse / 2 + (1 - lapse) * expit(rows @ coefficients))
-                for weight, coefficients, lapse in self._mixture()
-            ),
-            np.zeros(len(rows)),
-        )
+        return self._prob_first(self.design(differences, terms))
 
     def win_matrix(self, features: np.ndarray, terms: np.ndarray) -> np.ndarray:
         """Return P(reply i preferred to reply j) for every pair of rows of a reply feature matrix."""
         rows = self._standardise(features - self.mean, np.tile(terms, (len(features), 1)))
-        matrix = np.zeros((len(rows), len(rows)))
-        for weight, coefficients, lapse in self._mixture():
-            utility = rows @ coefficients
-            matrix += weight * (lapse / 2 + (1 - lapse) * expit(utility[:, None] - utility[None, :]))
-        return matrix
+        # design rows are linear in the features: a pair's row is the difference of the replies' rows
+        pairs = (rows[:, None, :] - rows[None, :, :]).reshape(len(rows) ** 2, -1)
+        return self._prob_first(pairs).reshape(len(rows), len(rows))
 
     def to_json(self) -> dict[str, Any]:
         """Return the artifact as plain JSON types (a user's taste posterior is not stored)."""

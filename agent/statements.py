@@ -1,9 +1,10 @@
 """Put a user's learnt taste into words: statements with the evidence behind them, and a persona.
 
 A statement appears only when the posterior gives the user's departure from the population on a
-feature real weight (`agent.taste`: a strong taste that explains their picks, or a broad
-departure whose posterior interval excludes the population's weight) and the user's own pairs
-back it: enough of them differ on the feature, and most of those went its way. Someone with
+feature real weight (`agent.taste`: a strong taste or a rule that explains their picks, or a
+broad departure whose posterior interval excludes the population's weight) and the user's own
+pairs back it: enough of them differ on the feature, most of those went its way, and at least
+one of those is a pick the population alone would have called the other way. Someone with
 several tastes spreads the posterior over several features, so the bar on the posterior is low
 and the bar on the pairs is what keeps a statement honest. Each names the pairs behind it.
 A taste that flips with the kind of question reads as such ("on technical questions, ...").
@@ -103,6 +104,7 @@ def describe_preferences(
             weight = float(user_model.interaction[index])
             population_weight = float(prior.interaction[index])
             shown, backing = taste.shown_conditional[index], taste.agreeing_conditional[index]
+            explained = taste.explained_conditional[index]
         else:
             text = spec.more if direction == "more" else spec.less
             if spec.name == "length":
@@ -113,7 +115,9 @@ def describe_preferences(
             weight = float(user_model.weights[index])
             population_weight = float(prior.weights[index])
             shown, backing = taste.shown[index], taste.agreeing[index]
-        if shown < MIN_PAIRS_SHOWN or backing < MIN_BACKING * shown:
+            explained = taste.explained[index]
+        # a departure no pick needed (the population alone called every one) is not stated
+        if shown < MIN_PAIRS_SHOWN or backing < MIN_BACKING * shown or explained == 0:
             continue
         statements.append(
             PreferenceStatement(

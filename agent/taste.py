@@ -4,8 +4,8 @@ The population model (`agent.reward_model`) predicts each of the user's pairs wi
 ``m``. The user's own part is added on the interpretable features only; the embedding, which
 carries answer quality, only scales with how far the user follows the population's judgement
 (their *trust*, inferred too), and the quality measurements (`TastePrior.fixed_features`) stay
-the population's. Two kinds of departure compete, weighed by how well they explain the
-user's pairs (their marginal likelihood), both with a lapse rate (a share of random picks):
+the population's. Three kinds of departure compete, weighed by how well they explain the
+user's pairs (their marginal likelihood), each with a lapse rate (a share of random picks):
 
 * **broad**: every interpretable weight and its question-kind interaction moves a little, with
   the between-user variances measured across real users (`estimate_user_variance`, empirical
@@ -13,11 +13,17 @@ user's pairs (their marginal likelihood), both with a lapse rate (a share of ran
 * **strong**: one feature decides most of the user's picks ("always the shorter reply"), either
   always or flipping with the kind of question ("short answers to technical questions, long
   ones to creative requests"). Each is integrated exactly on a grid.
+* **rule**: the user picks by the sign of one feature's difference, however small, where the
+  replies clearly differ on it ("the reply with the shorter opening"), for all or half of their
+  picks, the rest as the population would (`agent.reward_model.RuleComponent`). A weight says
+  that a bigger difference matters more; a rule does not, so it reads a taste that only decides
+  from a handful of pairs whose differences vary in size.
 
 A few consistent pairs make a strong taste far likelier than chance agreement would, so five
 pairs can move a weight a long way, and one odd pick does not undo the rest. Predictions use the
-whole posterior (a mixture of linear models, `Taste.components`); the user's weights, which
-explanations and statements read, are its mean.
+whole posterior (a mixture of linear models and rules, `Taste.components`); the user's weights,
+which explanations and statements read, are its mean (a rule counts as a weight of the prior's
+`strong_scale` on its feature).
 """
 
 from __future__ import annotations
@@ -31,7 +37,15 @@ from scipy.special import expit, log_expit, logsumexp
 from agent.errors import ConfigurationError
 from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.records import PreferencePair
-from agent.reward_model import RewardModel, check_compatible, fit_logistic
+from agent.reward_model import (
+    Component,
+    LinearComponent,
+    RewardModel,
+    RuleComponent,
+    TastePrior,
+    check_compatible,
+    fit_logistic,
+)
 
 _GRID = np.linspace(-12.0, 12.0, 97)
 # How far a user follows the population's judgement (a scale on its log-odds), and the prior on it:
@@ -44,13 +58,18 @@ CLEAR_DIFFERENCE = 0.25
 
 @dataclass(frozen=True)
 class StrongTaste:
-    """One candidate strong taste and the posterior evidence for it."""
+    """One candidate strong taste (a weight or a rule) and the posterior evidence for it.
+
+    `mean` and `sd` are the weight's posterior; a rule's `mean` is the weight it counts as in the
+    user's mean weights (its direction times the prior's `strong_scale`), its `sd` 0.
+    """
 
     feature: str
     conditional: bool
     probability: float
     mean: float
     sd: float
+    rule: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,9 +77,9 @@ class Taste:
     """The posterior over one user's departure from the population, from their pairs."""
 
     n_pairs: int
-    # the posterior as a mixture of linear models over `RewardModel.design` rows:
-    # (probability, coefficients, lapse), most of the mass in a handful of components
-    components: tuple[tuple[float, np.ndarray, float], ...]
+    # the posterior as a mixture over `RewardModel.design` rows: (probability, component),
+    # most of the mass in a handful of components
+    components: tuple[tuple[float, Component], ...]
     # how far the user follows the population's judgement of quality (1: fully, as most people do)
     trust: float
     broad_probability: float
@@ -68,12 +87,15 @@ class Taste:
     broad_mean: np.ndarray
     broad_sd: np.ndarray
     strong: tuple[StrongTaste, ...]
-    # per interpretable feature: pairs that clearly differ on it, and those whose pick went
-    # the way of the user's net departure on it (sign by question kind for interactions)
+    # per interpretable feature: pairs that clearly differ on it, those whose pick went the way
+    # of the user's net departure on it (sign by question kind for interactions), and those of
+    # these the population alone would have called the other way (what the departure explains)
     shown: np.ndarray
     agreeing: np.ndarray
     shown_conditional: np.ndarray
     agreeing_conditional: np.ndarray
+    explained: np.ndarray
+    explained_conditional: np.ndarray
 
 
 def _user_columns(prior: RewardModel, rows: np.ndarray) -> np.ndarray:
@@ -180,6 +202,29 @@ def _strong_posteriors(
     return evidence, mean, sd, by_trust, mean_by_trust
 
 
+def _rule_posteriors(
+    rows: np.ndarray, population: np.ndarray, settings: TastePrior, counts: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return, per direction (more, then less) and column of `rows`, the log evidence of a rule.
+
+    `population[i]` is the chance of pair i's pick as the population makes it (the picks the rule
+    leaves); `counts` weigh each pair's log-likelihood. Also returns the posterior over the share
+    of picks the rule decides (`TastePrior.rule_follow`), shaped (direction, column, share).
+    """
+    follow = np.asarray(settings.rule_follow)
+    clear = np.abs(rows) >= settings.rule_clear
+    evidence, posterior = [], []
+    for direction in (1, -1):
+        agrees = direction * rows > 0
+        decided = np.where(clear, np.where(agrees, 1 - settings.rule_lapse, settings.rule_lapse), 0.5)
+        picks = follow * decided[:, :, None] + (1 - follow) * population[:, None, None]
+        log_likelihood = np.einsum("ikf,i->kf", np.log(picks), counts) - np.log(len(follow))
+        total = logsumexp(log_likelihood, axis=1)
+        evidence.append(total)
+        posterior.append(np.exp(log_likelihood - total[:, None]))
+    return np.stack(evidence), np.stack(posterior)
+
+
 def infer_taste(
     prior: RewardModel, rows: np.ndarray, counts: np.ndarray | None = None
 ) -> tuple[np.ndarray, Taste]:
@@ -215,30 +260,43 @@ def infer_taste(
         np.ones(len(rows)) if counts is None else counts,
     )
     n_personal = int(personal.sum())
-    share = np.concatenate(
+    # prior mass per column of a one-feature taste: a share of it flips with the kind of question
+    per_column = np.concatenate(
         [
-            np.full(N_INTERPRETABLE, settings.strong_share * (1 - settings.conditional_share) / n_personal),
-            np.full(N_INTERPRETABLE, settings.strong_share * settings.conditional_share / n_personal),
+            np.full(N_INTERPRETABLE, (1 - settings.conditional_share) / n_personal),
+            np.full(N_INTERPRETABLE, settings.conditional_share / n_personal),
         ]
     )
+    weighted = 1 - settings.rule_share
     log_joint = np.full(2 * N_INTERPRETABLE, -np.inf)
-    log_joint[columns] = np.log(share[columns]) + evidence[columns]
-    log_broad = np.log(1 - settings.strong_share) + broad_evidence
-    total = logsumexp([log_broad, *log_joint[columns]])
+    log_joint[columns] = np.log(weighted * settings.strong_share * per_column[columns]) + evidence[columns]
+    log_broad = np.log(weighted * (1 - settings.strong_share)) + broad_evidence
+    pick_chance = settings.lapse / 2 + (1 - settings.lapse) * expit(rows @ prior.coefficients)
+    rule_evidence, follow_posterior = _rule_posteriors(
+        user_rows, pick_chance, settings, np.ones(len(rows)) if counts is None else counts
+    )
+    log_rule = np.full((2, 2 * N_INTERPRETABLE), -np.inf)
+    if settings.rule_share > 0:
+        log_rule[:, columns] = (
+            np.log(settings.rule_share * per_column[columns] / 2) + rule_evidence[:, columns]
+        )
+    total = logsumexp([log_broad, *log_joint[columns], *log_rule[:, columns].ravel()])
     broad_probability = float(np.exp(log_broad - total))
     strong_probability = np.where(columns, np.exp(log_joint - total), 0.0)
-    departure = broad_probability * broad_mean + strong_probability * mean
+    rule_probability = np.where(columns, np.exp(log_rule - total), 0.0)
+    rule_weight = settings.strong_scale * (rule_probability[0] - rule_probability[1])
+    departure = broad_probability * broad_mean + strong_probability * mean + rule_weight
     mean_trust = float(
         broad_probability * (broad_trust @ trust)
         + strong_probability[columns] @ (strong_trust[:, columns].T @ strong_levels)
+        + rule_probability.sum()
     )
     coefficients = fixed + mean_trust * scalable + _spread(prior, departure)
-    # the posterior as a mixture of linear models, for predictions: (weight, coefficients, lapse)
-    components = [
+    # the posterior as a mixture, for predictions: (weight, component)
+    components: list[tuple[float, Component]] = [
         (
             broad_probability * float(broad_trust[a]),
-            fixed + level * scalable + _spread(prior, broad[a][0]),
-            settings.lapse,
+            LinearComponent(fixed + level * scalable + _spread(prior, broad[a][0]), settings.lapse),
         )
         for a, level in enumerate(trust)
     ]
@@ -247,10 +305,20 @@ def infer_taste(
             one = np.zeros(2 * N_INTERPRETABLE)
             one[k] = strong_by_trust[a, k]
             weight = float(strong_probability[k] * strong_trust[a, k])
-            components.append((weight, fixed + level * scalable + _spread(prior, one), settings.lapse))
-    kept = [item for item in components if item[0] >= 1e-3]
+            components.append(
+                (weight, LinearComponent(fixed + level * scalable + _spread(prior, one), settings.lapse))
+            )
+    population = LinearComponent(prior.coefficients, settings.lapse)
+    for d, k in zip(*np.nonzero(rule_probability >= 1e-4), strict=True):
+        column = k if k < N_INTERPRETABLE else prior.dimensions + k - N_INTERPRETABLE
+        for f, share in enumerate(settings.rule_follow):
+            rule = RuleComponent(
+                int(column), 1 - 2 * int(d), share, settings.rule_lapse, settings.rule_clear, population
+            )
+            components.append((float(rule_probability[d, k] * follow_posterior[d, k, f]), rule))
+    kept = [item for item in components if item[0] >= 1e-4]
     total_weight = sum(item[0] for item in kept)
-    strong = tuple(
+    weights_found = [
         StrongTaste(
             feature=INTERPRETABLE_NAMES[k % N_INTERPRETABLE],
             conditional=bool(k >= N_INTERPRETABLE),
@@ -258,16 +326,30 @@ def infer_taste(
             mean=float(mean[k]),
             sd=float(sd[k]),
         )
-        for k in np.argsort(-strong_probability)
-        if strong_probability[k] >= 0.01
+        for k in np.flatnonzero(strong_probability >= 0.01)
+    ]
+    rules_found = [
+        StrongTaste(
+            feature=INTERPRETABLE_NAMES[k % N_INTERPRETABLE],
+            conditional=bool(k >= N_INTERPRETABLE),
+            probability=float(rule_probability[d, k]),
+            mean=float((1 - 2 * d) * settings.strong_scale),
+            sd=0.0,
+            rule=True,
+        )
+        for d, k in zip(*np.nonzero(rule_probability >= 0.01), strict=True)
+    ]
+    strong = tuple(sorted(weights_found + rules_found, key=lambda item: -item.probability))
+    surprising = rows @ prior.coefficients < 0
+    shown, agreeing, explained = _support(
+        user_rows[:, :N_INTERPRETABLE], departure[:N_INTERPRETABLE], surprising
     )
-    shown, agreeing = _support(user_rows[:, :N_INTERPRETABLE], departure[:N_INTERPRETABLE])
-    shown_conditional, agreeing_conditional = _support(
-        user_rows[:, N_INTERPRETABLE:], departure[N_INTERPRETABLE:]
+    shown_conditional, agreeing_conditional, explained_conditional = _support(
+        user_rows[:, N_INTERPRETABLE:], departure[N_INTERPRETABLE:], surprising
     )
     taste = Taste(
         n_pairs=len(rows),
-        components=tuple((weight / total_weight, coef, lapse) for weight, coef, lapse in kept),
+        components=tuple((weight / total_weight, component) for weight, component in kept),
         trust=mean_trust,
         broad_probability=broad_probability,
         broad_mean=broad_mean,
@@ -277,15 +359,20 @@ def infer_taste(
         agreeing=agreeing,
         shown_conditional=shown_conditional,
         agreeing_conditional=agreeing_conditional,
+        explained=explained,
+        explained_conditional=explained_conditional,
     )
     return coefficients, taste
 
 
-def _support(columns: np.ndarray, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Count pairs that clearly differ on each column, and those whose pick agrees with `direction`."""
+def _support(
+    columns: np.ndarray, direction: np.ndarray, surprising: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Count pairs that clearly differ on each column, those whose pick agrees with `direction`,
+    and those of these whose pick was `surprising` (the population called it the other way)."""
     clear = np.abs(columns) >= CLEAR_DIFFERENCE
     agrees = clear & (np.sign(columns) == np.sign(direction)[None, :]) & (direction[None, :] != 0)
-    return clear.sum(axis=0), agrees.sum(axis=0)
+    return clear.sum(axis=0), agrees.sum(axis=0), (agrees & surprising[:, None]).sum(axis=0)
 
 
 def fit_user(prior: RewardModel, extractor: FeatureExtractor, pairs: Sequence[PreferencePair]) -> RewardModel:

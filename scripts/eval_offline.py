@@ -215,7 +215,13 @@ def loops(
 ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
     "full design": lambda prior: prior,
     "no strong tastes (broad only)": lambda prior: replace(
-        prior, taste_prior=replace(prior.taste_prior, strong_share=1e-9)
+        prior, taste_prior=replace(prior.taste_prior, strong_share=1e-9, rule_share=0.0)
+    ),
+    "no rules (strong tastes as weights only)": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, rule_share=0.0)
+    ),
+    "rules decide every pick they can": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, rule_follow=(1.0,))
     ),
     "no question-kind tastes": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, conditional_share=1e-9)

@@ -20,7 +20,7 @@ from agent.archetypes import (
 from agent.errors import ConfigurationError
 from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.records import PreferencePair
-from agent.reward_model import RewardModel, fit_population
+from agent.reward_model import RewardModel, RuleComponent, fit_population
 from agent.taste import fit_user
 from tests.fakes import HashEmbedder, synthetic_pairs, with_variances
 
@@ -95,7 +95,14 @@ def test_a_pinned_statement_holds_its_direction_through_a_refit() -> None:
     # picks of the longer reply do not move the pinned weight: it stays until the user unpins it
     refit = fit_user(pinned, extractor, synthetic_pairs("ann", 2, prefer="longer", seed=90))
     assert refit.taste is not None
-    assert all(c[LENGTH] == pinned.weights[LENGTH] for _, c, _ in refit.taste.components)
+    for _, component in refit.taste.components:
+        if isinstance(component, RuleComponent):
+            assert (
+                component.column != LENGTH
+                and component.otherwise.coefficients[LENGTH] == pinned.weights[LENGTH]
+            )
+        else:
+            assert component.coefficients[LENGTH] == pinned.weights[LENGTH]
     held_out = synthetic_pairs("ann", 10, prefer="shorter", seed=91)
     chosen, rejected = extractor.pair_features(held_out)
     terms = prior.question_terms(extractor.query_vectors(held_out))

@@ -18,10 +18,10 @@ from agent.evaluation import evaluate
 from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.offline_judge import FIXED_WEIGHTS, HybridJudge, OfflineJudge, PreferLongerJudge, fit_stack
 from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
-from agent.reward_model import RewardModel, fit_logistic, fit_population
+from agent.reward_model import RewardModel, RuleComponent, fit_logistic, fit_population
 from agent.statements import describe_preferences, render_persona
 from agent.taste import fit_user
-from tests.fakes import HashEmbedder, reply, synthetic_pairs, with_noise, with_variances
+from tests.fakes import HashEmbedder, flipped, reply, synthetic_pairs, with_noise, with_variances
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +88,7 @@ async def test_user_model_learns_a_taste_against_the_population_from_five_pairs(
 
 async def test_one_odd_pick_does_not_undo_a_taste(extractor: FeatureExtractor, prior: RewardModel) -> None:
     pairs = synthetic_pairs("olga", 10, prefer="shorter", seed=150)
-    odd = pairs[3].model_copy(update={"chosen": pairs[3].rejected, "rejected": pairs[3].chosen, "id": ""})
+    odd = flipped(pairs[3])
     model = fit_user(prior, extractor, [*pairs[:3], odd, *pairs[4:]])
     held_out = synthetic_pairs("olga", 20, prefer="shorter", seed=151)
     assert await agreement(OfflineJudge(model, extractor), held_out) >= 0.9
@@ -98,8 +98,7 @@ def test_two_contradictory_pairs_leave_predictions_at_the_priors(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
     pair = synthetic_pairs("bob", 1, prefer="shorter", seed=200)[0]
-    flipped = pair.model_copy(update={"chosen": pair.rejected, "rejected": pair.chosen, "id": ""})
-    model = fit_user(prior, extractor, [pair, flipped])
+    model = fit_user(prior, extractor, [pair, flipped(pair)])
     held_out = synthetic_pairs("bob", 20, prefer="longer", seed=201)
     before, after = probabilities(prior, extractor, held_out), probabilities(model, extractor, held_out)
     # less sure than the population once contradicted, but on its side, and no taste is claimed
@@ -153,8 +152,10 @@ def test_a_user_like_the_population_stays_there(extractor: FeatureExtractor, pri
 def test_the_embedding_weights_stay_the_populations(extractor: FeatureExtractor, prior: RewardModel) -> None:
     model = fit_user(prior, extractor, synthetic_pairs("quinn", 10, prefer="shorter", seed=260))
     assert model.taste is not None
-    for _, coefficients, _ in model.taste.components:
-        embedding = coefficients[N_INTERPRETABLE : prior.dimensions]
+    for _, component in model.taste.components:
+        # a rule leaves the picks it does not decide to the population as it is
+        linear = component.otherwise if isinstance(component, RuleComponent) else component
+        embedding = linear.coefficients[N_INTERPRETABLE : prior.dimensions]
         population = prior.weights[N_INTERPRETABLE:]
         # a user may follow the population less (a scale on it), never in another direction
         scale = float(embedding @ population / (population @ population))

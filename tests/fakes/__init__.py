@@ -8,7 +8,7 @@
 - `chat`: the chat graph over fakes (`chat_responder`, `make_graph`) and the `chat_cli_fakes`
   fixture for tests of `persona-agent chat`.
 - `synthesis`: persona synthesis over fakes (`taste_responder`, `liked_pairs`, `synthesis_graph`).
-- `users`: synthetic users for the offline reward model (`synthetic_pairs`, `with_noise`,
+- `users`: synthetic users for the offline reward model (`synthetic_pairs`, `flipped`, `with_noise`,
   `with_variances`).
 
 The local servers the tests start (Chroma, `langgraph dev`, the OpenAI stub, PostgreSQL) live in
@@ -57,7 +57,7 @@ from tests.fakes.stores import (
     store,
 )
 from tests.fakes.synthesis import BAD, GOOD, liked_pairs, pick, store_pairs, synthesis_graph, taste_responder
-from tests.fakes.users import reply, synthetic_pairs, with_noise, with_variances
+from tests.fakes.users import flipped, reply, synthetic_pairs, with_noise, with_variances
 
 __all__ = [
     "BAD",
@@ -86,6 +86,7 @@ __all__ = [
     "client_kind",
     "default_responder",
     "demo_count",
+    "flipped",
     "judge_score",
     "liked_pairs",
     "make_graph",

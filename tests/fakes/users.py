@@ -42,15 +42,17 @@ def synthetic_pairs(user_id: str, n: int, *, prefer: str, seed: int) -> list[Pre
     return pairs
 
 
+def flipped(pair: PreferencePair) -> PreferencePair:
+    """Return the pair with chosen and rejected swapped (validated, so it gets its own content id)."""
+    return PreferencePair.model_validate(
+        {**pair.model_dump(), "chosen": pair.rejected, "rejected": pair.chosen, "id": ""}
+    )
+
+
 def with_noise(pairs: list[PreferencePair], *, flip: float, seed: int) -> list[PreferencePair]:
     """Swap chosen and rejected in a `flip` share of the pairs: real populations are not unanimous."""
     rng = random.Random(seed)
-    return [
-        pair.model_copy(update={"chosen": pair.rejected, "rejected": pair.chosen, "id": ""})
-        if rng.random() < flip
-        else pair
-        for pair in pairs
-    ]
+    return [flipped(pair) if rng.random() < flip else pair for pair in pairs]
 
 
 def with_variances(
