@@ -82,11 +82,14 @@ def fit_archetypes(
     """Cluster the users' departures from `prior` into at most `k` archetypes, the most common first.
 
     `users_rows` holds each user's pairs as `RewardModel.design` rows. Clusters of fewer than
-    `MIN_USERS` users are left out.
+    `MIN_USERS` users are left out. The departures are of the users' weights: a rule
+    (`agent.taste`) has no measured size, only the stand-in weight it counts as, so the clusters
+    are of the weights alone.
     """
     if len(users_rows) < k:
         raise ValueError(f"{k} archetypes need at least {k} users, got {len(users_rows)}")
-    departures = np.array([infer_taste(prior, rows)[0][:N_INTERPRETABLE] for rows in users_rows])
+    weighted = replace(prior, taste_prior=replace(prior.taste_prior, rule_share=0.0))
+    departures = np.array([infer_taste(weighted, rows)[0][:N_INTERPRETABLE] for rows in users_rows])
     departures -= prior.weights[:N_INTERPRETABLE]
     centroids, labels = kmeans2(departures, k, seed=seed, minit="++")
     order = np.argsort(-np.bincount(labels, minlength=k), kind="stable")
