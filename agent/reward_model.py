@@ -134,9 +134,9 @@ class LinearComponent:
 class RuleComponent:
     """Picks made by a rule on one feature ("the shorter reply"), the rest as `otherwise` makes them.
 
-    Where the replies differ on design column `column` by at least `clear` population spreads,
-    the rule takes the one `direction` (+1 more, -1 less) favours, but for its own `lapse`; where
-    they do not differ, the rule has no preference. A `follow` share of the picks go by the rule.
+    A `follow` share of the picks go by the rule (`rule_decisions`), the rest by `otherwise`.
+    `quality` holds the population's weights on the measurements of whether a reply works at all
+    (`TastePrior.fixed_features`), zero elsewhere: they count in the picks the rule decides too.
     """
 
     column: int
@@ -144,15 +144,28 @@ class RuleComponent:
     follow: float
     lapse: float
     clear: float
+    quality: np.ndarray
     otherwise: LinearComponent
 
     def prob_first(self, rows: np.ndarray) -> np.ndarray:
         """Return P(first preferred) for `RewardModel.design` rows."""
-        signed = self.direction * rows[:, self.column]
-        decided = np.where(
-            np.abs(signed) >= self.clear, np.where(signed > 0, 1 - self.lapse, self.lapse), 0.5
+        decided = rule_decisions(
+            self.direction * rows[:, self.column], rows @ self.quality, clear=self.clear, lapse=self.lapse
         )
         return self.follow * decided + (1 - self.follow) * self.otherwise.prob_first(rows)
+
+
+def rule_decisions(signed: np.ndarray, quality: np.ndarray, *, clear: float, lapse: float) -> np.ndarray:
+    """Return the chance a rule picks the first reply, from the rule's signed column and quality log-odds.
+
+    Where the replies differ on the rule's feature by at least `clear` population spreads, the
+    rule favours the one its direction prefers by the odds (1 - `lapse`) : `lapse`, and the
+    quality log-odds count too: a broken or off-topic reply still loses what the population says
+    it loses. Where they do not differ, the rule does not decide: even odds.
+    `signed` and `quality` may carry trailing axes (one column per rule) as long as they broadcast.
+    """
+    side = np.where(np.abs(signed) >= clear, np.sign(signed), 0.0)
+    return np.where(side != 0, expit(side * np.log((1 - lapse) / lapse) + quality), 0.5)
 
 
 Component = LinearComponent | RuleComponent

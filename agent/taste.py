@@ -45,6 +45,7 @@ from agent.reward_model import (
     TastePrior,
     check_compatible,
     fit_logistic,
+    rule_decisions,
 )
 
 _GRID = np.linspace(-12.0, 12.0, 97)
@@ -203,20 +204,21 @@ def _strong_posteriors(
 
 
 def _rule_posteriors(
-    rows: np.ndarray, population: np.ndarray, settings: TastePrior, counts: np.ndarray
+    rows: np.ndarray, quality: np.ndarray, population: np.ndarray, settings: TastePrior, counts: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Return, per direction (more, then less) and column of `rows`, the log evidence of a rule.
 
-    `population[i]` is the chance of pair i's pick as the population makes it (the picks the rule
-    leaves); `counts` weigh each pair's log-likelihood. Also returns the posterior over the share
-    of picks the rule decides (`TastePrior.rule_follow`), shaped (direction, column, share).
+    `quality[i]` is pair i's log-odds from the measurements every rule keeps the population's
+    weight on; `population[i]` the chance of its pick as the population makes it (the picks the
+    rule leaves); `counts` weigh each pair's log-likelihood. Also returns the posterior over the
+    share of picks the rule decides (`TastePrior.rule_follow`), shaped (direction, column, share).
     """
     follow = np.asarray(settings.rule_follow)
-    clear = np.abs(rows) >= settings.rule_clear
     evidence, posterior = [], []
     for direction in (1, -1):
-        agrees = direction * rows > 0
-        decided = np.where(clear, np.where(agrees, 1 - settings.rule_lapse, settings.rule_lapse), 0.5)
+        decided = rule_decisions(
+            direction * rows, quality[:, None], clear=settings.rule_clear, lapse=settings.rule_lapse
+        )
         picks = follow * decided[:, :, None] + (1 - follow) * population[:, None, None]
         log_likelihood = np.einsum("ikf,i->kf", np.log(picks), counts) - np.log(len(follow))
         total = logsumexp(log_likelihood, axis=1)
@@ -273,7 +275,7 @@ def infer_taste(
     log_broad = np.log(weighted * (1 - settings.strong_share)) + broad_evidence
     pick_chance = settings.lapse / 2 + (1 - settings.lapse) * expit(rows @ prior.coefficients)
     rule_evidence, follow_posterior = _rule_posteriors(
-        user_rows, pick_chance, settings, np.ones(len(rows)) if counts is None else counts
+        user_rows, rows @ fixed, pick_chance, settings, np.ones(len(rows)) if counts is None else counts
     )
     log_rule = np.full((2, 2 * N_INTERPRETABLE), -np.inf)
     if settings.rule_share > 0:
@@ -313,7 +315,13 @@ def infer_taste(
         column = k if k < N_INTERPRETABLE else prior.dimensions + k - N_INTERPRETABLE
         for f, share in enumerate(settings.rule_follow):
             rule = RuleComponent(
-                int(column), 1 - 2 * int(d), share, settings.rule_lapse, settings.rule_clear, population
+                int(column),
+                1 - 2 * int(d),
+                share,
+                settings.rule_lapse,
+                settings.rule_clear,
+                fixed,
+                population,
             )
             components.append((float(rule_probability[d, k] * follow_posterior[d, k, f]), rule))
     kept = [item for item in components if item[0] >= 1e-4]

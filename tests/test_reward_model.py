@@ -18,7 +18,7 @@ from agent.evaluation import evaluate
 from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.offline_judge import FIXED_WEIGHTS, HybridJudge, OfflineJudge, PreferLongerJudge, fit_stack
 from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
-from agent.reward_model import RewardModel, RuleComponent, fit_logistic, fit_population
+from agent.reward_model import RewardModel, RuleComponent, fit_logistic, fit_population, rule_decisions
 from agent.statements import describe_preferences, render_persona
 from agent.taste import fit_user
 from tests.fakes import HashEmbedder, flipped, reply, synthetic_pairs, with_noise, with_variances
@@ -227,6 +227,34 @@ def test_shipped_prior_loads_with_the_current_feature_version() -> None:
     assert model.dimensions == len(model.mean) == len(model.scale)
     assert len(model.taste_prior.user_variance) == N_INTERPRETABLE
     assert model.questions.shape[0] >= 60 and model.axis.size == model.dimensions - N_INTERPRETABLE + 1
+
+
+def test_a_rule_decides_only_where_its_feature_clearly_differs() -> None:
+    signed = np.array([0.5, -0.5, 0.01, 0.5])
+    quality = np.array([0.0, 0.0, 0.0, -10.0])
+    chances = rule_decisions(signed, quality, clear=0.05, lapse=0.05)
+    assert chances[:2] == pytest.approx([0.95, 0.05])
+    assert chances[2] == 0.5  # no clear difference: the rule does not decide
+    assert chances[3] < 0.01  # a reply the quality measurements reject loses whatever the rule says
+
+
+def test_the_ranking_matrix_is_the_users_pairwise_chance(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    model = fit_user(prior, extractor, synthetic_pairs("hana", 6, prefer="shorter", seed=820))
+    assert model.taste is not None
+    assert any(isinstance(component, RuleComponent) for _, component in model.taste.components)
+    rng = random.Random(821)
+    query = "How do I bake bread?"
+    features = extractor.reply_features(query, [reply(rng, n) for n in (1, 4, 9)])
+    terms = model.question_terms(extractor.query_vector(query)[None, :])
+    matrix = model.win_matrix(features, terms[0])
+    for i in range(3):
+        for j in range(3):
+            expected = model.prob_first((features[i] - features[j])[None, :], terms)[0]
+            assert matrix[i, j] == pytest.approx(expected)
+    assert np.allclose(matrix + matrix.T, 1.0)
+    assert matrix[0, 2] > 0.5  # the short reply wins for a user who picks short ones
 
 
 async def test_offline_judge_compares_both_orders_consistently(
