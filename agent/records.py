@@ -32,11 +32,13 @@ PairSource = Literal["explicit", "import", "implicit", "edit", "regenerate"]
 # imported from a file of picks) fully; a reply the user rewrote (`edit`: their text over the
 # original) or asked to have redone and then kept the new one (`regenerate`) less, because the
 # preference is inferred from an action rather than stated; `implicit` is any other inferred pair.
+# A rewrite says plainly that the original fell short, so it counts more than the other inferred
+# pairs; their text is still the user's own, unlike any reply they will be shown.
 SOURCE_WEIGHTS: dict[str, float] = {
     "explicit": 1.0,
     "import": 1.0,
     "implicit": 0.5,
-    "edit": 0.5,
+    "edit": 0.7,
     "regenerate": 0.3,
 }
 PAIR_SOURCES: tuple[str, ...] = get_args(PairSource)

@@ -116,7 +116,7 @@ def test_edit_on_one_line_or_several_stores_an_edit_pair(
     pairs = {pair.query: pair for pair in memory.list_pairs("alice")}
     assert set(pairs) == {"How do I water plants?", "And ferns?"}
     one_line, several = pairs["How do I water plants?"], pairs["And ferns?"]
-    assert (one_line.chosen, one_line.source, one_line.weight) == ("Soak them weekly.", "edit", 0.5)
+    assert (one_line.chosen, one_line.source, one_line.weight) == ("Soak them weekly.", "edit", 0.7)
     assert one_line.rejected.startswith(warm)
     assert several.chosen == "Mist them daily.\nKeep them out of the sun." and several.source == "edit"
     # the second turn was answered after the edited reply: its context holds the user's text

@@ -126,7 +126,7 @@ async def test_an_edit_becomes_the_reply_and_stores_its_pair_at_once() -> None:
     edited = "Water deeply once a week; group the pots in the shade."
     state = await give(graph, "alice", {"edited": edited})
     (pair,) = memory.list_pairs("alice")
-    assert (pair.chosen, pair.rejected, pair.source, pair.weight) == (edited, original.text, "edit", 0.5)
+    assert (pair.chosen, pair.rejected, pair.source, pair.weight) == (edited, original.text, "edit", 0.7)
     assert pair.context == (Turn(role="user", content=QUESTION),)
     assert state["pairs_added"] == [pair.id] and state["pair_count"] == 1
     # the edited text replaces the reply in place: the conversation continues from it

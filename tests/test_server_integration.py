@@ -180,7 +180,7 @@ async def test_regenerate_and_edit_store_inferred_pairs_through_the_server(serve
     assert set(stored) == {"regenerate", "edit"} and len(listed) == 2
     regenerate, edit = stored["regenerate"], stored["edit"]
     assert (regenerate["chosen"], regenerate["rejected"], regenerate["weight"]) == (kept, turned_down, 0.3)
-    assert (edit["chosen"], edit["weight"], edit["inferred"]) == ("About 10 g per litre.", 0.5, True)
+    assert (edit["chosen"], edit["weight"], edit["inferred"]) == ("About 10 g per litre.", 0.7, True)
 
 
 async def test_missing_or_wrong_tokens_are_refused(server: LangGraphServer) -> None:

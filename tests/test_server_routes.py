@@ -321,7 +321,7 @@ def test_inferred_pairs_show_their_source_and_weight_and_round_trip_like_any_pai
         "explicit": (1.0, False),
         "import": (1.0, False),
         "implicit": (0.5, True),
-        "edit": (0.5, True),
+        "edit": (0.7, True),
         "regenerate": (0.3, True),
     }
     for source, ids in by_source.items():  # every source filters, the new ones included
