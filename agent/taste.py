@@ -13,11 +13,12 @@ user's pairs (their marginal likelihood), each with a lapse rate (a share of ran
 * **strong**: one feature decides most of the user's picks ("always the shorter reply"), either
   always or flipping with the kind of question ("short answers to technical questions, long
   ones to creative requests"). Each is integrated exactly on a grid.
-* **rule**: the user picks by the sign of one feature's difference, however small, where the
-  replies clearly differ on it ("the reply with the shorter opening"), for all or half of their
-  picks, the rest as the population would (`agent.reward_model.RuleComponent`). A weight says
-  that a bigger difference matters more; a rule does not, so it reads a taste that only decides
-  from a handful of pairs whose differences vary in size.
+* **rule**: the user picks by the sign of one feature's difference where the replies clearly
+  differ on it ("the reply with the shorter opening"), for all or half of their picks, the rest
+  as the population would; the quality measurements count where the rule decides too
+  (`agent.reward_model.RuleComponent`). A weight lets a bigger difference count for more; a
+  rule counts every clear difference alike, which is how such a taste reads from a handful of
+  pairs whose differences vary in size.
 
 A few consistent pairs make a strong taste far likelier than chance agreement would, so five
 pairs can move a weight a long way, and one odd pick does not undo the rest. Predictions use the
@@ -227,6 +228,32 @@ def _rule_posteriors(
     return np.stack(evidence), np.stack(posterior)
 
 
+def _rule_components(
+    prior: RewardModel, probability: np.ndarray, follow: np.ndarray, quality: np.ndarray
+) -> list[tuple[float, Component]]:
+    """Return the rules of the posterior as mixture components (see `_rule_posteriors` for the shapes).
+
+    `quality` holds the coefficients every user keeps the population's (`TastePrior.fixed_features`).
+    """
+    settings = prior.taste_prior
+    population = LinearComponent(prior.coefficients, settings.lapse)
+    components: list[tuple[float, Component]] = []
+    for d, k in zip(*np.nonzero(probability >= 1e-4), strict=True):
+        column = k if k < N_INTERPRETABLE else prior.dimensions + k - N_INTERPRETABLE
+        for f, share in enumerate(settings.rule_follow):
+            rule = RuleComponent(
+                int(column),
+                1 - 2 * int(d),
+                share,
+                settings.rule_lapse,
+                settings.rule_clear,
+                quality,
+                population,
+            )
+            components.append((float(probability[d, k] * follow[d, k, f]), rule))
+    return components
+
+
 def infer_taste(
     prior: RewardModel, rows: np.ndarray, counts: np.ndarray | None = None
 ) -> tuple[np.ndarray, Taste]:
@@ -310,20 +337,7 @@ def infer_taste(
             components.append(
                 (weight, LinearComponent(fixed + level * scalable + _spread(prior, one), settings.lapse))
             )
-    population = LinearComponent(prior.coefficients, settings.lapse)
-    for d, k in zip(*np.nonzero(rule_probability >= 1e-4), strict=True):
-        column = k if k < N_INTERPRETABLE else prior.dimensions + k - N_INTERPRETABLE
-        for f, share in enumerate(settings.rule_follow):
-            rule = RuleComponent(
-                int(column),
-                1 - 2 * int(d),
-                share,
-                settings.rule_lapse,
-                settings.rule_clear,
-                fixed,
-                population,
-            )
-            components.append((float(rule_probability[d, k] * follow_posterior[d, k, f]), rule))
+    components += _rule_components(prior, rule_probability, follow_posterior, fixed)
     kept = [item for item in components if item[0] >= 1e-4]
     total_weight = sum(item[0] for item in kept)
     weights_found = [
