@@ -7,7 +7,8 @@ Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judg
 orders, macro over users), the judges fitted on the users' `train` pairs:
 
 * planted tastes: per taste and training size (5, 10, 20 pairs), the shipped prior adapted on
-  each simulated user, beside the population alone;
+  each simulated user, beside the population alone; and how many test pairs have a chosen reply
+  that loops (`agent.features.degeneracy`), which every judge here loses by design;
 * MT-Bench human judges (`val` and `test`): each user's prior refitted without them
   (`agent.evaluation.leave_user_out_priors`);
 * PRISM examples: the seeded split of `agent.evaluation` (sibling pairs kept together), the shipped prior;
@@ -45,7 +46,13 @@ import numpy as np
 
 from agent.embedding import CachedEmbedder
 from agent.evaluation import evaluate, leave_user_out_priors
-from agent.features import DEGENERATE_REPETITION, INTERPRETABLE_NAMES, FeatureExtractor, repetition
+from agent.features import (
+    DEGENERATE_REPETITION,
+    INTERPRETABLE_NAMES,
+    FeatureExtractor,
+    degeneracy,
+    repetition,
+)
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair
@@ -126,6 +133,14 @@ def planted_table(
             )
         table.setdefault("all planted users", {})[column] = macro(per_user)
     return table
+
+
+def looping_picks(extractor: FeatureExtractor, folder: Path) -> dict[str, float]:
+    """Count planted test pairs whose chosen reply loops and the other does not (lost by design)."""
+    pairs = [pair for pair in read_pairs(folder / f"visible_n{SIZES[0]}.jsonl") if split_of(pair) == "test"]
+    chosen, rejected = extractor.pair_features(pairs)
+    lost = int((degeneracy(chosen) > degeneracy(rejected)).sum())
+    return {"test pairs": len(pairs), "chosen reply loops": lost, "% of pairs": 100 * lost / len(pairs)}
 
 
 def mt_bench(
@@ -394,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, object] = {"prior": prior.description}
     planted = planted_table(extractor, prior, args.planted)
     report["planted"] = planted
+    report["looping_picks"] = looping_picks(extractor, args.planted)
     report["mt_bench"] = mt_bench(extractor, prior, args.mt_bench, ("val", "test"))
     report["prism"] = prism(extractor, prior, args.prism)
     report["loops"] = loops(extractor, prior, args.mt_bench, args.planted)
@@ -412,6 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"prior: {prior.description}")
     print_table("Planted tastes (test pairs, % accuracy)", planted)
+    print_table("Planted picks of a reply that loops", {"planted": report["looping_picks"]})  # type: ignore[dict-item]
     print_table("MT-Bench human judges, leave-user-out priors", report["mt_bench"])  # type: ignore[arg-type]
     print_table("PRISM examples (seeded split)", {"PRISM": report["prism"]})  # type: ignore[dict-item]
     print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
