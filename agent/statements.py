@@ -140,5 +140,9 @@ def render_persona(statements: Sequence[PreferenceStatement]) -> str:
     """Render preference statements as one short persona paragraph."""
     if not statements:
         return "No clear departure from the population's taste yet."
-    parts = [f"{item.text} ({item.n_pairs} of {item.pairs_shown} pairs)" for item in statements]
+    # the paragraph opens with the comparison, so a statement need not repeat it
+    parts = [
+        f"{item.text.replace(' than most people', '')} ({item.n_pairs} of {item.pairs_shown} pairs)"
+        for item in statements
+    ]
     return "Compared with most people, this user " + "; ".join(parts) + "."
