@@ -229,14 +229,18 @@ def _rule_posteriors(
 
 
 def _rule_components(
-    prior: RewardModel, probability: np.ndarray, follow: np.ndarray, quality: np.ndarray
+    prior: RewardModel,
+    probability: np.ndarray,
+    follow: np.ndarray,
+    quality: np.ndarray,
+    population: LinearComponent,
 ) -> list[tuple[float, Component]]:
     """Return the rules of the posterior as mixture components (see `_rule_posteriors` for the shapes).
 
-    `quality` holds the coefficients every user keeps the population's (`TastePrior.fixed_features`).
+    `quality` holds the coefficients every user keeps the population's (`TastePrior.fixed_features`);
+    `population` makes the picks a rule leaves.
     """
     settings = prior.taste_prior
-    population = LinearComponent(prior.coefficients, settings.lapse)
     components: list[tuple[float, Component]] = []
     for d, k in zip(*np.nonzero(probability >= 1e-4), strict=True):
         column = k if k < N_INTERPRETABLE else prior.dimensions + k - N_INTERPRETABLE
@@ -272,6 +276,7 @@ def infer_taste(
     personal = settings.personal()
     columns = np.concatenate([personal, personal])
     variances = np.where(columns, _broad_variances(prior), 0.0)
+    pair_counts = np.ones(len(rows)) if counts is None else counts
     broad = [_broad_posterior(user_rows, offset, variances, settings.lapse, counts) for offset in offsets]
     broad_log = np.array([item[2] for item in broad]) + log_trust
     broad_evidence = float(logsumexp(broad_log))
@@ -286,7 +291,7 @@ def infer_taste(
         np.full(len(strong_levels), -np.log(len(strong_levels))),
         settings.strong_scale,
         settings.lapse,
-        np.ones(len(rows)) if counts is None else counts,
+        pair_counts,
     )
     n_personal = int(personal.sum())
     # prior mass per column of a one-feature taste: a share of it flips with the kind of question
@@ -300,9 +305,10 @@ def infer_taste(
     log_joint = np.full(2 * N_INTERPRETABLE, -np.inf)
     log_joint[columns] = np.log(weighted * settings.strong_share * per_column[columns]) + evidence[columns]
     log_broad = np.log(weighted * (1 - settings.strong_share)) + broad_evidence
-    pick_chance = settings.lapse / 2 + (1 - settings.lapse) * expit(rows @ prior.coefficients)
+    population = LinearComponent(prior.coefficients, settings.lapse)
+    pick_chance = population.prob_first(rows)
     rule_evidence, follow_posterior = _rule_posteriors(
-        user_rows, rows @ fixed, pick_chance, settings, np.ones(len(rows)) if counts is None else counts
+        user_rows, rows @ fixed, pick_chance, settings, pair_counts
     )
     log_rule = np.full((2, 2 * N_INTERPRETABLE), -np.inf)
     if settings.rule_share > 0:
@@ -337,7 +343,7 @@ def infer_taste(
             components.append(
                 (weight, LinearComponent(fixed + level * scalable + _spread(prior, one), settings.lapse))
             )
-    components += _rule_components(prior, rule_probability, follow_posterior, fixed)
+    components += _rule_components(prior, rule_probability, follow_posterior, fixed, population)
     kept = [item for item in components if item[0] >= 1e-4]
     total_weight = sum(item[0] for item in kept)
     weights_found = [
@@ -362,7 +368,8 @@ def infer_taste(
         for d, k in zip(*np.nonzero(rule_probability >= 0.01), strict=True)
     ]
     strong = tuple(sorted(weights_found + rules_found, key=lambda item: -item.probability))
-    surprising = rows @ prior.coefficients < 0
+    # picks the population alone would have called the other way
+    surprising = pick_chance < 0.5
     shown, agreeing, explained = _support(
         user_rows[:, :N_INTERPRETABLE], departure[:N_INTERPRETABLE], surprising
     )
