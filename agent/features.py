@@ -26,7 +26,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "4"
+FEATURES_VERSION = "5"
 
 
 @dataclass(frozen=True)
@@ -266,29 +266,43 @@ def reading_level(text: str) -> float:
 
 
 def repetition(text: str) -> int:
-    """Return the longest stretch of tokens made only of spans of `_REPEAT_SPAN` tokens said before.
+    """Return the longest stretch of tokens that repeats what the reply said just before it.
 
-    Natural replies rarely restate ten tokens in a row, and never for long; a reply that loops
-    ("something that is something that is ...") or pastes a paragraph again scores the length
-    of the loop, however long the sane text before it. Code blocks are left out:
-    code repeats itself legitimately (an unclosed fence is not code: a reply can loop inside it).
+    A token is repeated when the span of `_REPEAT_SPAN` tokens starting at it was said before.
+    A stretch of repeated tokens counts only when its nearest earlier copy lies within the
+    stretch's own length (plus one span) before it: text that says itself again and again
+    ("something that is something that is ...", a paragraph pasted right after itself) loops,
+    however long the sane text before it. A sentence that comes back once far from where it
+    was first said, or lines that share a template (a lesson plan's "Introduction (5 minutes)"
+    on each day), do not. Code blocks are left out: code repeats itself legitimately (an
+    unclosed fence is not code: a reply can loop inside it).
     """
     tokens = [token.lower() for token in _TOKEN.findall(_CLOSED_CODE_BLOCK.sub(" ", text))]
     if len(tokens) <= _REPEAT_SPAN:
         return 0
-    seen: set[tuple[str, ...]] = set()
+    last_seen: dict[tuple[str, ...], int] = {}
     repeated = np.zeros(len(tokens), dtype=bool)
+    # distance back to the nearest earlier copy of the span starting at each token (0: none)
+    distance = np.zeros(len(tokens), dtype=int)
     for start in range(len(tokens) - _REPEAT_SPAN + 1):
         span = tuple(tokens[start : start + _REPEAT_SPAN])
-        if span in seen:
+        if span in last_seen:
             repeated[start : start + _REPEAT_SPAN] = True
-        else:
-            seen.add(span)
-    longest = run = 0
-    for flag in repeated:
-        run = run + 1 if flag else 0
-        longest = max(longest, run)
+            distance[start] = start - last_seen[span]
+        last_seen[span] = start
+    longest = 0
+    for run_start, run_end in _runs(repeated):
+        copies = distance[run_start:run_end]
+        nearest = copies[copies > 0].min()
+        if nearest <= run_end - run_start + _REPEAT_SPAN:
+            longest = max(longest, run_end - run_start)
     return longest
+
+
+def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
+    """Return the (start, end) of each maximal run of True in `flags`, end exclusive."""
+    edges = np.diff(np.concatenate([[0], flags.astype(np.int8), [0]]))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True))
 
 
 # A reply that repeats itself for this many tokens in a row is taken as looping or broken.

@@ -75,6 +75,28 @@ def test_repetition_measures_a_loop_not_a_list() -> None:
     assert value(loop, "repetition") > value(answer, "repetition")
 
 
+def test_repetition_spares_a_template_and_a_sentence_said_again_later() -> None:
+    opening = (
+        "Introduction (5 minutes): greet the students, introduce the topic of the day, ask what they "
+        "already know about it and write their answers on the whiteboard for everyone to see."
+    )
+    activities = ("act out the signing of the treaty", "mime a market scene", "stage a debate in two teams")
+    plan = "\n\n".join(
+        f"Day {day}:\n{opening}\nMain activity: the class will {activity}, then discuss it."
+        for day, activity in enumerate(activities, 1)
+    )
+    caveat = (
+        "However, they might neglect to mention that the economy was already growing when they "
+        "took office, and that much of that growth was due to factors outside of their control."
+    )
+    body = " ".join(f"Point {i}: a politician cites figure {i} about jobs, crime and taxes." for i in range(15))
+    essay = f"{caveat} {body} {caveat}"
+    assert repetition(plan) == 0
+    assert repetition(essay) == 0
+    # the same paragraph pasted right after itself is a loop, however far into the reply
+    assert repetition(f"{body} {caveat} {caveat} {caveat}") >= 60
+
+
 def test_reading_level_rises_with_long_words_and_sentences() -> None:
     simple = "The cat sat. The dog ran. We had fun."
     dense = (
