@@ -89,7 +89,7 @@ def test_repetition_spares_a_template_and_a_sentence_said_again_later() -> None:
         "However, they might neglect to mention that the economy was already growing when they "
         "took office, and that much of that growth was due to factors outside of their control."
     )
-    body = " ".join(f"Point {i}: a politician cites figure {i} about jobs, crime and taxes." for i in range(15))
+    body = " ".join(f"Point {i}: a politician cites figure {i} on jobs, crime and taxes." for i in range(15))
     essay = f"{caveat} {body} {caveat}"
     assert repetition(plan) == 0
     assert repetition(essay) == 0
