@@ -122,6 +122,14 @@ def _trusted(prior: RewardModel) -> np.ndarray:
     return scaled
 
 
+def quality_coefficients(prior: RewardModel) -> np.ndarray:
+    """Return the population's coefficients on the quality measurements, 0 elsewhere.
+
+    Every user keeps these, whatever their taste or trust: a rule counts them where it decides.
+    """
+    return prior.coefficients * (1.0 - _trusted(prior))
+
+
 def _broad_variances(prior: RewardModel) -> np.ndarray:
     variances = np.concatenate([prior.taste_prior.user_variance, prior.taste_prior.interaction_variance])
     if variances.size != 2 * N_INTERPRETABLE:
@@ -269,8 +277,8 @@ def infer_taste(
     settings = prior.taste_prior
     trust = np.asarray(TRUST_LEVELS)
     log_trust = np.log(np.asarray(TRUST_PRIOR))
-    scalable = prior.coefficients * _trusted(prior)
-    fixed = prior.coefficients - scalable
+    fixed = quality_coefficients(prior)
+    scalable = prior.coefficients - fixed
     offsets = trust[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
     user_rows = _user_columns(prior, rows)
     personal = settings.personal()

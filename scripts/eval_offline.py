@@ -8,7 +8,8 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 
 * planted tastes: per taste and training size (5, 10, 20 pairs), the shipped prior adapted on
   each simulated user, beside the population alone; and how many test pairs have a chosen reply
-  that loops (`agent.features.degeneracy`), which every judge here loses by design;
+  that loops (`agent.features.degeneracy`), which every judge here loses by design; and the
+  ceiling: each visible taste's own rule, known in advance, as this model reads it;
 * MT-Bench human judges (`val` and `test`): each user's prior refitted without them
   (`agent.evaluation.leave_user_out_priors`);
 * PRISM examples: the seeded split of `agent.evaluation` (sibling pairs kept together), the shipped prior;
@@ -56,8 +57,9 @@ from agent.features import (
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair
-from agent.reward_model import RewardModel
+from agent.reward_model import LinearComponent, RewardModel, RuleComponent
 from agent.splits import user_splits
+from agent.taste import quality_coefficients
 
 SIZES = (5, 10, 20)
 Prior = Callable[[str], RewardModel]
@@ -133,6 +135,47 @@ def planted_table(
             )
         table.setdefault("all planted users", {})[column] = macro(per_user)
     return table
+
+
+# Each visible planted taste as a rule on this model's features: (feature, direction, flips with
+# the kind of question). Only the ceiling below reads it; the judges learn tastes in general.
+PLANTED_RULES = {
+    "short": ("length", -1, False),
+    "lists": ("lists", 1, False),
+    "no_hedging": ("hedging", -1, False),
+    "direct_start": ("first_sentence", -1, False),
+    "short_on_stem_long_on_writing": ("length", -1, True),
+}
+
+
+def planted_ceiling(extractor: FeatureExtractor, prior: RewardModel, folder: Path) -> dict[str, float]:
+    """Return planted test accuracy of each user's own rule, known in advance, judged by this model.
+
+    The rule's judge is a fitted user's model whose taste posterior is replaced by the rule alone
+    (`RuleComponent`, deciding every pick, with the population's quality measurements), so the
+    loop gate and the measurements are the shipped ones: what learning the taste perfectly gives.
+    """
+    pairs = read_pairs(folder / f"visible_n{SIZES[-1]}.jsonl")
+    train, _, test = splits_of(pairs)
+    settings = prior.taste_prior
+    found = {}
+    for user, held in test.items():
+        feature, direction, conditional = PLANTED_RULES[taste_of(user)]
+        column = INTERPRETABLE_NAMES.index(feature) + (prior.dimensions if conditional else 0)
+        rule = RuleComponent(
+            column,
+            direction,
+            1.0,
+            settings.rule_lapse,
+            settings.rule_clear,
+            quality_coefficients(prior),
+            LinearComponent(prior.coefficients, settings.lapse),
+        )
+        fitted = OfflineJudge.for_user(prior, extractor, train[user]).model
+        assert fitted.taste is not None
+        model = replace(fitted, taste=replace(fitted.taste, components=((1.0, rule),)))
+        found[user] = asyncio.run(evaluate(OfflineJudge(model, extractor), held)).macro_accuracy
+    return {"the planted rule itself": macro(found)}
 
 
 def looping_picks(extractor: FeatureExtractor, folder: Path) -> dict[str, float]:
@@ -410,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     planted = planted_table(extractor, prior, args.planted)
     report["planted"] = planted
     report["looping_picks"] = looping_picks(extractor, args.planted)
+    report["ceiling"] = planted_ceiling(extractor, prior, args.planted)
     report["mt_bench"] = mt_bench(extractor, prior, args.mt_bench, ("val", "test"))
     report["prism"] = prism(extractor, prior, args.prism)
     report["loops"] = loops(extractor, prior, args.mt_bench, args.planted)
@@ -429,6 +473,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"prior: {prior.description}")
     print_table("Planted tastes (test pairs, % accuracy)", planted)
     print_table("Planted picks of a reply that loops", {"planted": report["looping_picks"]})  # type: ignore[dict-item]
+    print_table("Planted users judged by their own rule, known in advance", {"planted": report["ceiling"]})  # type: ignore[dict-item]
     print_table("MT-Bench human judges, leave-user-out priors", report["mt_bench"])  # type: ignore[arg-type]
     print_table("PRISM examples (seeded split)", {"PRISM": report["prism"]})  # type: ignore[dict-item]
     print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
