@@ -26,7 +26,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "5"
+FEATURES_VERSION = "6"
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "numbers",
         "numbers and figures",
-        "words with digits per 100 words",
+        "log of the words with digits per 100 words",
         "likes numbers and figures",
         "prefers replies without many numbers",
     ),
@@ -351,7 +351,7 @@ def measure(reply: str, query: str) -> np.ndarray:
         "query_similarity": 0.0,
         "sentence_length": math.log1p(len(words) / max(len(sentences), 1)),
         "word_length": sum(len(word) for word in words) / len(words) if words else 0.0,
-        "numbers": len(_NUMBER.findall(prose)) * per_100,
+        "numbers": math.log1p(len(_NUMBER.findall(prose)) * per_100),
         "first_sentence": math.log1p(len(_FIRST_SENTENCE.split(reply.strip(), maxsplit=1)[0].split())),
         "examples": math.log1p(len(_EXAMPLES.findall(prose))),
         "paragraphs": math.log1p(len([p for p in _PARAGRAPH_BREAK.split(reply.strip()) if p.strip()])),

@@ -1,0 +1,179 @@
+"""Plant simulated users with other clear tastes over real MT-Bench answers, to test learning in general.
+
+    python scripts/plant_tastes.py --out .bench-cache/planted_more
+    python scripts/eval_offline.py --planted .bench-cache/planted_more
+
+`../shared/data/planted/` holds five visible tastes; other planted users, with tastes that are
+not shown, are run on the landed code. This script plants more, with the same protocol, so a
+change can be judged on tastes it was not shaped on: each user picks between two real answers
+to a real MT-Bench question by one clear taste, measured here by plain text counts of its own
+(not `agent.features`), on pairs that clearly differ on it; 5% of picks are flipped; train, val
+and test questions are distinct. It writes `visible_n5.jsonl`, `visible_n10.jsonl` and
+`visible_n20.jsonl` (the layout of `../shared/data/planted/`, so `eval_offline.py --planted` and
+`persona-agent bench accuracy --data` read them), 3 users per taste. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+_WORD = re.compile(r"[A-Za-z0-9']+")
+_SENTENCE = re.compile(r"[.!?]+(?:\s|$)")
+TECHNICAL = frozenset({"coding", "math", "reasoning", "stem", "extraction"})
+SIZES = (5, 10, 20)
+
+
+def words(text: str) -> float:
+    return float(len(_WORD.findall(text)))
+
+
+def list_lines(text: str) -> float:
+    return float(len(re.findall(r"^\s*(?:[-*•]|\d+[.)])\s", text, re.MULTILINE)))
+
+
+def digits_per_100(text: str) -> float:
+    tokens = _WORD.findall(text)
+    return 100.0 * sum(any(ch.isdigit() for ch in token) for token in tokens) / max(len(tokens), 1)
+
+
+def words_per_sentence(text: str) -> float:
+    return words(text) / max(len(_SENTENCE.findall(text)), 1)
+
+
+def letters_per_word(text: str) -> float:
+    tokens = [token for token in _WORD.findall(text) if token.isalpha()]
+    return sum(map(len, tokens)) / max(len(tokens), 1)
+
+
+def blocks(text: str) -> float:
+    return float(len([block for block in re.split(r"\n\s*\n", text) if block.strip()]))
+
+
+@dataclass(frozen=True)
+class PlantedTaste:
+    """Pick the reply with more (`direction` 1) or less (-1) of `measure`, when they clearly differ.
+
+    `relative`: the difference must be at least this share of the larger value (0: any
+    difference). `conditional`: the direction flips on open-ended (non-technical) questions.
+    """
+
+    measure: Callable[[str], float]
+    direction: int
+    relative: float = 0.0
+    conditional: bool = False
+
+    def clear(self, first: str, second: str) -> bool:
+        a, b = self.measure(first), self.measure(second)
+        return a != b and abs(a - b) >= self.relative * max(abs(a), abs(b))
+
+    def prefers_first(self, first: str, second: str, category: str) -> bool:
+        sign = self.direction
+        if self.conditional and category not in TECHNICAL:
+            sign = -sign
+        return sign * (self.measure(first) - self.measure(second)) > 0
+
+
+TASTES = {
+    "long": PlantedTaste(words, 1, relative=0.25),
+    "prose": PlantedTaste(list_lines, -1),
+    "numbers": PlantedTaste(digits_per_100, 1, relative=0.25),
+    "compact": PlantedTaste(blocks, -1),
+    "long_words": PlantedTaste(letters_per_word, 1, relative=0.05),
+    "short_sentences": PlantedTaste(words_per_sentence, -1, relative=0.2),
+    "plain_words": PlantedTaste(letters_per_word, -1, relative=0.05),
+    "paragraphs": PlantedTaste(blocks, 1),
+    "lists_on_stem_prose_on_writing": PlantedTaste(list_lines, 1, conditional=True),
+}
+
+
+def answers_by_question(path: Path) -> dict[int, tuple[list[dict[str, str]], str, list[str]]]:
+    """Return, per MT-Bench question asked in one turn: its context, category and distinct answers."""
+    found: dict[int, tuple[list[dict[str, str]], str, set[str]]] = {}
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            if len(record["context"]) != 1:
+                continue
+            texts = {record[side]["content"] for side in ("chosen", "rejected")} - {""}
+            question = int(record["question_id"])
+            entry = found.setdefault(question, (record["context"], record["category"], set()))
+            entry[2].update(texts)
+    return {qid: (context, category, sorted(texts)) for qid, (context, category, texts) in found.items()}
+
+
+def plant(
+    questions: dict[int, tuple[list[dict[str, str]], str, list[str]]],
+    name: str,
+    taste: PlantedTaste,
+    user: int,
+    *,
+    flip: float = 0.05,
+) -> list[dict[str, object]]:
+    """Return one simulated user's records: 20 train, 5 val and 20 test pairs on distinct questions.
+
+    Returns nothing when fewer than 45 questions have answers that clearly differ on the taste.
+    """
+    rng = random.Random(f"{name}-{user}")
+    usable = []
+    for qid in sorted(questions):
+        context, category, texts = questions[qid]
+        pairs = [(a, b) for i, a in enumerate(texts) for b in texts[i + 1 :] if taste.clear(a, b)]
+        if pairs:
+            usable.append((qid, context, category, pairs))
+    if len(usable) < 45:
+        return []
+    rng.shuffle(usable)
+    records = []
+    for index, (qid, context, category, pairs) in enumerate(usable[:45]):
+        split = "train" if index < 20 else "val" if index < 25 else "test"
+        first, second = rng.choice(pairs)
+        keep = taste.prefers_first(first, second, category) != (rng.random() < flip)
+        chosen, rejected = (first, second) if keep else (second, first)
+        records.append(
+            {
+                "user_id": f"planted_{name}_{user}",
+                "split": split,
+                "question_id": qid,
+                "category": category,
+                "context": context,
+                "chosen": {"role": "assistant", "content": chosen},
+                "rejected": {"role": "assistant", "content": rejected},
+            }
+        )
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/mt_bench_human/pairs.jsonl"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--users", type=int, default=3, help="simulated users per taste")
+    args = parser.parse_args(argv)
+    questions = answers_by_question(args.data)
+    users = [plant(questions, name, taste, k) for name, taste in TASTES.items() for k in range(args.users)]
+    if skipped := sorted({name for name, taste in TASTES.items() if not plant(questions, name, taste, 0)}):
+        print(f"too few questions with clear differences for: {', '.join(skipped)}")
+    users = [records for records in users if records]
+    args.out.mkdir(parents=True, exist_ok=True)
+    counts: dict[str, int] = defaultdict(int)
+    for size in SIZES:
+        lines = []
+        for records in users:
+            train = [r for r in records if r["split"] == "train"][:size]
+            lines += [json.dumps(r) for r in train + [r for r in records if r["split"] != "train"]]
+        (args.out / f"visible_n{size}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for records in users:
+        counts[str(records[0]["user_id"])] = sum(r["split"] == "test" for r in records)
+    print(f"wrote {len(users)} users to {args.out}; test pairs per user: {sorted(set(counts.values()))}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
