@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _WORD = re.compile(r"[A-Za-z0-9']+")
-_SENTENCE = re.compile(r"[.!?]+(?:\s|$)")
+# a sentence ends at . ! ? or a line break (a list item or a heading is one)
+_SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)|\n")
 TECHNICAL = frozenset({"coding", "math", "reasoning", "stem", "extraction"})
 SIZES = (5, 10, 20)
 
@@ -44,7 +45,8 @@ def digits_per_100(text: str) -> float:
 
 
 def words_per_sentence(text: str) -> float:
-    return words(text) / max(len(_SENTENCE.findall(text)), 1)
+    sentences = [part for part in _SENTENCE_END.split(text) if _WORD.search(part)]
+    return words(text) / max(len(sentences), 1)
 
 
 def letters_per_word(text: str) -> float:
