@@ -1,11 +1,15 @@
 """The offline model on planted tastes: simulated users picking between real answers by one taste.
 
-Reads ../shared/data/planted (see its README). The full tables are `scripts/eval_offline.py`'s.
+Reads ../shared/data/planted (see its README), and users with other tastes that
+`scripts/plant_tastes.py` plants over ../shared/data/mt_bench_human the same way. The full tables
+are `scripts/eval_offline.py`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -49,9 +53,9 @@ def prior() -> RewardModel:
     return RewardModel.load()
 
 
-def users(size: int) -> dict[str, dict[str, list[PreferencePair]]]:
+def users(size: int, folder: Path = PLANTED) -> dict[str, dict[str, list[PreferencePair]]]:
     grouped: dict[str, dict[str, list[PreferencePair]]] = defaultdict(lambda: defaultdict(list))
-    for pair in read_pairs(PLANTED / f"visible_n{size}.jsonl"):
+    for pair in read_pairs(folder / f"visible_n{size}.jsonl"):
         grouped[pair.user_id][str(split_of(pair))].append(pair)
     return grouped
 
@@ -122,3 +126,24 @@ async def test_a_looping_reply_loses_for_every_planted_user(
             context: tuple[Turn, ...] = pair.context
             for reply in (pair.chosen, pair.rejected):
                 assert (await judge.compare(context, loop, reply)).preferred == "second"
+
+
+def test_tastes_beyond_the_visible_ones_are_learnt(
+    extractor: FeatureExtractor, prior: RewardModel, tmp_path: Path
+) -> None:
+    mt_bench = PLANTED.parent / "mt_bench_human" / "pairs.jsonl"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "plant_tastes.py"
+    subprocess.run(
+        [sys.executable, str(script), "--data", str(mt_bench), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
+    by_taste: dict[str, list[float]] = defaultdict(list)
+    for user, splits in users(20, tmp_path).items():
+        assert not {taste_of(user)} & set(TASTES)
+        judge = OfflineJudge.for_user(prior, extractor, splits["train"])
+        by_taste[taste_of(user)].append(accuracy(judge, splits["test"]))
+    mean = {name: sum(values) / len(values) for name, values in by_taste.items()}
+    assert len(mean) >= 8
+    assert sum(mean.values()) / len(mean) >= 0.85
+    assert min(mean.values()) >= 0.8
