@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Planted tastes (test pairs, % accuracy)", planted)
     print_table("Planted picks of a reply that loops", {"planted": report["looping_picks"]})  # type: ignore[dict-item]
     if report["ceiling"]:
-        print_table("Planted users judged by their own rule, known in advance", {"planted": report["ceiling"]})  # type: ignore[dict-item]
+        print_table("Planted users judged by their own rule", {"planted": report["ceiling"]})  # type: ignore[dict-item]
     print_table("MT-Bench human judges, leave-user-out priors", report["mt_bench"])  # type: ignore[arg-type]
     print_table("PRISM examples (seeded split)", {"PRISM": report["prism"]})  # type: ignore[dict-item]
     print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
