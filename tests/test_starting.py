@@ -328,7 +328,8 @@ def test_chat_start_lists_chooses_and_asks_the_quiz(
     assert result.exit_code == 0, result.output
     out = result.output
     assert "New here? /start lists starting personas" in out
-    assert "concise" in out and "prefers shorter replies than most people (22 people in the data)" in out
+    concise = next(archetype for archetype in load_archetypes() if archetype.key == "concise")
+    assert f"{concise.title} ({concise.users} people in the data)" in out
     assert "no archetype 'chatty'; known: typical, concise" in out
     assert "You start from 'concise' (persona v1)" in out
     assert "Persona v1 of amy" in out
