@@ -309,6 +309,28 @@ def _runs(flags: np.ndarray) -> list[tuple[int, int]]:
 DEGENERATE_REPETITION = math.log1p(40)
 
 
+# How far from the user's message a reply may be, with all-MiniLM-L6-v2 embeddings, before it
+# answers something else: (cosine at most, the other reply closer by at least, words at least).
+# Terse replies are spared: "true." or "No bug." say little to an embedding.
+MINILM_OFF_TOPIC = (0.15, 0.3, 8.0)
+
+
+def strays(features: np.ndarray, similarity: float, gap: float, words: float) -> np.ndarray:
+    """Return, for rows of reply features to one message, whether reply i strays where reply j answers.
+
+    `[i, j]` is True when reply i is at most `similarity` close to the user's message
+    (`query_similarity`), has at least `words` words, and reply j is closer by at least `gap`: an
+    answer to another question, which no taste should prefer to an answer to this one. The
+    preference data cannot teach this (both replies of every pair answer the question), so it is a
+    rule; its thresholds hold for one embedder (`MINILM_OFF_TOPIC`, `TastePrior.off_topic`).
+    """
+    rows = np.asarray(features)
+    closeness = rows[:, INTERPRETABLE_NAMES.index("query_similarity")]
+    length = np.expm1(rows[:, INTERPRETABLE_NAMES.index("length")])
+    far = (closeness <= similarity) & (length >= words)
+    return far[:, None] & (closeness[None, :] - closeness[:, None] >= gap)
+
+
 def degeneracy(features: np.ndarray) -> np.ndarray:
     """Return, per row of a reply feature matrix, how far it loops (0 when it does not)."""
     repeated = np.asarray(features)[:, INTERPRETABLE_NAMES.index("repetition")]

@@ -2,7 +2,9 @@
 
 `OfflineJudge` answers `compare` and `rank` with a (personal) reward model and no language model
 call. A reply that loops or repeats itself (`agent.features.degeneracy`) loses to every reply
-that does not, whatever the user's taste: liking short replies must never make a broken one win.
+that does not, and one that answers another question (`agent.features.strays`) to one that
+answers this one, whatever the user's taste: liking short replies must never make a broken or
+off-topic one win.
 
 `HybridJudge` pools a language-model judge with the offline judge in log-odds space::
 
@@ -26,7 +28,14 @@ import numpy as np
 from scipy.optimize import minimize
 from scipy.special import expit, log_expit
 
-from agent.features import INTERPRETABLE, N_INTERPRETABLE, FeatureExtractor, degeneracy, last_user_message
+from agent.features import (
+    INTERPRETABLE,
+    N_INTERPRETABLE,
+    FeatureExtractor,
+    degeneracy,
+    last_user_message,
+    strays,
+)
 from agent.judge import PairwiseJudge
 from agent.records import Preference, PreferencePair, RankedCandidate, Ranking, Turn, Verdict
 from agent.reward_model import RewardModel, check_compatible
@@ -165,8 +174,23 @@ class HybridJudge:
         return Ranking(candidates=tuple(pooled), judge_calls=llm.judge_calls)
 
 
-# the chance a degenerate reply is given against a sane one
+# the chance a degenerate or off-topic reply is given against a sane one
 _DEGENERATE_ODDS = 1e-3
+_LOOPS = "repeats itself (a looping or broken reply)"
+_STRAYS = "does not answer the message (it is about something else)"
+
+
+def _failures(
+    query: str, features: np.ndarray, off_topic: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return how far each reply loops, and whether reply i strays where reply j answers.
+
+    With no user message there is nothing to stray from; with no `off_topic` thresholds
+    (`TastePrior.off_topic`) the model does not judge it.
+    """
+    if query.strip() and off_topic:
+        return degeneracy(features), strays(features, *off_topic)
+    return degeneracy(features), np.zeros((len(features), len(features)), dtype=bool)
 
 
 def _describe_contributions(contributions: np.ndarray, *, top: int = 3) -> str:
@@ -211,12 +235,15 @@ class OfflineJudge:
 
     async def compare(self, context: Sequence[Turn], first: str, second: str) -> Verdict:
         """Judge `first` against `second` as replies to `context`."""
-        features, terms = await self._features(last_user_message(context), [first, second])
-        broken = degeneracy(features)
+        query = last_user_message(context)
+        features, terms = await self._features(query, [first, second])
+        broken, stray = _failures(query, features, self.model.taste_prior.off_topic)
         if broken[0] != broken[1]:
             prob_first = _DEGENERATE_ODDS if broken[0] > broken[1] else 1 - _DEGENERATE_ODDS
-            which = "First" if broken[0] > broken[1] else "Second"
-            reasoning = f"{which} repeats itself (a looping or broken reply)"
+            reasoning = f"{'First' if broken[0] > broken[1] else 'Second'} {_LOOPS}"
+        elif stray[0, 1] or stray[1, 0]:
+            prob_first = _DEGENERATE_ODDS if stray[0, 1] else 1 - _DEGENERATE_ODDS
+            reasoning = f"{'First' if stray[0, 1] else 'Second'} {_STRAYS}"
         else:
             difference = features[0] - features[1]
             prob_first = float(self.model.prob_first(difference[None, :], terms[None, :])[0])
@@ -227,14 +254,18 @@ class OfflineJudge:
     async def rank(self, context: Sequence[Turn], candidates: Sequence[str]) -> Ranking:
         """Rank candidates by utility in one feature pass; score = mean modelled chance of winning.
 
-        Degenerate candidates rank below all others (and score as losing to each of them).
+        Degenerate candidates rank below all others (and score as losing to each of them); a
+        candidate that answers another question loses to each one that answers this one.
         """
         if not candidates:
             return Ranking(candidates=(), judge_calls=0)
-        features, terms = await self._features(last_user_message(context), candidates)
-        broken = degeneracy(features)
+        query = last_user_message(context)
+        features, terms = await self._features(query, candidates)
+        broken, stray = _failures(query, features, self.model.taste_prior.off_topic)
         n = len(candidates)
         win = self.model.win_matrix(features, terms)
+        win[stray] = _DEGENERATE_ODDS
+        win[stray.T] = 1 - _DEGENERATE_ODDS
         # the more a reply repeats itself past the threshold, the more surely it loses
         win[broken[:, None] > broken[None, :]] = _DEGENERATE_ODDS
         win[broken[:, None] < broken[None, :]] = 1 - _DEGENERATE_ODDS
@@ -248,8 +279,10 @@ class OfflineJudge:
                 .replace("favours Second", "lowers it")
                 .split("; ")
             )
+            if stray[i].any():
+                reasons = (f"it {_STRAYS}", *reasons)
             if broken[i] > 0:
-                reasons = ("it repeats itself (a looping or broken reply)", *reasons)
+                reasons = (f"it {_LOOPS}", *reasons)
             ranked.append(
                 RankedCandidate(
                     index=i,

@@ -67,6 +67,9 @@ class TastePrior:
     shorter reply whenever the lengths clearly differ", `RuleComponent`), for a share
     `rule_follow` of their picks, with its own `rule_lapse`, deciding where the replies differ
     by at least `rule_clear` population spreads.
+    `off_topic` holds the thresholds (similarity, gap, words) of `agent.features.strays` for the
+    embedder the model was fitted with: a reply that answers another question loses, whatever
+    the taste. Empty: no such rule (an embedder nobody calibrated it for).
     """
 
     population_interpretable: float = 0.3
@@ -85,6 +88,7 @@ class TastePrior:
     rule_follow: tuple[float, ...] = (0.5, 1.0)
     rule_lapse: float = 0.05
     rule_clear: float = 0.05
+    off_topic: tuple[float, ...] = ()
 
     def personal(self) -> np.ndarray:
         """Return, per interpretable feature, whether a user's taste may move its weight."""
@@ -101,6 +105,7 @@ class TastePrior:
             "strong_trust": list(self.strong_trust),
             "rule_follow": list(self.rule_follow),
             "fixed_features": list(self.fixed_features),
+            "off_topic": list(self.off_topic),
         }
 
     @classmethod
@@ -110,7 +115,7 @@ class TastePrior:
         if unknown := set(data) - known:
             raise ConfigurationError(f"{source}: unknown taste-prior settings {sorted(unknown)}")
         values = dict(data)
-        for key in ("user_variance", "interaction_variance", "strong_trust", "rule_follow"):
+        for key in ("user_variance", "interaction_variance", "strong_trust", "rule_follow", "off_topic"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
         if "fixed_features" in values:

@@ -15,6 +15,8 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * PRISM examples: the seeded split of `agent.evaluation` (sibling pairs kept together), the shipped prior;
 * loops: each real MT-Bench answer that does not itself loop, against a copy of another answer
   to the same question that breaks into a loop, judged for every planted user and the population;
+* strays: each real MT-Bench answer against a real answer to another MT-Bench question, judged
+  the same way;
 * `--ablate`: the same on planted users and MT-Bench `val` with one part of the design removed;
 * `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached);
 * `--implicit`: planted users with 10 training pairs, half of them given as inferred pairs
@@ -254,19 +256,41 @@ def loop_pairs(path: Path, *, seed: int = 0) -> list[PreferencePair]:
     return made
 
 
-def loops(
-    extractor: FeatureExtractor, prior: RewardModel, path: Path, planted: Path | None
+def stray_pairs(path: Path, *, seed: int = 0) -> list[PreferencePair]:
+    """Pair each real answer (chosen) with a real answer to another question, drawn at random."""
+    rng = random.Random(seed)
+    answers: dict[str, set[str]] = defaultdict(set)
+    contexts = {}
+    for pair in read_pairs(path, skip_invalid=True):
+        answers[pair.query].update((pair.chosen, pair.rejected))
+        contexts[pair.query] = pair.context
+    queries = sorted(answers)
+    made = []
+    for query in queries:
+        for real in sorted(answers[query]):
+            other = rng.choice([q for q in queries if q != query])
+            made.append(
+                PreferencePair(
+                    user_id="strays",
+                    context=contexts[query],
+                    chosen=real,
+                    rejected=rng.choice(sorted(answers[other])),
+                )
+            )
+    return made
+
+
+def against_broken(
+    extractor: FeatureExtractor, prior: RewardModel, pairs: list[PreferencePair], planted: Path | None
 ) -> dict[str, float]:
-    """Return the share of loop pairs each judge gets right: population, and the worst planted user."""
-    pairs = loop_pairs(path)
+    """Return the share of `pairs` (sane reply chosen) the population and the worst planted user get right."""
     extractor.pair_differences(pairs)
-    held = {"loops": pairs}
+    name = pairs[0].user_id
+    held = {name: pairs}
     found = {"population": macro(accuracy(extractor, lambda _: prior, {}, held, adapt=False))}
     if planted is not None:
         train, _, _ = splits_of(read_pairs(planted / "visible_n10.jsonl"))
-        worst = min(
-            macro(accuracy(extractor, lambda _: prior, {"loops": own}, held)) for own in train.values()
-        )
+        worst = min(macro(accuracy(extractor, lambda _: prior, {name: own}, held)) for own in train.values())
         found["worst planted user (10 pairs)"] = worst
     found["pairs"] = len(pairs)
     return found
@@ -458,7 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     report["ceiling"] = planted_ceiling(extractor, prior, args.planted)
     report["mt_bench"] = mt_bench(extractor, prior, args.mt_bench, ("val", "test"))
     report["prism"] = prism(extractor, prior, args.prism)
-    report["loops"] = loops(extractor, prior, args.mt_bench, args.planted)
+    report["loops"] = against_broken(extractor, prior, loop_pairs(args.mt_bench), args.planted)
+    report["strays"] = against_broken(extractor, prior, stray_pairs(args.mt_bench), args.planted)
     if args.ablate:
         report["ablations"] = ablate(extractor, prior, args.planted, args.mt_bench)
     if args.speed:
@@ -480,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table("MT-Bench human judges, leave-user-out priors", report["mt_bench"])  # type: ignore[arg-type]
     print_table("PRISM examples (seeded split)", {"PRISM": report["prism"]})  # type: ignore[dict-item]
     print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
+    print_table("Answer against an answer to another question", {"strays": report["strays"]})  # type: ignore[dict-item]
     if args.ablate:
         print_table("Ablations", report["ablations"])  # type: ignore[arg-type]
     if args.speed:

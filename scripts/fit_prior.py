@@ -37,7 +37,7 @@ import numpy as np
 
 from agent.archetypes import DEFAULT_ARCHETYPES_PATH, fit_archetypes, save_archetypes
 from agent.embedding import CachedEmbedder
-from agent.features import N_INTERPRETABLE, FeatureExtractor
+from agent.features import MINILM_OFF_TOPIC, N_INTERPRETABLE, FeatureExtractor
 from agent.formats import read_pairs, split_of
 from agent.reward_model import DEFAULT_PRIOR_PATH, TastePrior, fit_population, fit_question_kind
 from agent.taste import estimate_user_variance
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         extractor,
         pairs,
         axis=axis,
-        taste_prior=TastePrior(),
+        taste_prior=TastePrior(off_topic=MINILM_OFF_TOPIC),
         description=f"population prior: {args.data.parent.name} train+population pairs of all {users} users",
     )
     by_user = defaultdict(list)

@@ -10,11 +10,13 @@ from agent.embedding import CachedEmbedder
 from agent.features import (
     FEATURES_VERSION,
     INTERPRETABLE_NAMES,
+    MINILM_OFF_TOPIC,
     N_INTERPRETABLE,
     FeatureExtractor,
     measure,
     reading_level,
     repetition,
+    strays,
 )
 from agent.records import PreferencePair, Turn
 from tests.fakes import HashEmbedder
@@ -148,3 +150,13 @@ def test_cached_embedder_round_trips_through_a_file(tmp_path: Path) -> None:
     assert np.array_equal(second.embed(["beta", "alpha"]), vectors[::-1])
     assert fresh.embedded == []
     assert "alpha" in second and "gamma" not in second
+
+
+def test_a_reply_strays_when_it_is_far_from_the_message_and_the_other_is_close() -> None:
+    rows = np.zeros((3, N_INTERPRETABLE))
+    rows[:, INTERPRETABLE_NAMES.index("query_similarity")] = [0.05, 0.6, 0.1]
+    rows[:, INTERPRETABLE_NAMES.index("length")] = np.log1p([40, 40, 2])
+    found = strays(rows, *MINILM_OFF_TOPIC)
+    assert found[0, 1] and not found[1, 0]
+    assert not found[2, 1]  # a terse reply says too little to an embedding to be called off-topic
+    assert not found[0, 2] and not found[2, 0]  # neither is much closer to the message

@@ -147,3 +147,31 @@ def test_tastes_beyond_the_visible_ones_are_learnt(
     assert len(mean) >= 8
     assert sum(mean.values()) / len(mean) >= 0.85
     assert min(mean.values()) >= 0.8
+
+
+async def test_an_answer_to_another_question_loses_for_every_planted_user(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    elsewhere = (
+        "To make a sourdough starter, mix equal weights of flour and water in a jar, cover it loosely "
+        "and keep it warm. Feed it every day, discarding half, until it doubles within a few hours "
+        "of a feeding; that takes about a week."
+    )
+    everyone = users(10)
+    # sane answers: a terse one ("[5, 1, 3]") says too little to an embedding to tell it from a
+    # stray one, and a looping one loses as a loop first
+    answers = [
+        p
+        for p in next(iter(everyone.values()))["test"]
+        if min(len(p.chosen.split()), len(p.rejected.split())) >= 20
+        and max(map(repetition, (p.chosen, p.rejected))) < 20
+    ]
+    sample = answers[:3]
+    for splits in everyone.values():
+        judge = OfflineJudge.for_user(prior, extractor, splits["train"])
+        for pair in sample:
+            for reply in (pair.chosen, pair.rejected):
+                verdict = await judge.compare(pair.context, elsewhere, reply)
+                assert verdict.preferred == "second" and "does not answer" in verdict.reasoning
+            ranking = await judge.rank(pair.context, [elsewhere, pair.chosen, pair.rejected])
+            assert ranking.candidates[-1].index == 0
