@@ -16,7 +16,8 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * loops: each real MT-Bench answer that does not itself loop, against a copy of another answer
   to the same question that breaks into a loop, judged for every planted user and the population;
 * strays: each real MT-Bench answer against a real answer to another MT-Bench question, judged
-  the same way;
+  the same way, with and without the off-topic rule (`TastePrior.off_topic`); and the real pairs
+  of the MT-Bench, PRISM and planted files (both replies answer) in which the rule calls one stray;
 * `--ablate`: the same on planted users and MT-Bench `val` with one part of the design removed;
 * `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached);
 * `--implicit`: planted users with 10 training pairs, half of them given as inferred pairs
@@ -55,6 +56,7 @@ from agent.features import (
     FeatureExtractor,
     degeneracy,
     repetition,
+    strays,
 )
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
@@ -296,6 +298,20 @@ def against_broken(
     return found
 
 
+def false_strays(extractor: FeatureExtractor, prior: RewardModel, paths: Sequence[Path]) -> dict[str, float]:
+    """Count real pairs (both replies answer the question) in which the off-topic rule calls one stray."""
+    found = {"pairs": 0.0, "chosen called stray": 0.0, "rejected called stray": 0.0}
+    for path in paths:
+        pairs = read_pairs(path, skip_invalid=True)
+        chosen, rejected = extractor.pair_features(pairs)
+        for first, second in zip(chosen, rejected, strict=True):
+            called = strays(np.stack([first, second]), *prior.taste_prior.off_topic)
+            found["chosen called stray"] += float(called[0, 1])
+            found["rejected called stray"] += float(called[1, 0])
+        found["pairs"] += len(pairs)
+    return found
+
+
 ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
     "full design": lambda prior: prior,
     "no strong tastes (broad only)": lambda prior: replace(
@@ -483,7 +499,14 @@ def main(argv: list[str] | None = None) -> int:
     report["mt_bench"] = mt_bench(extractor, prior, args.mt_bench, ("val", "test"))
     report["prism"] = prism(extractor, prior, args.prism)
     report["loops"] = against_broken(extractor, prior, loop_pairs(args.mt_bench), args.planted)
-    report["strays"] = against_broken(extractor, prior, stray_pairs(args.mt_bench), args.planted)
+    no_rule = replace(prior, taste_prior=replace(prior.taste_prior, off_topic=()))
+    report["strays"] = {
+        "with the rule": against_broken(extractor, prior, stray_pairs(args.mt_bench), args.planted),
+        "without it": against_broken(extractor, no_rule, stray_pairs(args.mt_bench), args.planted),
+    }
+    report["false_strays"] = false_strays(
+        extractor, prior, [args.mt_bench, args.prism, args.planted / f"visible_n{SIZES[-1]}.jsonl"]
+    )
     if args.ablate:
         report["ablations"] = ablate(extractor, prior, args.planted, args.mt_bench)
     if args.speed:
@@ -505,7 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table("MT-Bench human judges, leave-user-out priors", report["mt_bench"])  # type: ignore[arg-type]
     print_table("PRISM examples (seeded split)", {"PRISM": report["prism"]})  # type: ignore[dict-item]
     print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
-    print_table("Answer against an answer to another question", {"strays": report["strays"]})  # type: ignore[dict-item]
+    print_table("Answer against an answer to another question", report["strays"])  # type: ignore[arg-type]
+    print_table(
+        "Real pairs the off-topic rule calls stray", {"MT-Bench, PRISM, planted n20": report["false_strays"]}
+    )  # type: ignore[dict-item]
     if args.ablate:
         print_table("Ablations", report["ablations"])  # type: ignore[arg-type]
     if args.speed:
