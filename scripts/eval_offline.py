@@ -60,7 +60,7 @@ from agent.features import (
 )
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
-from agent.records import PreferencePair
+from agent.records import PreferencePair, Turn
 from agent.reward_model import LinearComponent, RewardModel, RuleComponent
 from agent.splits import user_splits
 from agent.taste import quality_coefficients
@@ -230,14 +230,20 @@ def looping_copy(text: str, rng: random.Random) -> str:
     return " ".join(words[:cut]) + " " + lines
 
 
-def loop_pairs(path: Path, *, seed: int = 0) -> list[PreferencePair]:
-    """Pair each sane real answer (chosen) with a looping copy of another answer to its question."""
-    rng = random.Random(seed)
+def answers_by_question(path: Path) -> tuple[dict[str, set[str]], dict[str, tuple[Turn, ...]]]:
+    """Return the distinct answers in a pairs file per question, and each question's context."""
     answers: dict[str, set[str]] = defaultdict(set)
     contexts = {}
     for pair in read_pairs(path, skip_invalid=True):
         answers[pair.query].update((pair.chosen, pair.rejected))
         contexts[pair.query] = pair.context
+    return answers, contexts
+
+
+def loop_pairs(path: Path, *, seed: int = 0) -> list[PreferencePair]:
+    """Pair each sane real answer (chosen) with a looping copy of another answer to its question."""
+    rng = random.Random(seed)
+    answers, contexts = answers_by_question(path)
     sane_limit = int(np.expm1(DEGENERATE_REPETITION))
     made = []
     for query, texts in sorted(answers.items()):
@@ -261,11 +267,7 @@ def loop_pairs(path: Path, *, seed: int = 0) -> list[PreferencePair]:
 def stray_pairs(path: Path, *, seed: int = 0) -> list[PreferencePair]:
     """Pair each real answer (chosen) with a real answer to another question, drawn at random."""
     rng = random.Random(seed)
-    answers: dict[str, set[str]] = defaultdict(set)
-    contexts = {}
-    for pair in read_pairs(path, skip_invalid=True):
-        answers[pair.query].update((pair.chosen, pair.rejected))
-        contexts[pair.query] = pair.context
+    answers, contexts = answers_by_question(path)
     queries = sorted(answers)
     made = []
     for query in queries:
