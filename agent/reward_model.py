@@ -90,6 +90,12 @@ class TastePrior:
     rule_clear: float = 0.05
     off_topic: tuple[float, ...] = ()
 
+    def __post_init__(self) -> None:
+        if len(self.off_topic) not in (0, 3):
+            raise ConfigurationError(
+                f"off_topic takes (similarity, gap, words) or nothing, got {list(self.off_topic)}"
+            )
+
     def personal(self) -> np.ndarray:
         """Return, per interpretable feature, whether a user's taste may move its weight."""
         if unknown := set(self.fixed_features) - set(INTERPRETABLE_NAMES):

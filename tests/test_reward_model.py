@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -208,6 +209,14 @@ def test_artifact_round_trip(tmp_path: Path, extractor: FeatureExtractor, prior:
     assert loaded.n_pairs == prior.n_pairs == 200 and loaded.n_users == 20
     assert np.allclose(loaded.taste_prior.user_variance, prior.taste_prior.user_variance, rtol=1e-6)
     assert loaded.trained_on == prior.trained_on
+    gated = replace(prior, taste_prior=replace(prior.taste_prior, off_topic=(0.15, 0.3, 8.0)))
+    gated.save(path)
+    assert RewardModel.load(path).taste_prior.off_topic == (0.15, 0.3, 8.0)
+    data = gated.to_json()
+    data["taste_prior"]["off_topic"] = [0.15]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigurationError, match="off_topic takes"):
+        RewardModel.load(path)
 
 
 def test_artifact_of_another_feature_version_is_refused(tmp_path: Path, prior: RewardModel) -> None:
