@@ -502,9 +502,10 @@ def main(argv: list[str] | None = None) -> int:
     report["prism"] = prism(extractor, prior, args.prism)
     report["loops"] = against_broken(extractor, prior, loop_pairs(args.mt_bench), args.planted)
     no_rule = replace(prior, taste_prior=replace(prior.taste_prior, off_topic=()))
+    elsewhere = stray_pairs(args.mt_bench)
     report["strays"] = {
-        "with the rule": against_broken(extractor, prior, stray_pairs(args.mt_bench), args.planted),
-        "without it": against_broken(extractor, no_rule, stray_pairs(args.mt_bench), args.planted),
+        "with the rule": against_broken(extractor, prior, elsewhere, args.planted),
+        "without it": against_broken(extractor, no_rule, elsewhere, args.planted),
     }
     report["false_strays"] = false_strays(
         extractor, prior, [args.mt_bench, args.prism, args.planted / f"visible_n{SIZES[-1]}.jsonl"]
