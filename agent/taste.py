@@ -21,7 +21,9 @@ user's pairs (their marginal likelihood), each with a lapse rate (a share of ran
   pairs whose differences vary in size.
 
 A few consistent pairs make a strong taste far likelier than chance agreement would, so five
-pairs can move a weight a long way, and one odd pick does not undo the rest. Predictions use the
+pairs can move a weight a long way, and one odd pick does not undo the rest. A one-feature taste
+is looked for only on the features the user's pairs differ on: one on a feature they never
+differ on would be a guess, not something learnt from them. Predictions use the
 whole posterior (a mixture of linear models and rules, `Taste.components`); the user's weights,
 which explanations and statements read, are its mean (a rule counts as a weight of the prior's
 `strong_scale` on its feature).
@@ -309,9 +311,14 @@ def infer_taste(
             np.full(N_INTERPRETABLE, settings.conditional_share / n_personal),
         ]
     )
+    # A one-feature taste is read from the pairs that differ on its feature. One on a feature
+    # none of the user's pairs differs on explains them no better than no taste at all, and would
+    # predict new pairs from nothing but its prior mass: the user's tastes are taken to be among
+    # those their pairs show (the rule's own `rule_clear` is what "differ" means).
+    one = columns & (np.abs(user_rows) >= settings.rule_clear).any(axis=0)
     weighted = 1 - settings.rule_share
     log_joint = np.full(2 * N_INTERPRETABLE, -np.inf)
-    log_joint[columns] = np.log(weighted * settings.strong_share * per_column[columns]) + evidence[columns]
+    log_joint[one] = np.log(weighted * settings.strong_share * per_column[one]) + evidence[one]
     log_broad = np.log(weighted * (1 - settings.strong_share)) + broad_evidence
     population = LinearComponent(prior.coefficients, settings.lapse)
     pick_chance = population.prob_first(rows)
@@ -320,18 +327,16 @@ def infer_taste(
     )
     log_rule = np.full((2, 2 * N_INTERPRETABLE), -np.inf)
     if settings.rule_share > 0:
-        log_rule[:, columns] = (
-            np.log(settings.rule_share * per_column[columns] / 2) + rule_evidence[:, columns]
-        )
-    total = logsumexp([log_broad, *log_joint[columns], *log_rule[:, columns].ravel()])
+        log_rule[:, one] = np.log(settings.rule_share * per_column[one] / 2) + rule_evidence[:, one]
+    total = logsumexp([log_broad, *log_joint[one], *log_rule[:, one].ravel()])
     broad_probability = float(np.exp(log_broad - total))
-    strong_probability = np.where(columns, np.exp(log_joint - total), 0.0)
-    rule_probability = np.where(columns, np.exp(log_rule - total), 0.0)
+    strong_probability = np.where(one, np.exp(log_joint - total), 0.0)
+    rule_probability = np.where(one, np.exp(log_rule - total), 0.0)
     rule_weight = settings.strong_scale * (rule_probability[0] - rule_probability[1])
     departure = broad_probability * broad_mean + strong_probability * mean + rule_weight
     mean_trust = float(
         broad_probability * (broad_trust @ trust)
-        + strong_probability[columns] @ (strong_trust[:, columns].T @ strong_levels)
+        + strong_probability[one] @ (strong_trust[:, one].T @ strong_levels)
         + rule_probability.sum()
     )
     coefficients = fixed + mean_trust * scalable + _spread(prior, departure)

@@ -95,6 +95,29 @@ async def test_one_odd_pick_does_not_undo_a_taste(extractor: FeatureExtractor, p
     assert await agreement(OfflineJudge(model, extractor), held_out) >= 0.9
 
 
+def test_no_taste_is_read_on_a_feature_the_pairs_never_differ_on(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    pairs = synthetic_pairs("uma", 5, prefer="shorter", seed=160)
+    chosen, rejected = extractor.pair_features(pairs)
+    unshown = {
+        name for k, name in enumerate(INTERPRETABLE_NAMES) if np.array_equal(chosen[:, k], rejected[:, k])
+    }
+    assert {"emoji", "refusal"} <= unshown
+    model = fit_user(prior, extractor, pairs)
+    assert model.taste is not None
+    assert not {taste.feature for taste in model.taste.strong} & unshown
+    # a rule's column is a feature's, or its interaction's (past the model's dimensions)
+    ruled = {
+        INTERPRETABLE_NAMES[component.column % prior.dimensions]
+        for _, component in model.taste.components
+        if isinstance(component, RuleComponent)
+    }
+    assert ruled and not ruled & unshown
+    # the taste the pairs do show is found
+    assert model.taste.strong[0].feature == "length" and model.taste.strong[0].mean < 0
+
+
 def test_two_contradictory_pairs_leave_predictions_at_the_priors(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
