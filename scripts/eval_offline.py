@@ -1,7 +1,8 @@
 """Measure how well the offline reward model learns a person's taste; print tables (or JSON).
 
     python scripts/eval_offline.py [--planted ../shared/data/planted] [--mt-bench FILE]
-        [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--speed] [--implicit] [--json]
+        [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--speed] [--implicit]
+        [--strengths 1,3,10] [--json]
 
 Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judged in both
 orders, macro over users), the judges fitted on the users' `train` pairs:
@@ -22,7 +23,9 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * `--speed`: median time to fit a user on 25 pairs and to compare one pair (features cached);
 * `--implicit`: planted users with 10 training pairs, half of them given as inferred pairs
   (`edit`, `regenerate`: they count less in the fit, `agent.records.SOURCE_WEIGHTS`), against
-  all ten as stated picks.
+  all ten as stated picks;
+* `--strengths 1,3,...`: the population alone (MT-Bench `val` and `test` with leave-user-out
+  priors, PRISM) at each L2 strength on its embedding weights: how `population_embedding` is chosen.
 
 `--curve` writes the learning curve (accuracy against training pairs) as an SVG picture.
 """
@@ -61,7 +64,7 @@ from agent.features import (
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair, Turn
-from agent.reward_model import LinearComponent, RewardModel, RuleComponent
+from agent.reward_model import LinearComponent, RewardModel, RuleComponent, fit_population
 from agent.splits import user_splits
 from agent.taste import quality_coefficients
 
@@ -193,9 +196,14 @@ def looping_picks(extractor: FeatureExtractor, folder: Path) -> dict[str, float]
 
 
 def mt_bench(
-    extractor: FeatureExtractor, prior: RewardModel, path: Path, splits: Sequence[str]
+    extractor: FeatureExtractor,
+    prior: RewardModel,
+    path: Path,
+    splits: Sequence[str],
+    *,
+    personal: bool = True,
 ) -> dict[str, dict[str, float]]:
-    """Return population-alone and personal accuracy on MT-Bench splits, leave-user-out priors."""
+    """Return population-alone (and personal) accuracy on MT-Bench splits, leave-user-out priors."""
     pairs = read_pairs(path, skip_invalid=True)
     extractor.pair_differences(pairs)
     train, val, test = splits_of(pairs)
@@ -204,21 +212,55 @@ def mt_bench(
     for split in splits:
         held = {user: own for user, own in (val if split == "val" else test).items() if own}
         found[split] = {
-            "population": macro(accuracy(extractor, priors.__getitem__, train, held, adapt=False)),
-            "personal": macro(accuracy(extractor, priors.__getitem__, train, held)),
+            "population": macro(accuracy(extractor, priors.__getitem__, train, held, adapt=False))
         }
+        if personal:
+            found[split]["personal"] = macro(accuracy(extractor, priors.__getitem__, train, held))
     return found
 
 
-def prism(extractor: FeatureExtractor, prior: RewardModel, path: Path) -> dict[str, float]:
+def prism(
+    extractor: FeatureExtractor, prior: RewardModel, path: Path, *, personal: bool = True
+) -> dict[str, float]:
     """Return accuracy on the PRISM examples' seeded test split."""
     pairs = read_pairs(path)
     extractor.pair_differences(pairs)
     train, _, test = splits_of(pairs)
-    return {
-        "population": macro(accuracy(extractor, lambda _: prior, train, test, adapt=False)),
-        "personal": macro(accuracy(extractor, lambda _: prior, train, test)),
-    }
+    found = {"population": macro(accuracy(extractor, lambda _: prior, train, test, adapt=False))}
+    if personal:
+        found["personal"] = macro(accuracy(extractor, lambda _: prior, train, test))
+    return found
+
+
+def embedding_strengths(
+    extractor: FeatureExtractor,
+    prior: RewardModel,
+    mt_path: Path,
+    prism_path: Path,
+    strengths: Sequence[float],
+) -> dict[str, dict[str, float]]:
+    """Return the population alone at each L2 strength on its embedding weights (`population_embedding`).
+
+    MT-Bench `val` and `test` with leave-user-out priors, and PRISM with the population fitted on
+    MT-Bench's `train` and `population` pairs, as `scripts/fit_prior.py` fits the shipped one.
+    """
+    pool = [
+        pair for pair in read_pairs(mt_path, skip_invalid=True) if split_of(pair) in ("train", "population")
+    ]
+    found = {}
+    for strength in strengths:
+        settings = replace(prior.taste_prior, population_embedding=strength)
+        template = replace(prior, taste_prior=settings)
+        row = {
+            f"MT-Bench {split}": accuracy["population"]
+            for split, accuracy in mt_bench(
+                extractor, template, mt_path, ("val", "test"), personal=False
+            ).items()
+        }
+        population = fit_population(extractor, pool, axis=prior.axis, taste_prior=settings)
+        row["PRISM"] = prism(extractor, population, prism_path, personal=False)["population"]
+        found[f"{strength:g}"] = row
+    return found
 
 
 def looping_copy(text: str, rng: random.Random) -> str:
@@ -486,6 +528,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ablate", action="store_true", help="also remove each part of the design in turn")
     parser.add_argument("--speed", action="store_true", help="also time a fit and a comparison")
     parser.add_argument("--implicit", action="store_true", help="also weigh half the pairs as inferred ones")
+    parser.add_argument(
+        "--strengths",
+        type=lambda text: [float(value) for value in text.split(",")],
+        default=None,
+        help="also the population alone at each L2 strength on its embedding weights, e.g. 1,3,10,30",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -516,6 +564,8 @@ def main(argv: list[str] | None = None) -> int:
         report["speed"] = speed(extractor, prior, args.planted)
     if args.implicit:
         report["implicit"] = implicit(extractor, prior, args.planted)
+    if args.strengths:
+        report["strengths"] = embedding_strengths(extractor, prior, args.mt_bench, args.prism, args.strengths)
     extractor.embedder.save(args.cache)
     if args.curve:
         args.curve.parent.mkdir(parents=True, exist_ok=True)
@@ -541,6 +591,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table("Speed, median of 20 (features cached)", {"offline model": report["speed"]})  # type: ignore[dict-item]
     if args.implicit:
         print_table("Inferred pairs (planted, 10 training pairs)", report["implicit"])  # type: ignore[arg-type]
+    if args.strengths:
+        print_table("The population alone by L2 strength on its embedding weights", report["strengths"])  # type: ignore[arg-type]
     return 0
 
 

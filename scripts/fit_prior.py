@@ -11,7 +11,8 @@ Three parts, all from the data file:
 * the population weights, fitted on every user's `train` and `population` pairs (no `val`, no
   `test`); evaluations refit them without each evaluated user (`agent.evaluation`);
 * the between-user variance of each interpretable weight, estimated by empirical Bayes over
-  the users' `train` pairs (`agent.taste.estimate_user_variance`);
+  the users' `train` pairs (`agent.taste.estimate_user_variance`), each user's departure
+  measured from a population fitted without them;
 * the archetypes a new user may start from (`agent.archetypes`): clusters of those users'
   departures from the population, written beside the prior (`--archetypes`).
 
@@ -37,6 +38,7 @@ import numpy as np
 
 from agent.archetypes import DEFAULT_ARCHETYPES_PATH, fit_archetypes, save_archetypes
 from agent.embedding import CachedEmbedder
+from agent.evaluation import leave_user_out_priors
 from agent.features import MINILM_OFF_TOPIC, N_INTERPRETABLE, FeatureExtractor
 from agent.formats import read_pairs, split_of
 from agent.reward_model import DEFAULT_PRIOR_PATH, TastePrior, fit_population, fit_question_kind
@@ -94,12 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     for pair in pairs:
         if split_of(pair) == "train":
             by_user[pair.user_id].append(pair)
-    rows = []
-    for own in by_user.values():
-        if len(own) >= MIN_USER_PAIRS:
-            chosen, rejected = extractor.pair_features(own)
-            rows.append(model.design(chosen - rejected, model.question_terms(extractor.query_vectors(own))))
-    variances = estimate_user_variance(model, rows)
+    measured = sorted(user for user, own in by_user.items() if len(own) >= MIN_USER_PAIRS)
+    # each user's departure is measured from a population that never saw their pairs
+    without = leave_user_out_priors(pairs, extractor, measured, template=model)
+    rows, offsets = [], []
+    for user in measured:
+        own = by_user[user]
+        chosen, rejected = extractor.pair_features(own)
+        vectors = extractor.query_vectors(own)
+        rows.append(model.design(chosen - rejected, model.question_terms(vectors)))
+        other = without[user]
+        offsets.append(other.design(chosen - rejected, other.question_terms(vectors)) @ other.coefficients)
+    variances = estimate_user_variance(model, rows, offsets)
     model = replace(
         model,
         taste_prior=replace(
