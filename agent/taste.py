@@ -1,18 +1,20 @@
 """Learn one user's taste from a few pairs: a posterior over how they depart from the population.
 
 The population model (`agent.reward_model`) predicts each of the user's pairs with log-odds
-``m``. The user's own part is added on the interpretable features only; the embedding, which
-carries answer quality, only scales with how far the user follows the population's judgement
-(their *trust*, inferred too), and the quality measurements (`TastePrior.fixed_features`) stay
-the population's. Three kinds of departure compete, weighed by how well they explain the
-user's pairs (their marginal likelihood), each with a lapse rate (a share of random picks):
+``m``. The user's own part is added on the interpretable features only; the quality
+measurements (`TastePrior.fixed_features`) stay the population's. Three kinds of departure
+compete, weighed by how well they explain the user's pairs (their marginal likelihood), each
+with a lapse rate (a share of random picks):
 
 * **broad**: every interpretable weight and its question-kind interaction moves a little, with
   the between-user variances measured across real users (`estimate_user_variance`, empirical
-  Bayes). Most people are like this, and with few pairs they stay close to the population.
+  Bayes), and the population's judgement of answer quality (the embedding part) is kept whole.
+  Most people are like this, and with few pairs they stay close to the population.
 * **strong**: one feature decides most of the user's picks ("always the shorter reply"), either
   always or flipping with the kind of question ("short answers to technical questions, long
-  ones to creative requests"). Each is integrated exactly on a grid.
+  ones to creative requests"). Each is integrated exactly on a grid, together with how far the
+  user still follows the population's judgement (their *trust*: a scale on its log-odds,
+  `TastePrior.strong_trust`), since someone who picks by one taste may set quality aside.
 * **rule**: the user picks by the sign of one feature's difference where the replies clearly
   differ on it ("the reply with the shorter opening"), for all or half of their picks, the rest
   as the population would; the quality measurements count where the rule decides too
@@ -52,10 +54,6 @@ from agent.reward_model import (
 )
 
 _GRID = np.linspace(-12.0, 12.0, 97)
-# How far a user follows the population's judgement (a scale on its log-odds), and the prior on it:
-# most people mostly agree with the crowd; someone who picks by one taste may ignore it.
-TRUST_LEVELS = (1.0, 0.5, 0.25, 0.1)
-TRUST_PRIOR = (0.55, 0.15, 0.15, 0.15)
 # a pair "shows" a feature when the replies differ on it by this many population spreads
 CLEAR_DIFFERENCE = 0.25
 
@@ -277,22 +275,18 @@ def infer_taste(
     each pair counts (`PreferencePair.weight`; all 1 when None).
     """
     settings = prior.taste_prior
-    trust = np.asarray(TRUST_LEVELS)
-    log_trust = np.log(np.asarray(TRUST_PRIOR))
     fixed = quality_coefficients(prior)
     scalable = prior.coefficients - fixed
-    offsets = trust[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
     user_rows = _user_columns(prior, rows)
     personal = settings.personal()
     columns = np.concatenate([personal, personal])
     variances = np.where(columns, _broad_variances(prior), 0.0)
     pair_counts = np.ones(len(rows)) if counts is None else counts
-    broad = [_broad_posterior(user_rows, offset, variances, settings.lapse, counts) for offset in offsets]
-    broad_log = np.array([item[2] for item in broad]) + log_trust
-    broad_evidence = float(logsumexp(broad_log))
-    broad_trust = np.exp(broad_log - broad_evidence)
-    broad_mean = sum(weight * item[0] for weight, item in zip(broad_trust, broad, strict=True))
-    broad_sd = sum(weight * item[1] for weight, item in zip(broad_trust, broad, strict=True))
+    # a broad departure keeps the population's judgement of quality whole: someone who sets it
+    # aside picks by a taste of their own (a strong taste or a rule), and the lapse covers odd picks
+    broad_mean, broad_sd, broad_evidence = _broad_posterior(
+        user_rows, rows @ prior.coefficients, variances, settings.lapse, counts
+    )
     strong_levels = np.asarray(settings.strong_trust)
     strong_offsets = strong_levels[:, None] * (rows @ scalable)[None, :] + (rows @ fixed)[None, :]
     evidence, mean, sd, strong_trust, strong_by_trust = _strong_posteriors(
@@ -335,18 +329,14 @@ def infer_taste(
     rule_weight = settings.strong_scale * (rule_probability[0] - rule_probability[1])
     departure = broad_probability * broad_mean + strong_probability * mean + rule_weight
     mean_trust = float(
-        broad_probability * (broad_trust @ trust)
+        broad_probability
         + strong_probability[one] @ (strong_trust[:, one].T @ strong_levels)
         + rule_probability.sum()
     )
     coefficients = fixed + mean_trust * scalable + _spread(prior, departure)
     # the posterior as a mixture, for predictions: (weight, component)
     components: list[tuple[float, Component]] = [
-        (
-            broad_probability * float(broad_trust[a]),
-            LinearComponent(fixed + level * scalable + _spread(prior, broad[a][0]), settings.lapse),
-        )
-        for a, level in enumerate(trust)
+        (broad_probability, LinearComponent(prior.coefficients + _spread(prior, broad_mean), settings.lapse))
     ]
     for k in np.flatnonzero(strong_probability >= 0.005):
         for a, level in enumerate(strong_levels):
