@@ -73,7 +73,7 @@ class TastePrior:
     """
 
     population_interpretable: float = 0.3
-    population_embedding: float = 3.0
+    population_embedding: float = 30.0
     population_interaction: float = 3.0
     user_variance: tuple[float, ...] = ()
     interaction_variance: tuple[float, ...] = ()
