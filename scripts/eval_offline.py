@@ -382,6 +382,19 @@ ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
         ),
     ),
     "relevance to the question a matter of taste": lambda prior: _personal_relevance(prior),
+    # less prior mass on one-feature tastes: room for real judges, at the planted users' cost
+    "rules 0.45, strong weights 0.6 of the rest": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, strong_share=0.6)
+    ),
+    "rules 0.3, strong weights 0.6 of the rest": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, rule_share=0.3, strong_share=0.6)
+    ),
+    "rules 0.2, strong weights 0.5 of the rest": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, rule_share=0.2, strong_share=0.5)
+    ),
+    "rules only ever decide half the picks": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, rule_follow=(0.5,))
+    ),
 }
 
 
