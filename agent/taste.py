@@ -452,8 +452,8 @@ def estimate_user_variance(
     """Estimate the between-user variance of each personal weight (empirical Bayes).
 
     `users_rows` holds each user's pairs as design rows; `offsets` each user's population log-odds
-    (default: `prior`'s; an evaluation passes those of a population fitted without the user, so
-    no user's departure is measured from a model that already learnt it). Each round fits every
+    (default: `prior`'s; `scripts/fit_prior.py` passes those of a population fitted without each
+    user, so no user's departure is measured from a model that already learnt it). Each round fits every
     user's broad departure under the current variances (a Laplace posterior) and applies
     MacKay's evidence update, ``variance = sum of squared posterior means / sum of how well-
     determined each user's weight is``, which has the same fixed point as the EM update
