@@ -26,7 +26,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "6"
+FEATURES_VERSION = "7"
 
 
 @dataclass(frozen=True)
@@ -356,6 +356,10 @@ def measure(reply: str, query: str) -> np.ndarray:
     overlap = len(query_words & _content_words(reply)) / len(query_words) if query_words else 0.0
     contractions = sum(1 for word in lowered if "'" in word.strip("'"))
     sentences = _sentences(prose)
+    # Word length reads the prose; a reply that is all code has none, and a mean over no words is
+    # no measurement (0 letters a word would be the plainest reply of all): there it reads the
+    # code's words. Its sentence length stays 0, the shortest: code lines are short.
+    read_words = words or _WORD.findall(reply)
     values = {
         "length": math.log1p(len(reply.split())),
         "lists": math.log1p(sum(1 for line in lines if _LIST_LINE.match(line))),
@@ -372,7 +376,7 @@ def measure(reply: str, query: str) -> np.ndarray:
         "query_overlap": overlap,
         "query_similarity": 0.0,
         "sentence_length": math.log1p(len(words) / max(len(sentences), 1)),
-        "word_length": sum(len(word) for word in words) / len(words) if words else 0.0,
+        "word_length": sum(len(word) for word in read_words) / len(read_words) if read_words else 0.0,
         "numbers": math.log1p(len(_NUMBER.findall(prose)) * per_100),
         "first_sentence": math.log1p(len(_FIRST_SENTENCE.split(reply.strip(), maxsplit=1)[0].split())),
         "examples": math.log1p(len(_EXAMPLES.findall(prose))),
