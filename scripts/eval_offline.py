@@ -252,8 +252,8 @@ def embedding_strengths(
         settings = replace(prior.taste_prior, population_embedding=strength)
         template = replace(prior, taste_prior=settings)
         row = {
-            f"MT-Bench {split}": accuracy["population"]
-            for split, accuracy in mt_bench(
+            f"MT-Bench {split}": figures["population"]
+            for split, figures in mt_bench(
                 extractor, template, mt_path, ("val", "test"), personal=False
             ).items()
         }
