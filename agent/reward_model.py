@@ -520,6 +520,12 @@ def _with_coefficients(model: RewardModel, coefficients: np.ndarray) -> RewardMo
     )
 
 
+def pair_rows(model: RewardModel, extractor: FeatureExtractor, pairs: Sequence[PreferencePair]) -> np.ndarray:
+    """Return the pairs as `model`'s design rows (chosen minus rejected, with their question terms)."""
+    chosen, rejected = extractor.pair_features(pairs)
+    return model.design(chosen - rejected, model.question_terms(extractor.query_vectors(pairs)))
+
+
 def check_compatible(model: RewardModel, extractor: FeatureExtractor) -> None:
     """Refuse a model fitted on another feature version than the extractor computes."""
     if model.features_version != extractor.version:

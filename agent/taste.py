@@ -453,8 +453,8 @@ def estimate_user_variance(
 
     `users_rows` holds each user's pairs as design rows; `offsets` each user's population log-odds
     (default: `prior`'s; `scripts/fit_prior.py` passes those of a population fitted without each
-    user, so no user's departure is measured from a model that already learnt it). Each round fits every
-    user's broad departure under the current variances (a Laplace posterior) and applies
+    user, so no user's departure is measured from a model that already learnt it). Each round
+    fits every user's broad departure under the current variances (a Laplace posterior) and applies
     MacKay's evidence update, ``variance = sum of squared posterior means / sum of how well-
     determined each user's weight is``, which has the same fixed point as the EM update
     (mean of squared mean plus posterior variance) but reaches it in far fewer rounds when a

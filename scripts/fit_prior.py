@@ -41,7 +41,13 @@ from agent.embedding import CachedEmbedder
 from agent.evaluation import leave_user_out_priors
 from agent.features import MINILM_OFF_TOPIC, N_INTERPRETABLE, FeatureExtractor
 from agent.formats import read_pairs, split_of
-from agent.reward_model import DEFAULT_PRIOR_PATH, TastePrior, fit_population, fit_question_kind
+from agent.reward_model import (
+    DEFAULT_PRIOR_PATH,
+    TastePrior,
+    fit_population,
+    fit_question_kind,
+    pair_rows,
+)
 from agent.taste import estimate_user_variance
 
 TECHNICAL = frozenset({"coding", "math", "reasoning", "stem", "extraction"})
@@ -99,14 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     measured = sorted(user for user, own in by_user.items() if len(own) >= MIN_USER_PAIRS)
     # each user's departure is measured from a population that never saw their pairs
     without = leave_user_out_priors(pairs, extractor, measured, template=model)
-    rows, offsets = [], []
-    for user in measured:
-        own = by_user[user]
-        chosen, rejected = extractor.pair_features(own)
-        vectors = extractor.query_vectors(own)
-        rows.append(model.design(chosen - rejected, model.question_terms(vectors)))
-        other = without[user]
-        offsets.append(other.design(chosen - rejected, other.question_terms(vectors)) @ other.coefficients)
+    rows = [pair_rows(model, extractor, by_user[user]) for user in measured]
+    offsets = [
+        pair_rows(without[user], extractor, by_user[user]) @ without[user].coefficients for user in measured
+    ]
     variances = estimate_user_variance(model, rows, offsets)
     model = replace(
         model,

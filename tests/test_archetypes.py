@@ -19,17 +19,11 @@ from agent.archetypes import (
 )
 from agent.errors import ConfigurationError
 from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
-from agent.records import PreferencePair
-from agent.reward_model import RewardModel, RuleComponent, fit_population
+from agent.reward_model import RewardModel, RuleComponent, fit_population, pair_rows
 from agent.taste import fit_user
 from tests.fakes import HashEmbedder, synthetic_pairs, with_variances
 
 LENGTH = INTERPRETABLE_NAMES.index("length")
-
-
-def user_rows(prior: RewardModel, extractor: FeatureExtractor, pairs: list[PreferencePair]) -> np.ndarray:
-    chosen, rejected = extractor.pair_features(pairs)
-    return prior.design(chosen - rejected, prior.question_terms(extractor.query_vectors(pairs)))
 
 
 def test_the_shipped_archetypes_are_clusters_of_real_users() -> None:
@@ -58,7 +52,7 @@ def test_archetypes_are_found_in_a_population_of_two_tastes() -> None:
     users += [synthetic_pairs(f"short{u}", 8, prefer="shorter", seed=100 + u) for u in range(6)]
     prior = fit_population(extractor, [p for own in users for p in own], description="two tastes")
     prior = with_variances(prior, extractor, users)
-    archetypes = fit_archetypes(prior, [user_rows(prior, extractor, own) for own in users], k=2)
+    archetypes = fit_archetypes(prior, [pair_rows(prior, extractor, own) for own in users], k=2)
     assert len(archetypes) == 2
     by_direction = sorted(archetypes, key=lambda a: a.departure[LENGTH])
     assert by_direction[0].departure[LENGTH] < 0 < by_direction[1].departure[LENGTH]

@@ -13,7 +13,7 @@ from dataclasses import replace
 
 from agent.features import N_INTERPRETABLE, FeatureExtractor
 from agent.records import PreferencePair, Turn
-from agent.reward_model import RewardModel
+from agent.reward_model import RewardModel, pair_rows
 from agent.taste import estimate_user_variance
 
 WORDS = (
@@ -59,11 +59,7 @@ def with_variances(
     model: RewardModel, extractor: FeatureExtractor, users: Sequence[Sequence[PreferencePair]]
 ) -> RewardModel:
     """Return the population model with between-user variances estimated from these users' pairs."""
-    rows = []
-    for own in users:
-        chosen, rejected = extractor.pair_features(own)
-        rows.append(model.design(chosen - rejected, model.question_terms(extractor.query_vectors(own))))
-    variances = estimate_user_variance(model, rows)
+    variances = estimate_user_variance(model, [pair_rows(model, extractor, own) for own in users])
     return replace(
         model,
         taste_prior=replace(
