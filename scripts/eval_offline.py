@@ -10,7 +10,8 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * planted tastes: per taste and training size (5, 10, 20 pairs), the shipped prior adapted on
   each simulated user, beside the population alone; and how many test pairs have a chosen reply
   that loops (`agent.features.degeneracy`), which every judge here loses by design; and the
-  ceiling: each visible taste's own rule, known in advance, as this model reads it;
+  ceiling: each visible taste's own rule, known in advance, as this model reads it, and a learner
+  told only that each user's taste is one of the visible five;
 * MT-Bench human judges (`val` and `test`): each user's prior refitted without them
   (`agent.evaluation.leave_user_out_priors`);
 * PRISM examples: the seeded split of `agent.evaluation` (sibling pairs kept together), the shipped prior;
@@ -64,7 +65,7 @@ from agent.features import (
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair, Turn
-from agent.reward_model import LinearComponent, RewardModel, RuleComponent, fit_population
+from agent.reward_model import Component, LinearComponent, RewardModel, RuleComponent, fit_population
 from agent.splits import user_splits
 from agent.taste import quality_coefficients
 
@@ -155,36 +156,67 @@ PLANTED_RULES = {
 }
 
 
+def _planted_rule(prior: RewardModel, taste: str) -> RuleComponent:
+    """Return a visible planted taste as a rule deciding every pick, with the population's quality."""
+    feature, direction, conditional = PLANTED_RULES[taste]
+    column = INTERPRETABLE_NAMES.index(feature) + (prior.dimensions if conditional else 0)
+    settings = prior.taste_prior
+    return RuleComponent(
+        column,
+        direction,
+        1.0,
+        settings.rule_lapse,
+        settings.rule_clear,
+        quality_coefficients(prior),
+        LinearComponent(prior.coefficients, settings.lapse),
+    )
+
+
+def _accuracy_of(
+    extractor: FeatureExtractor,
+    prior: RewardModel,
+    train: list[PreferencePair],
+    components: tuple[tuple[float, Component], ...],
+    test: list[PreferencePair],
+) -> float:
+    """Return a user's test accuracy when their fitted taste posterior is replaced by `components`."""
+    fitted = OfflineJudge.for_user(prior, extractor, train).model
+    assert fitted.taste is not None
+    model = replace(fitted, taste=replace(fitted.taste, components=components))
+    return asyncio.run(evaluate(OfflineJudge(model, extractor), test)).macro_accuracy
+
+
 def planted_ceiling(extractor: FeatureExtractor, prior: RewardModel, folder: Path) -> dict[str, float]:
     """Return planted test accuracy of each user's own rule, known in advance, judged by this model.
 
     The rule's judge is a fitted user's model whose taste posterior is replaced by the rule alone
     (`RuleComponent`, deciding every pick, with the population's quality measurements), so the
     loop gate and the measurements are the shipped ones: what learning the taste perfectly gives.
+    Beside it, per training size, a learner told that the taste is one of the visible five (and
+    not which): the Bayes posterior over those five rules, equally likely beforehand, from the
+    user's train pairs. It bounds what a learner of tastes in general can reach on these files.
     """
-    pairs = read_pairs(folder / f"visible_n{SIZES[-1]}.jsonl")
-    train, _, test = splits_of(pairs)
-    settings = prior.taste_prior
+    rules = {taste: _planted_rule(prior, taste) for taste in PLANTED_RULES}
     found = {}
-    for user, held in test.items():
-        if taste_of(user) not in PLANTED_RULES:
-            continue
-        feature, direction, conditional = PLANTED_RULES[taste_of(user)]
-        column = INTERPRETABLE_NAMES.index(feature) + (prior.dimensions if conditional else 0)
-        rule = RuleComponent(
-            column,
-            direction,
-            1.0,
-            settings.rule_lapse,
-            settings.rule_clear,
-            quality_coefficients(prior),
-            LinearComponent(prior.coefficients, settings.lapse),
-        )
-        fitted = OfflineJudge.for_user(prior, extractor, train[user]).model
-        assert fitted.taste is not None
-        model = replace(fitted, taste=replace(fitted.taste, components=((1.0, rule),)))
-        found[user] = asyncio.run(evaluate(OfflineJudge(model, extractor), held)).macro_accuracy
-    return {"the planted rule itself": macro(found)} if found else {}
+    for size in SIZES:
+        train, _, test = splits_of(read_pairs(folder / f"visible_n{size}.jsonl"))
+        users = [user for user in test if taste_of(user) in rules]
+        if not users:
+            return {}
+        own, told = {}, {}
+        for user in users:
+            chosen, rejected = extractor.pair_features(train[user])
+            rows = prior.design(chosen - rejected, prior.question_terms(extractor.query_vectors(train[user])))
+            evidence = np.array([np.log(rule.prob_first(rows)).sum() for rule in rules.values()])
+            posterior = np.exp(evidence - evidence.max())
+            mixture = tuple(zip((posterior / posterior.sum()).tolist(), rules.values(), strict=True))
+            told[user] = _accuracy_of(extractor, prior, train[user], mixture, test[user])
+            own[user] = _accuracy_of(
+                extractor, prior, train[user], ((1.0, rules[taste_of(user)]),), test[user]
+            )
+        found[f"told the five tastes, n{size}"] = macro(told)
+    found["the planted rule itself"] = macro(own)
+    return found
 
 
 def looping_picks(extractor: FeatureExtractor, folder: Path) -> dict[str, float]:
