@@ -156,9 +156,8 @@ PLANTED_RULES = {
 }
 
 
-def _planted_rule(prior: RewardModel, taste: str) -> RuleComponent:
-    """Return a visible planted taste as a rule deciding every pick, with the population's quality."""
-    feature, direction, conditional = PLANTED_RULES[taste]
+def _rule(prior: RewardModel, feature: str, direction: int, conditional: bool) -> RuleComponent:
+    """Return a rule on one feature deciding every pick, with the population's quality measurements."""
     column = INTERPRETABLE_NAMES.index(feature) + (prior.dimensions if conditional else 0)
     settings = prior.taste_prior
     return RuleComponent(
@@ -186,36 +185,54 @@ def _accuracy_of(
     return asyncio.run(evaluate(OfflineJudge(model, extractor), test)).macro_accuracy
 
 
-def planted_ceiling(extractor: FeatureExtractor, prior: RewardModel, folder: Path) -> dict[str, float]:
+def planted_ceiling(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path
+) -> dict[str, dict[str, float]]:
     """Return planted test accuracy of each user's own rule, known in advance, judged by this model.
 
     The rule's judge is a fitted user's model whose taste posterior is replaced by the rule alone
     (`RuleComponent`, deciding every pick, with the population's quality measurements), so the
     loop gate and the measurements are the shipped ones: what learning the taste perfectly gives.
-    Beside it, per training size, a learner told that the taste is one of the visible five (and
-    not which): the Bayes posterior over those five rules, equally likely beforehand, from the
-    user's train pairs. It bounds what a learner of tastes in general can reach on these files.
+    Beside it, per training size, two learners told part of the answer, each the Bayes posterior
+    over its rules (equally likely beforehand) from the user's train pairs: one told that the
+    taste is one of the visible five (not which), one told only the four features they are on
+    (not the direction, nor whether it flips with the kind of question: 16 rules). They bound
+    what a learner of tastes in general can reach on these files.
     """
-    rules = {taste: _planted_rule(prior, taste) for taste in PLANTED_RULES}
-    found = {}
+    own_rules = {taste: _rule(prior, *PLANTED_RULES[taste]) for taste in PLANTED_RULES}
+    features = sorted({feature for feature, _, _ in PLANTED_RULES.values()})
+    told = {
+        "told the five tastes": list(own_rules.values()),
+        f"told the {len(features)} features": [
+            _rule(prior, feature, direction, conditional)
+            for feature in features
+            for direction in (1, -1)
+            for conditional in (False, True)
+        ],
+    }
+    found: dict[str, dict[str, float]] = {}
     for size in SIZES:
         train, _, test = splits_of(read_pairs(folder / f"visible_n{size}.jsonl"))
-        users = [user for user in test if taste_of(user) in rules]
+        users = [user for user in test if taste_of(user) in own_rules]
         if not users:
             return {}
-        own, told = {}, {}
-        for user in users:
-            chosen, rejected = extractor.pair_features(train[user])
-            rows = prior.design(chosen - rejected, prior.question_terms(extractor.query_vectors(train[user])))
-            evidence = np.array([np.log(rule.prob_first(rows)).sum() for rule in rules.values()])
-            posterior = np.exp(evidence - evidence.max())
-            mixture = tuple(zip((posterior / posterior.sum()).tolist(), rules.values(), strict=True))
-            told[user] = _accuracy_of(extractor, prior, train[user], mixture, test[user])
-            own[user] = _accuracy_of(
-                extractor, prior, train[user], ((1.0, rules[taste_of(user)]),), test[user]
-            )
-        found[f"told the five tastes, n{size}"] = macro(told)
-    found["the planted rule itself"] = macro(own)
+        for name, rules in told.items():
+            per_user = {}
+            for user in users:
+                chosen, rejected = extractor.pair_features(train[user])
+                terms = prior.question_terms(extractor.query_vectors(train[user]))
+                rows = prior.design(chosen - rejected, terms)
+                evidence = np.array([np.log(rule.prob_first(rows)).sum() for rule in rules])
+                posterior = np.exp(evidence - evidence.max())
+                mixture = tuple(zip((posterior / posterior.sum()).tolist(), rules, strict=True))
+                per_user[user] = _accuracy_of(extractor, prior, train[user], mixture, test[user])
+            found.setdefault(name, {})[f"n{size}"] = macro(per_user)
+    own = {user: ((1.0, own_rules[taste_of(user)]),) for user in users}
+    found["each user's own rule"] = {
+        "all": macro(
+            {user: _accuracy_of(extractor, prior, train[user], own[user], test[user]) for user in users}
+        )
+    }
     return found
 
 
@@ -622,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Planted tastes (test pairs, % accuracy)", planted)
     print_table("Planted picks of a reply that loops", {"planted": report["looping_picks"]})  # type: ignore[dict-item]
     if report["ceiling"]:
-        print_table("Planted users judged by their own rule", {"planted": report["ceiling"]})  # type: ignore[dict-item]
+        print_table("Planted users judged by learners told part of their taste", report["ceiling"])  # type: ignore[arg-type]
     print_table("MT-Bench human judges, leave-user-out priors", report["mt_bench"])  # type: ignore[arg-type]
     print_table("PRISM examples (seeded split)", {"PRISM": report["prism"]})  # type: ignore[dict-item]
     print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
