@@ -85,7 +85,7 @@ class TastePrior:
     strong_trust: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
     fixed_features: tuple[str, ...] = tuple(sorted(QUALITY_FEATURES))
     rule_share: float = 0.45
-    rule_follow: tuple[float, ...] = (0.5, 1.0)
+    rule_follow: tuple[float, ...] = (0.75, 1.0)
     rule_lapse: float = 0.05
     rule_clear: float = 0.05
     off_topic: tuple[float, ...] = ()
