@@ -2,6 +2,7 @@
 
     python scripts/plant_tastes.py --out .bench-cache/planted_more
     python scripts/eval_offline.py --planted .bench-cache/planted_more
+    python scripts/plant_tastes.py --out .bench-cache/planted_fresh --first 3 --users 6
 
 `../shared/data/planted/` holds five visible tastes; other planted users, with tastes that are
 not shown, are run on the landed code. This script plants more, with the same protocol, so a
@@ -10,7 +11,9 @@ to a real MT-Bench question by one clear taste, measured here by plain text coun
 (not `agent.features`), on pairs that clearly differ on it; 5% of picks are flipped; train, val
 and test questions are distinct. It writes `visible_n5.jsonl`, `visible_n10.jsonl` and
 `visible_n20.jsonl` (the layout of `../shared/data/planted/`, so `eval_offline.py --planted` and
-`persona-agent bench accuracy --data` read them), 3 users per taste. Nothing is downloaded.
+`persona-agent bench accuracy --data` read them), 3 users per taste. Each user's draws are seeded
+by their taste and number, so `--first 3` plants users none of the default set shares: a second
+sample to confirm a change chosen on the first. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -157,9 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/mt_bench_human/pairs.jsonl"))
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--users", type=int, default=3, help="simulated users per taste")
+    parser.add_argument("--first", type=int, default=0, help="number of each taste's first user")
     args = parser.parse_args(argv)
     questions = answers_by_question(args.data)
-    users = [plant(questions, name, taste, k) for name, taste in TASTES.items() for k in range(args.users)]
+    numbers = range(args.first, args.first + args.users)
+    users = [plant(questions, name, taste, k) for name, taste in TASTES.items() for k in numbers]
     if skipped := sorted({name for name, taste in TASTES.items() if not plant(questions, name, taste, 0)}):
         print(f"too few questions with clear differences for: {', '.join(skipped)}")
     users = [records for records in users if records]
