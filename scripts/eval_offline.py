@@ -10,8 +10,8 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * planted tastes: per taste and training size (5, 10, 20 pairs), the shipped prior adapted on
   each simulated user, beside the population alone; and how many test pairs have a chosen reply
   that loops (`agent.features.degeneracy`), which every judge here loses by design; and the
-  ceiling: each visible taste's own rule, known in advance, as this model reads it, and a learner
-  told only that each user's taste is one of the visible five;
+  ceiling: each visible taste's own rule, known in advance, as this model reads it, and learners
+  told only that each user's taste is one of the visible five, or only the features they are on;
 * MT-Bench human judges (`val` and `test`): each user's prior refitted without them
   (`agent.evaluation.leave_user_out_priors`);
 * PRISM examples: the seeded split of `agent.evaluation` (sibling pairs kept together), the shipped prior;
@@ -227,12 +227,11 @@ def planted_ceiling(
                 mixture = tuple(zip((posterior / posterior.sum()).tolist(), rules, strict=True))
                 per_user[user] = _accuracy_of(extractor, prior, train[user], mixture, test[user])
             found.setdefault(name, {})[f"n{size}"] = macro(per_user)
-    own = {user: ((1.0, own_rules[taste_of(user)]),) for user in users}
-    found["each user's own rule"] = {
-        "all": macro(
-            {user: _accuracy_of(extractor, prior, train[user], own[user], test[user]) for user in users}
-        )
-    }
+        own = {
+            user: _accuracy_of(extractor, prior, train[user], ((1.0, own_rules[taste_of(user)]),), test[user])
+            for user in users
+        }
+        found.setdefault("each user's own rule", {})[f"n{size}"] = macro(own)
     return found
 
 
