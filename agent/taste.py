@@ -25,10 +25,11 @@ with a lapse rate (a share of random picks):
 A few consistent pairs make a strong taste far likelier than chance agreement would, so five
 pairs can move a weight a long way, and one odd pick does not undo the rest. A one-feature taste
 is looked for only on the features the user's pairs differ on: one on a feature they never
-differ on would be a guess, not something learnt from them. Predictions use the
-whole posterior (a mixture of linear models and rules, `Taste.components`); the user's weights,
-which explanations and statements read, are its mean (a rule counts as a weight of the prior's
-`strong_scale` on its feature).
+differ on would be a guess, not something learnt from them. For the same reason a taste that
+flips with the kind of question needs pairs of both kinds that differ on its feature.
+Predictions use the whole posterior (a mixture of linear models and rules, `Taste.components`);
+the user's weights, which explanations and statements read, are its mean (a rule counts as a
+weight of the prior's `strong_scale` on its feature).
 """
 
 from __future__ import annotations
@@ -308,8 +309,11 @@ def infer_taste(
     # A one-feature taste is read from the pairs that differ on its feature. One on a feature
     # none of the user's pairs differs on explains them no better than no taste at all, and would
     # predict new pairs from nothing but its prior mass: the user's tastes are taken to be among
-    # those their pairs show (the rule's own `rule_clear` is what "differ" means).
+    # those their pairs show (the rule's own `rule_clear` is what "differ" means). A taste that
+    # flips with the kind of question is read only from pairs of both kinds: on pairs of one kind
+    # it explains them exactly as the plain taste does, and its flip would be a guess.
     one = columns & (np.abs(user_rows) >= settings.rule_clear).any(axis=0)
+    one[N_INTERPRETABLE:] &= _shown_on_both_kinds(user_rows, settings.rule_clear)
     weighted = 1 - settings.rule_share
     log_joint = np.full(2 * N_INTERPRETABLE, -np.inf)
     log_joint[one] = np.log(weighted * settings.strong_share * per_column[one]) + evidence[one]
@@ -395,6 +399,18 @@ def infer_taste(
         explained_conditional=explained_conditional,
     )
     return coefficients, taste
+
+
+def _shown_on_both_kinds(user_rows: np.ndarray, clear: float) -> np.ndarray:
+    """Return, per interpretable feature, whether pairs of both kinds of question clearly differ on it.
+
+    `user_rows` are `_user_columns` rows: an interaction column is its feature's column times the
+    question's kind (+1 technical, -1 open-ended), so their product's sign tells the kind.
+    """
+    main, interaction = user_rows[:, :N_INTERPRETABLE], user_rows[:, N_INTERPRETABLE:]
+    shown = (np.abs(main) >= clear) & (np.abs(interaction) >= clear)
+    technical = main * interaction > 0
+    return (shown & technical).any(axis=0) & (shown & ~technical).any(axis=0)
 
 
 def _support(

@@ -21,7 +21,7 @@ from agent.offline_judge import FIXED_WEIGHTS, HybridJudge, OfflineJudge, Prefer
 from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
 from agent.reward_model import RewardModel, RuleComponent, fit_logistic, fit_population, rule_decisions
 from agent.statements import describe_preferences, render_persona
-from agent.taste import fit_user
+from agent.taste import fit_user, infer_taste
 from tests.fakes import HashEmbedder, flipped, reply, synthetic_pairs, with_noise, with_variances
 
 
@@ -136,6 +136,39 @@ def test_no_taste_is_read_on_a_feature_the_pairs_never_differ_on(
     assert ruled and not ruled & unshown
     # the taste the pairs do show is found
     assert model.taste.strong[0].feature == "length" and model.taste.strong[0].mean < 0
+
+
+def test_a_taste_that_flips_with_the_question_is_read_only_from_pairs_of_both_kinds(
+    prior: RewardModel,
+) -> None:
+    length = INTERPRETABLE_NAMES.index("length")
+
+    def rows(kinds: Sequence[float], shorter_on_technical: bool) -> np.ndarray:
+        """Design rows that differ on length alone: the shorter reply chosen on technical questions."""
+        found = np.zeros((len(kinds), prior.coefficients.shape[0]))
+        for i, kind in enumerate(kinds):
+            found[i, length] = -1.0 if kind > 0 or not shorter_on_technical else 1.0
+            found[i, prior.dimensions + length] = found[i, length] * kind
+        return found
+
+    def conditional(taste_rows: np.ndarray) -> list[str]:
+        _, taste = infer_taste(prior, taste_rows)
+        weights = [t.feature for t in taste.strong if t.conditional]
+        rules = [
+            INTERPRETABLE_NAMES[c.column - prior.dimensions]
+            for _, c in taste.components
+            if isinstance(c, RuleComponent) and c.column >= prior.dimensions
+        ]
+        return weights + rules
+
+    # six technical questions, the shorter reply each time: "shorter on technical questions" fits
+    # them exactly as "shorter" does, and says nothing learnt about open-ended ones
+    assert conditional(rows([1.0] * 6, shorter_on_technical=True)) == []
+    # the same picks on technical questions, the longer reply on three open-ended ones
+    both = rows([1.0] * 6 + [-1.0] * 3, shorter_on_technical=True)
+    _, taste = infer_taste(prior, both)
+    assert "length" in conditional(both)
+    assert taste.strong[0].feature == "length" and taste.strong[0].conditional
 
 
 def test_two_contradictory_pairs_leave_predictions_at_the_priors(
