@@ -65,7 +65,14 @@ from agent.features import (
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair, Turn
-from agent.reward_model import Component, LinearComponent, RewardModel, RuleComponent, fit_population
+from agent.reward_model import (
+    Component,
+    LinearComponent,
+    RewardModel,
+    RuleComponent,
+    fit_population,
+    pair_rows,
+)
 from agent.splits import user_splits
 from agent.taste import quality_coefficients
 
@@ -173,13 +180,11 @@ def _rule(prior: RewardModel, feature: str, direction: int, conditional: bool) -
 
 def _accuracy_of(
     extractor: FeatureExtractor,
-    prior: RewardModel,
-    train: list[PreferencePair],
+    fitted: RewardModel,
     components: tuple[tuple[float, Component], ...],
     test: list[PreferencePair],
 ) -> float:
-    """Return a user's test accuracy when their fitted taste posterior is replaced by `components`."""
-    fitted = OfflineJudge.for_user(prior, extractor, train).model
+    """Return a fitted user's test accuracy when their taste posterior is replaced by `components`."""
     assert fitted.taste is not None
     model = replace(fitted, taste=replace(fitted.taste, components=components))
     return asyncio.run(evaluate(OfflineJudge(model, extractor), test)).macro_accuracy
@@ -216,22 +221,19 @@ def planted_ceiling(
         users = [user for user in test if taste_of(user) in own_rules]
         if not users:
             return {}
-        for name, rules in told.items():
-            per_user = {}
-            for user in users:
-                chosen, rejected = extractor.pair_features(train[user])
-                terms = prior.question_terms(extractor.query_vectors(train[user]))
-                rows = prior.design(chosen - rejected, terms)
+        per_learner: dict[str, dict[str, float]] = defaultdict(dict)
+        for user in users:
+            rows = pair_rows(prior, extractor, train[user])
+            fitted = OfflineJudge.for_user(prior, extractor, train[user]).model
+            for name, rules in told.items():
                 evidence = np.array([np.log(rule.prob_first(rows)).sum() for rule in rules])
                 posterior = np.exp(evidence - evidence.max())
                 mixture = tuple(zip((posterior / posterior.sum()).tolist(), rules, strict=True))
-                per_user[user] = _accuracy_of(extractor, prior, train[user], mixture, test[user])
+                per_learner[name][user] = _accuracy_of(extractor, fitted, mixture, test[user])
+            own = ((1.0, own_rules[taste_of(user)]),)
+            per_learner["each user's own rule"][user] = _accuracy_of(extractor, fitted, own, test[user])
+        for name, per_user in per_learner.items():
             found.setdefault(name, {})[f"n{size}"] = macro(per_user)
-        own = {
-            user: _accuracy_of(extractor, prior, train[user], ((1.0, own_rules[taste_of(user)]),), test[user])
-            for user in users
-        }
-        found.setdefault("each user's own rule", {})[f"n{size}"] = macro(own)
     return found
 
 
