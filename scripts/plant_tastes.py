@@ -13,7 +13,14 @@ and test questions are distinct. It writes `visible_n5.jsonl`, `visible_n10.json
 `visible_n20.jsonl` (the layout of `../shared/data/planted/`, so `eval_offline.py --planted` and
 `persona-agent bench accuracy --data` read them), 3 users per taste. Each user's draws are seeded
 by their taste and number, so `--first 3` plants users none of the default set shares: a second
-sample to confirm a change chosen on the first. Nothing is downloaded.
+sample to confirm a change chosen on the first.
+
+`--drafts K` plants users who pick as the chat asks them to: one of K answers to each train
+question (the chat drafts 3 candidates a turn), stored as the K-1 pairs a ``choice`` feedback
+stores, the chosen answer against each other one. The files' sizes count picks, so
+`visible_n5.jsonl` holds 5 picks (5 * (K-1) pairs). The val and test pairs, and the questions,
+are those of the same users planted without `--drafts`, so the two modes compare on the same test
+pairs. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -113,6 +120,29 @@ def answers_by_question(path: Path) -> dict[int, tuple[list[dict[str, str]], str
     return {qid: (context, category, sorted(texts)) for qid, (context, category, texts) in found.items()}
 
 
+def pick_among(
+    texts: list[str], taste: PlantedTaste, category: str, drafts: int, rng: random.Random, flip: float
+) -> tuple[str, list[str]] | None:
+    """Return one pick among `drafts` of the answers (chosen, the others), or None if none can be made.
+
+    The taste picks the draft it clearly prefers to every other one (up to 20 draws of drafts
+    are tried); a `flip` share of picks goes to another draft at random.
+    """
+    if len(texts) < drafts:
+        return None
+    for _ in range(20):
+        shown = rng.sample(texts, drafts)
+        best = [
+            a
+            for a in shown
+            if all(taste.clear(a, b) and taste.prefers_first(a, b, category) for b in shown if b is not a)
+        ]
+        if best:
+            chosen = best[0] if rng.random() >= flip else rng.choice([a for a in shown if a is not best[0]])
+            return chosen, [a for a in shown if a is not chosen]
+    return None
+
+
 def plant(
     questions: dict[int, tuple[list[dict[str, str]], str, list[str]]],
     name: str,
@@ -120,10 +150,13 @@ def plant(
     user: int,
     *,
     flip: float = 0.05,
+    drafts: int = 2,
 ) -> list[dict[str, object]]:
-    """Return one simulated user's records: 20 train, 5 val and 20 test pairs on distinct questions.
+    """Return one simulated user's records: 20 train picks, 5 val and 20 test pairs on distinct questions.
 
-    Returns nothing when fewer than 45 questions have answers that clearly differ on the taste.
+    With `drafts` over 2 each train pick is one among that many answers, as `drafts - 1` pairs
+    (a question whose answers allow no clear pick keeps the pair a plain pick makes there). Returns
+    nothing when fewer than 45 questions have answers that clearly differ on the taste.
     """
     rng = random.Random(f"{name}-{user}")
     usable = []
@@ -135,23 +168,29 @@ def plant(
     if len(usable) < 45:
         return []
     rng.shuffle(usable)
+    # the picks among drafts draw from their own generator, so val and test match the plain mode's
+    choices = random.Random(f"{name}-{user}-drafts-{drafts}")
     records = []
     for index, (qid, context, category, pairs) in enumerate(usable[:45]):
         split = "train" if index < 20 else "val" if index < 25 else "test"
         first, second = rng.choice(pairs)
         keep = taste.prefers_first(first, second, category) != (rng.random() < flip)
         chosen, rejected = (first, second) if keep else (second, first)
-        records.append(
-            {
-                "user_id": f"planted_{name}_{user}",
-                "split": split,
-                "question_id": qid,
-                "category": category,
-                "context": context,
-                "chosen": {"role": "assistant", "content": chosen},
-                "rejected": {"role": "assistant", "content": rejected},
-            }
-        )
+        pick = chosen, [rejected]
+        if split == "train" and drafts > 2:
+            pick = pick_among(questions[qid][2], taste, category, drafts, choices, flip) or pick
+        for other in pick[1]:
+            records.append(
+                {
+                    "user_id": f"planted_{name}_{user}",
+                    "split": split,
+                    "question_id": qid,
+                    "category": category,
+                    "context": context,
+                    "chosen": {"role": "assistant", "content": pick[0]},
+                    "rejected": {"role": "assistant", "content": other},
+                }
+            )
     return records
 
 
@@ -161,10 +200,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--users", type=int, default=3, help="simulated users per taste")
     parser.add_argument("--first", type=int, default=0, help="number of each taste's first user")
+    parser.add_argument(
+        "--drafts", type=int, default=2, help="answers each train pick is made among (the chat drafts 3)"
+    )
     args = parser.parse_args(argv)
+    if args.drafts < 2:
+        parser.error(f"--drafts: a pick needs at least 2 answers, got {args.drafts}")
     questions = answers_by_question(args.data)
     numbers = range(args.first, args.first + args.users)
-    users = [plant(questions, name, taste, k) for name, taste in TASTES.items() for k in numbers]
+    users = [
+        plant(questions, name, taste, k, drafts=args.drafts)
+        for name, taste in TASTES.items()
+        for k in numbers
+    ]
     if skipped := sorted({name for name, taste in TASTES.items() if not plant(questions, name, taste, 0)}):
         print(f"too few questions with clear differences for: {', '.join(skipped)}")
     users = [records for records in users if records]
@@ -173,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     for size in SIZES:
         lines = []
         for records in users:
-            train = [r for r in records if r["split"] == "train"][:size]
+            picks = list(dict.fromkeys(r["question_id"] for r in records if r["split"] == "train"))
+            train = [r for r in records if r["split"] == "train" and r["question_id"] in picks[:size]]
             lines += [json.dumps(r) for r in train + [r for r in records if r["split"] != "train"]]
         (args.out / f"visible_n{size}.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     for records in users:

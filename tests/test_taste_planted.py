@@ -149,6 +149,45 @@ def test_tastes_beyond_the_visible_ones_are_learnt(
     assert min(mean.values()) >= 0.8
 
 
+def reply(record: dict[str, object], side: str) -> str:
+    turn = record[side]
+    assert isinstance(turn, dict)
+    return str(turn["content"])
+
+
+def test_picks_among_drafts_are_stored_as_the_chat_stores_a_choice() -> None:
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "plant_tastes.py"
+    spec = importlib.util.spec_from_file_location("plant_tastes", script)
+    assert spec and spec.loader
+    planter = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = planter  # its dataclasses look their module up
+    spec.loader.exec_module(planter)
+    questions = planter.answers_by_question(PLANTED.parent / "mt_bench_human" / "pairs.jsonl")
+    taste = planter.TASTES["long"]
+    plain = planter.plant(questions, "long", taste, 0)
+    among = planter.plant(questions, "long", taste, 0, drafts=3)
+    held_out = [record for record in plain if record["split"] != "train"]
+    assert [record for record in among if record["split"] != "train"] == held_out
+    picks: dict[object, list[dict[str, object]]] = defaultdict(list)
+    for record in among:
+        if record["split"] == "train":
+            picks[record["question_id"]].append(record)
+    assert len(picks) == 20
+    assert {record["question_id"] for record in plain if record["split"] == "train"} == set(picks)
+    # most picks are among three drafts: one chosen answer against each of the two others
+    among_three = [records for records in picks.values() if len(records) == 2]
+    assert len(among_three) >= 15
+    chosen_longest = 0
+    for first, second in among_three:
+        assert first["chosen"] == second["chosen"] and first["rejected"] != second["rejected"]
+        texts = [reply(first, "chosen"), reply(first, "rejected"), reply(second, "rejected")]
+        chosen_longest += planter.words(texts[0]) == max(map(planter.words, texts))
+    # the taste picks the longest draft; 5% of picks are flipped
+    assert chosen_longest >= len(among_three) - 3
+
+
 async def test_an_answer_to_another_question_loses_for_every_planted_user(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
