@@ -20,7 +20,8 @@ with a lapse rate (a share of random picks):
   the rest as the population would; the quality measurements count where the rule decides too
   (`agent.reward_model.RuleComponent`). A weight lets a bigger difference count for more; a
   rule counts every clear difference alike, which is how such a taste reads from a handful of
-  pairs whose differences vary in size.
+  pairs whose differences vary in size. Rules are looked for from `TastePrior.rule_min_pairs`
+  pairs on: on fewer, some rule fits every pick by chance.
 
 A few consistent pairs make a strong taste far likelier than chance agreement would, so five
 pairs can move a weight a long way, and one odd pick does not undo the rest. A one-feature taste
@@ -324,7 +325,7 @@ def infer_taste(
         user_rows, rows @ fixed, pick_chance, settings, pair_counts
     )
     log_rule = np.full((2, 2 * N_INTERPRETABLE), -np.inf)
-    if settings.rule_share > 0:
+    if settings.rule_share > 0 and len(rows) >= settings.rule_min_pairs:
         log_rule[:, one] = np.log(settings.rule_share * per_column[one] / 2) + rule_evidence[:, one]
     total = logsumexp([log_broad, *log_joint[one], *log_rule[:, one].ravel()])
     broad_probability = float(np.exp(log_broad - total))

@@ -2,7 +2,7 @@
 
     python scripts/eval_offline.py [--planted ../shared/data/planted] [--mt-bench FILE]
         [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--speed] [--implicit]
-        [--strengths 1,3,10] [--json]
+        [--strengths 1,3,10] [--prism-splits 20] [--json]
 
 Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judged in both
 orders, macro over users), the judges fitted on the users' `train` pairs:
@@ -25,6 +25,9 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
 * `--implicit`: planted users with 10 training pairs, half of them given as inferred pairs
   (`edit`, `regenerate`: they count less in the fit, `agent.records.SOURCE_WEIGHTS`), against
   all ten as stated picks;
+* `--prism-splits N`: PRISM over N seeded splits (seeds 0 to N-1): the population alone, the
+  personal judge with and without its one-feature tastes, and prefer-longer, each as its mean,
+  its spread over the splits and in how many splits it is under the population alone;
 * `--strengths 1,3,...`: the population alone (MT-Bench `val` and `test` with leave-user-out
   priors, PRISM) at each L2 strength on its embedding weights: how `population_embedding` is chosen.
 
@@ -63,7 +66,7 @@ from agent.features import (
     strays,
 )
 from agent.formats import read_pairs, split_of
-from agent.offline_judge import OfflineJudge
+from agent.offline_judge import OfflineJudge, PreferLongerJudge
 from agent.records import PreferencePair, Turn
 from agent.reward_model import (
     Component,
@@ -89,10 +92,10 @@ def by_user(pairs: Sequence[PreferencePair], split: str | None = None) -> dict[s
 
 
 def splits_of(
-    pairs: Sequence[PreferencePair],
+    pairs: Sequence[PreferencePair], seed: int = 0
 ) -> tuple[dict[str, list[PreferencePair]], dict[str, list[PreferencePair]], dict[str, list[PreferencePair]]]:
     """Return each user's train, val and test pairs as the evaluation protocol splits them."""
-    found, _ = user_splits(pairs)
+    found, _ = user_splits(pairs, seed=seed)
     return (
         {split.user_id: split.train for split in found},
         {split.user_id: split.val for split in found},
@@ -414,6 +417,9 @@ ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
     "no rules (strong tastes as weights only)": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, rule_share=0.0)
     ),
+    "rules from any number of pairs": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, rule_min_pairs=0)
+    ),
     "rules decide every pick they can": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, rule_follow=(1.0,))
     ),
@@ -491,6 +497,54 @@ def ablate(
         row["MT-Bench val"] = mt_bench(extractor, changed, mt_path, ("val",))["val"]["personal"]
         found[name] = row
     return found
+
+
+# the parts of the design a user with 2-3 pairs reads by chance, removed in turn on PRISM
+PRISM_VARIANTS = (
+    "full design",
+    "rules from any number of pairs",
+    "no rules (strong tastes as weights only)",
+    "no strong tastes (broad only)",
+)
+
+
+def prism_over_splits(
+    extractor: FeatureExtractor, prior: RewardModel, path: Path, count: int
+) -> dict[str, dict[str, float]]:
+    """Return PRISM accuracy over `count` seeded splits (seeds 0 to count-1): each judge's mean,
+    the spread of its split figures, and in how many splits it is under the population alone.
+
+    One split holds about 28 test pairs and 2-3 train pairs a user: too few to rank two judges;
+    each split re-deals which pairs train and which test.
+    """
+    pairs = read_pairs(path)
+    extractor.pair_differences(pairs)
+    figures: dict[str, list[float]] = defaultdict(list)
+    for seed in range(count):
+        train, _, test = splits_of(pairs, seed)
+        figures["population alone"].append(
+            macro(accuracy(extractor, lambda _: prior, train, test, adapt=False))
+        )
+        for name in PRISM_VARIANTS:
+            changed = ABLATIONS[name](prior)
+            figures[name].append(macro(accuracy(extractor, lambda _, m=changed: m, train, test)))
+        figures["prefer the longer reply"].append(
+            macro(
+                {
+                    user: asyncio.run(evaluate(PreferLongerJudge(), own)).macro_accuracy
+                    for user, own in test.items()
+                }
+            )
+        )
+    baseline = np.array(figures["population alone"])
+    return {
+        name: {
+            "mean": float(np.mean(values)),
+            "sd over splits": float(np.std(values)),
+            "splits under the population": float((np.array(values) < baseline).sum()),
+        }
+        for name, values in figures.items()
+    }
 
 
 def implicit(extractor: FeatureExtractor, prior: RewardModel, folder: Path) -> dict[str, dict[str, float]]:
@@ -600,6 +654,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also the population alone at each L2 strength on its embedding weights, e.g. 1,3,10,30",
     )
+    parser.add_argument(
+        "--prism-splits",
+        type=int,
+        default=0,
+        help="also PRISM over this many seeded splits, with the one-feature tastes removed in turn",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -630,6 +690,8 @@ def main(argv: list[str] | None = None) -> int:
         report["speed"] = speed(extractor, prior, args.planted)
     if args.implicit:
         report["implicit"] = implicit(extractor, prior, args.planted)
+    if args.prism_splits:
+        report["prism_splits"] = prism_over_splits(extractor, prior, args.prism, args.prism_splits)
     if args.strengths:
         report["strengths"] = embedding_strengths(extractor, prior, args.mt_bench, args.prism, args.strengths)
     extractor.embedder.save(args.cache)
@@ -657,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table("Speed, median of 20 (features cached)", {"offline model": report["speed"]})  # type: ignore[dict-item]
     if args.implicit:
         print_table("Inferred pairs (planted, 10 training pairs)", report["implicit"])  # type: ignore[arg-type]
+    if args.prism_splits:
+        print_table(f"PRISM examples over {args.prism_splits} seeded splits", report["prism_splits"])  # type: ignore[arg-type]
     if args.strengths:
         print_table("The population alone by L2 strength on its embedding weights", report["strengths"])  # type: ignore[arg-type]
     return 0

@@ -171,6 +171,26 @@ def test_a_taste_that_flips_with_the_question_is_read_only_from_pairs_of_both_ki
     assert taste.strong[0].feature == "length" and taste.strong[0].conditional
 
 
+def test_a_rule_is_read_only_from_enough_pairs(prior: RewardModel) -> None:
+    lists = INTERPRETABLE_NAMES.index("lists")
+    minimum = prior.taste_prior.rule_min_pairs
+    assert minimum >= 3
+
+    def rules(count: int, settings: RewardModel = prior) -> list[str]:
+        """The rules in the posterior after `count` picks of the reply with more list lines."""
+        found = np.zeros((count, prior.coefficients.shape[0]))
+        found[:, lists] = 1.0
+        _, taste = infer_taste(settings, found)
+        return [t.feature for t in taste.strong if t.rule]
+
+    # on a few pairs some rule fits every pick by chance: none is looked for
+    assert rules(minimum - 1) == []
+    assert rules(minimum) == ["lists"]
+    # the same few pairs do give a rule once the minimum is lifted
+    anywhere = replace(prior, taste_prior=replace(prior.taste_prior, rule_min_pairs=0))
+    assert rules(minimum - 1, anywhere) == ["lists"]
+
+
 def test_two_contradictory_pairs_leave_predictions_at_the_priors(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
