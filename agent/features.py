@@ -26,7 +26,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "7"
+FEATURES_VERSION = "8"
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,7 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "numbers",
         "numbers and figures",
-        "log of the words with digits per 100 words",
+        "log of the words with digits per 100 words, code included",
         "likes numbers and figures",
         "prefers replies without many numbers",
     ),
@@ -359,7 +359,8 @@ def measure(reply: str, query: str) -> np.ndarray:
     # Word length reads the prose; a reply that is all code has none, and a mean over no words is
     # no measurement (0 letters a word would be the plainest reply of all): there it reads the
     # code's words. Its sentence length stays 0, the shortest: code lines are short.
-    read_words = words or _WORD.findall(reply)
+    reply_words = _WORD.findall(reply)
+    read_words = words or reply_words
     values = {
         "length": math.log1p(len(reply.split())),
         "lists": math.log1p(sum(1 for line in lines if _LIST_LINE.match(line))),
@@ -377,7 +378,9 @@ def measure(reply: str, query: str) -> np.ndarray:
         "query_similarity": 0.0,
         "sentence_length": math.log1p(len(words) / max(len(sentences), 1)),
         "word_length": sum(len(word) for word in read_words) / len(read_words) if read_words else 0.0,
-        "numbers": math.log1p(len(_NUMBER.findall(prose)) * per_100),
+        # figures count wherever a reader meets them, code included: the digits of a worked
+        # example or of a program's output are what a reply full of numbers looks like
+        "numbers": math.log1p(len(_NUMBER.findall(reply)) * 100.0 / max(len(reply_words), 1)),
         "first_sentence": math.log1p(len(_FIRST_SENTENCE.split(reply.strip(), maxsplit=1)[0].split())),
         "examples": math.log1p(len(_EXAMPLES.findall(prose))),
         "paragraphs": math.log1p(len([p for p in _PARAGRAPH_BREAK.split(reply.strip()) if p.strip()])),
