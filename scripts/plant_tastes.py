@@ -68,6 +68,10 @@ def blocks(text: str) -> float:
     return float(len([block for block in re.split(r"\n\s*\n", text) if block.strip()]))
 
 
+def opening_words(text: str) -> float:
+    return words(_SENTENCE_END.split(text.strip(), maxsplit=1)[0])
+
+
 @dataclass(frozen=True)
 class PlantedTaste:
     """Pick the reply with more (`direction` 1) or less (-1) of `measure`, when they clearly differ.
@@ -102,6 +106,11 @@ TASTES = {
     "plain_words": PlantedTaste(letters_per_word, -1, relative=0.05),
     "paragraphs": PlantedTaste(blocks, 1),
     "lists_on_stem_prose_on_writing": PlantedTaste(list_lines, 1, conditional=True),
+    "long_opening": PlantedTaste(opening_words, 1, relative=0.25),
+    "long_sentences": PlantedTaste(words_per_sentence, 1, relative=0.2),
+    "few_numbers": PlantedTaste(digits_per_100, -1, relative=0.25),
+    "long_on_stem_short_on_writing": PlantedTaste(words, 1, relative=0.25, conditional=True),
+    "prose_on_stem_lists_on_writing": PlantedTaste(list_lines, -1, conditional=True),
 }
 
 
