@@ -57,6 +57,9 @@ def test_measurements_of_the_tastes_people_state() -> None:
     assert value("Short. Clear. Done.", "sentence_length") < value(plain, "sentence_length")
     assert value("Use yeast.", "word_length") < value("Incorporate fermentation agents.", "word_length")
     assert value("Bake at 220 C for 35 minutes.", "numbers") > value(plain, "numbers") == 0
+    # figures count in code too, as a reader sees them
+    sums = "Add them:\n```python\ntotal = 17 + 25 + 38\n```"
+    assert value(sums, "numbers") > value("Add them:\n```python\ntotal = a + b + c\n```", "numbers") == 0
     # a reply that is all code has no prose: its words are the code's, not an empty mean of 0
     code = "```python\ndef fibonacci(count):\n    return sequence\n```"
     assert value(code, "word_length") > value("Use yeast.", "word_length")
