@@ -70,6 +70,10 @@ class TastePrior:
     `rule_min_pairs` pairs or more: on two or three pairs a quarter to an eighth of all candidate
     rules explain every pick by chance, and a rule that fits by chance overrides the population
     on nearly every pair it is asked about.
+    A one-feature taste (a strong weight or a rule) is looked for only on a feature some of the
+    user's pairs *show*: replies that differ on it by `shown_clear` population spreads or more
+    (the statements count their support the same way). A pair that barely differs on a feature
+    tells no taste for it, and a taste read from such pairs is a chance fit.
     `off_topic` holds the thresholds (similarity, gap, words) of `agent.features.strays` for the
     embedder the model was fitted with: a reply that answers another question loses, whatever
     the taste. Empty: no such rule (an embedder nobody calibrated it for).
@@ -92,11 +96,14 @@ class TastePrior:
     rule_lapse: float = 0.05
     rule_clear: float = 0.05
     rule_min_pairs: int = 4
+    shown_clear: float = 0.25
     off_topic: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.rule_min_pairs < 0:
             raise ConfigurationError(f"rule_min_pairs must be 0 or more, got {self.rule_min_pairs}")
+        if self.shown_clear < 0:
+            raise ConfigurationError(f"shown_clear must be 0 or more, got {self.shown_clear}")
         if len(self.off_topic) not in (0, 3):
             raise ConfigurationError(
                 f"off_topic takes (similarity, gap, words) or nothing, got {list(self.off_topic)}"

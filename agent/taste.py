@@ -25,9 +25,10 @@ with a lapse rate (a share of random picks):
 
 A few consistent pairs make a strong taste far likelier than chance agreement would, so five
 pairs can move a weight a long way, and one odd pick does not undo the rest. A one-feature taste
-is looked for only on the features the user's pairs differ on: one on a feature they never
-differ on would be a guess, not something learnt from them. For the same reason a taste that
-flips with the kind of question needs pairs of both kinds that differ on its feature.
+is looked for only on the features the user's pairs clearly differ on (`TastePrior.shown_clear`):
+one on a feature they never or barely differ on would be a guess, not something learnt from them.
+For the same reason a taste that flips with the kind of question needs pairs of both kinds that
+clearly differ on its feature.
 Predictions use the whole posterior (a mixture of linear models and rules, `Taste.components`);
 the user's weights, which explanations and statements read, are its mean (a rule counts as a
 weight of the prior's `strong_scale` on its feature).
@@ -56,8 +57,6 @@ from agent.reward_model import (
 )
 
 _GRID = np.linspace(-12.0, 12.0, 97)
-# a pair "shows" a feature when the replies differ on it by this many population spreads
-CLEAR_DIFFERENCE = 0.25
 
 
 @dataclass(frozen=True)
@@ -307,14 +306,15 @@ def infer_taste(
             np.full(N_INTERPRETABLE, settings.conditional_share / n_personal),
         ]
     )
-    # A one-feature taste is read from the pairs that differ on its feature. One on a feature
-    # none of the user's pairs differs on explains them no better than no taste at all, and would
-    # predict new pairs from nothing but its prior mass: the user's tastes are taken to be among
-    # those their pairs show (the rule's own `rule_clear` is what "differ" means). A taste that
-    # flips with the kind of question is read only from pairs of both kinds: on pairs of one kind
-    # it explains them exactly as the plain taste does, and its flip would be a guess.
-    one = columns & (np.abs(user_rows) >= settings.rule_clear).any(axis=0)
-    one[N_INTERPRETABLE:] &= _shown_on_both_kinds(user_rows, settings.rule_clear)
+    # A one-feature taste is read from the pairs that clearly differ on its feature
+    # (`TastePrior.shown_clear`). One on a feature none of the user's pairs shows explains them no
+    # better than no taste at all, or fits a few small differences by chance, and would predict
+    # new pairs from little but its prior mass: the user's tastes are taken to be among those
+    # their pairs show. A taste that flips with the kind of question is read only from pairs of
+    # both kinds: on pairs of one kind it explains them exactly as the plain taste does, and its
+    # flip would be a guess.
+    one = columns & (np.abs(user_rows) >= settings.shown_clear).any(axis=0)
+    one[N_INTERPRETABLE:] &= _shown_on_both_kinds(user_rows, settings.shown_clear)
     weighted = 1 - settings.rule_share
     log_joint = np.full(2 * N_INTERPRETABLE, -np.inf)
     log_joint[one] = np.log(weighted * settings.strong_share * per_column[one]) + evidence[one]
@@ -379,10 +379,10 @@ def infer_taste(
     # picks the population alone would have called the other way
     surprising = pick_chance < 0.5
     shown, agreeing, explained = _support(
-        user_rows[:, :N_INTERPRETABLE], departure[:N_INTERPRETABLE], surprising
+        user_rows[:, :N_INTERPRETABLE], departure[:N_INTERPRETABLE], surprising, settings.shown_clear
     )
     shown_conditional, agreeing_conditional, explained_conditional = _support(
-        user_rows[:, N_INTERPRETABLE:], departure[N_INTERPRETABLE:], surprising
+        user_rows[:, N_INTERPRETABLE:], departure[N_INTERPRETABLE:], surprising, settings.shown_clear
     )
     taste = Taste(
         n_pairs=len(rows),
@@ -415,11 +415,12 @@ def _shown_on_both_kinds(user_rows: np.ndarray, clear: float) -> np.ndarray:
 
 
 def _support(
-    columns: np.ndarray, direction: np.ndarray, surprising: np.ndarray
+    columns: np.ndarray, direction: np.ndarray, surprising: np.ndarray, shown_clear: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Count pairs that clearly differ on each column, those whose pick agrees with `direction`,
-    and those of these whose pick was `surprising` (the population called it the other way)."""
-    clear = np.abs(columns) >= CLEAR_DIFFERENCE
+    """Count pairs that clearly differ on each column (by `shown_clear`), those whose pick agrees
+    with `direction`, and those of these whose pick was `surprising` (the population called it the
+    other way)."""
+    clear = np.abs(columns) >= shown_clear
     agrees = clear & (np.sign(columns) == np.sign(direction)[None, :]) & (direction[None, :] != 0)
     return clear.sum(axis=0), agrees.sum(axis=0), (agrees & surprising[:, None]).sum(axis=0)
 

@@ -420,6 +420,9 @@ ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
     "rules from any number of pairs": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, rule_min_pairs=0)
     ),
+    "tastes read from any difference, not only clear ones": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, shown_clear=prior.taste_prior.rule_clear)
+    ),
     "rules decide every pick they can": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, rule_follow=(1.0,))
     ),
@@ -499,10 +502,12 @@ def ablate(
     return found
 
 
-# the parts of the design a user with 2-3 pairs reads by chance, removed in turn on PRISM
+# the parts of the design that decide what a user with 2-3 pairs reads by chance, each changed in
+# turn on PRISM
 PRISM_VARIANTS = (
     "full design",
     "rules from any number of pairs",
+    "tastes read from any difference, not only clear ones",
     "no rules (strong tastes as weights only)",
     "no strong tastes (broad only)",
 )

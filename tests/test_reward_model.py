@@ -191,6 +191,27 @@ def test_a_rule_is_read_only_from_enough_pairs(prior: RewardModel) -> None:
     assert rules(minimum - 1, anywhere) == ["lists"]
 
 
+def test_a_taste_is_read_only_from_clear_differences(prior: RewardModel) -> None:
+    lists = INTERPRETABLE_NAMES.index("lists")
+    clear = prior.taste_prior.shown_clear
+    assert clear / 2 >= prior.taste_prior.rule_clear
+
+    def tastes(difference: float, settings: RewardModel = prior) -> set[str]:
+        """The one-feature tastes read from six picks of the reply with more list lines by `difference`."""
+        found = np.zeros((6, prior.coefficients.shape[0]))
+        found[:, lists] = difference
+        _, taste = infer_taste(settings, found)
+        return {t.feature for t in taste.strong}
+
+    assert tastes(2 * clear) == {"lists"}
+    # replies that barely differ tell no taste: six such picks leave the user with none
+    assert tastes(clear / 2) == set()
+    anywhere = replace(
+        prior, taste_prior=replace(prior.taste_prior, shown_clear=prior.taste_prior.rule_clear)
+    )
+    assert tastes(clear / 2, anywhere) == {"lists"}
+
+
 def test_two_contradictory_pairs_leave_predictions_at_the_priors(
     extractor: FeatureExtractor, prior: RewardModel
 ) -> None:
@@ -312,6 +333,11 @@ def test_artifact_round_trip(tmp_path: Path, extractor: FeatureExtractor, prior:
     data["taste_prior"]["off_topic"] = [0.15]
     path.write_text(json.dumps(data))
     with pytest.raises(ConfigurationError, match="off_topic takes"):
+        RewardModel.load(path)
+    data["taste_prior"]["off_topic"] = []
+    data["taste_prior"]["shown_clear"] = -0.1
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigurationError, match="shown_clear must be 0 or more"):
         RewardModel.load(path)
 
 
