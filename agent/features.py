@@ -26,7 +26,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "8"
+FEATURES_VERSION = "9"
 
 
 @dataclass(frozen=True)
@@ -213,6 +213,11 @@ _HEDGES = re.compile(
     r"i think|i believe|i guess|it is important to note|it's important to note|keep in mind|consult a)\b",
     re.IGNORECASE,
 )
+# a contraction, not a possessive: "don't", "we'll", "it's", never "the dog's"
+_CONTRACTION = re.compile(
+    r"\b(?:[a-z]+n't|[a-z]+'(?:re|ve|ll|m|d)|(?:it|that|there|here|what|where|who|how|let|he|she)'s)\b",
+    re.IGNORECASE,
+)
 _APOLOGIES = re.compile(r"\b(?:sorry|i apologi[sz]e|apologies|my apologies|unfortunately)\b", re.IGNORECASE)
 _REFUSALS = re.compile(
     r"\b(?:as an ai|as a language model|i(?:'m| am) (?:not able|unable) to|i can(?:not|'t) "
@@ -348,13 +353,14 @@ def _content_words(text: str) -> set[str]:
 def measure(reply: str, query: str) -> np.ndarray:
     """Return the text measurements of `reply` (all but `query_similarity`, left at 0), as floats."""
     lines = reply.splitlines()
-    prose = _CODE_BLOCK.sub(" ", reply)
+    # a typographic apostrophe is an apostrophe: "don’t" is one word, and a contraction
+    prose = _CODE_BLOCK.sub(" ", reply).replace("\u2019", "'")
     words = _WORD.findall(prose)
     per_100 = 100.0 / max(len(words), 1)
     lowered = [word.lower() for word in words]
     query_words = _content_words(query)
     overlap = len(query_words & _content_words(reply)) / len(query_words) if query_words else 0.0
-    contractions = sum(1 for word in lowered if "'" in word.strip("'"))
+    contractions = len(_CONTRACTION.findall(prose))
     sentences = _sentences(prose)
     # Word length reads the prose; a reply that is all code has none, and a mean over no words is
     # no measurement (0 letters a word would be the plainest reply of all): there it reads the

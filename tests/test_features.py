@@ -48,6 +48,9 @@ def test_measurements_see_structure_and_tone() -> None:
     assert value("Great bread 🍞🎉", "emoji") > value(plain, "emoji") == 0
     assert value("I love it and my family does too.", "first_person") > value(plain, "first_person") == 0
     assert value("It's easy! You'll love it!", "informality") > value(plain, "informality") == 0
+    # a contraction with either apostrophe counts; a possessive is no contraction
+    assert value("I don\u2019t mind.", "informality") == value("I don't mind.", "informality") > 0
+    assert value("The baker's bread is the town's pride.", "informality") == 0
     assert value("Bake bread in an oven.", "query_overlap") > value("Use a pan.", "query_overlap")
     assert value("word " * 100, "length") > value("word " * 10, "length")
 
