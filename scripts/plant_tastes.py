@@ -39,6 +39,8 @@ _WORD = re.compile(r"[A-Za-z0-9']+")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)|\n")
 TECHNICAL = frozenset({"coding", "math", "reasoning", "stem", "extraction"})
 SIZES = (5, 10, 20)
+# 10 train picks, 5 val and 20 test pairs: the fewest questions a user is planted on
+MIN_QUESTIONS = 35
 
 
 def words(text: str) -> float:
@@ -70,6 +72,24 @@ def blocks(text: str) -> float:
 
 def opening_words(text: str) -> float:
     return words(_SENTENCE_END.split(text.strip(), maxsplit=1)[0])
+
+
+_HEDGES = frozenset(
+    "however may might perhaps likely possibly probably maybe could generally typically usually "
+    "often sometimes".split()
+)
+
+
+def hedges_per_100(text: str) -> float:
+    tokens = [token.lower() for token in _WORD.findall(text)]
+    return 100.0 * sum(token in _HEDGES for token in tokens) / max(len(tokens), 1)
+
+
+_CONTRACTION = re.compile(r"\b(?:\w+n't|\w+'(?:re|ve|ll|m|d)|(?:it|that|there|here|what|let|he|she|who)'s)\b", re.I)
+
+
+def contractions_per_100(text: str) -> float:
+    return 100.0 * len(_CONTRACTION.findall(text.replace("\u2019", "'"))) / max(words(text), 1.0)
 
 
 @dataclass(frozen=True)
@@ -111,6 +131,9 @@ TASTES = {
     "few_numbers": PlantedTaste(digits_per_100, -1, relative=0.25),
     "long_on_stem_short_on_writing": PlantedTaste(words, 1, relative=0.25, conditional=True),
     "prose_on_stem_lists_on_writing": PlantedTaste(list_lines, -1, conditional=True),
+    "hedged": PlantedTaste(hedges_per_100, 1, relative=0.25),
+    "casual": PlantedTaste(contractions_per_100, 1, relative=0.25),
+    "formal": PlantedTaste(contractions_per_100, -1, relative=0.25),
 }
 
 
@@ -161,11 +184,13 @@ def plant(
     flip: float = 0.05,
     drafts: int = 2,
 ) -> list[dict[str, object]]:
-    """Return one simulated user's records: 20 train picks, 5 val and 20 test pairs on distinct questions.
+    """Return one simulated user's records: up to 20 train picks, 5 val and 20 test pairs on distinct questions.
 
     With `drafts` over 2 each train pick is one among that many answers, as `drafts - 1` pairs
     (a question whose answers allow no clear pick keeps the pair a plain pick makes there). Returns
-    nothing when fewer than 45 questions have answers that clearly differ on the taste.
+    nothing when fewer than `MIN_QUESTIONS` questions have answers that clearly differ on the
+    taste; between that and 45, the user has fewer train picks (as the visible `no_hedging` users
+    have 14), and the larger files hold all of them.
     """
     rng = random.Random(f"{name}-{user}")
     usable = []
@@ -174,14 +199,15 @@ def plant(
         pairs = [(a, b) for i, a in enumerate(texts) for b in texts[i + 1 :] if taste.clear(a, b)]
         if pairs:
             usable.append((qid, context, category, pairs))
-    if len(usable) < 45:
+    if len(usable) < MIN_QUESTIONS:
         return []
+    train_picks = min(len(usable), 45) - 25
     rng.shuffle(usable)
     # the picks among drafts draw from their own generator, so val and test match the plain mode's
     choices = random.Random(f"{name}-{user}-drafts-{drafts}")
     records = []
     for index, (qid, context, category, pairs) in enumerate(usable[:45]):
-        split = "train" if index < 20 else "val" if index < 25 else "test"
+        split = "train" if index < train_picks else "val" if index < train_picks + 5 else "test"
         first, second = rng.choice(pairs)
         keep = taste.prefers_first(first, second, category) != (rng.random() < flip)
         chosen, rejected = (first, second) if keep else (second, first)
