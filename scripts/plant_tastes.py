@@ -74,10 +74,13 @@ def opening_words(text: str) -> float:
     return words(_SENTENCE_END.split(text.strip(), maxsplit=1)[0])
 
 
+# hedges as a plain word list of this script's own (not `agent.features`' list)
 _HEDGES = frozenset(
-    "however may might perhaps likely possibly probably maybe could generally typically usually "
-    "often sometimes".split()
-)
+    {
+        "however", "may", "might", "perhaps", "likely", "possibly", "probably", "maybe", "could",
+        "generally", "typically", "usually", "often", "sometimes",
+    }
+)  # fmt: skip
 
 
 def hedges_per_100(text: str) -> float:
@@ -85,7 +88,10 @@ def hedges_per_100(text: str) -> float:
     return 100.0 * sum(token in _HEDGES for token in tokens) / max(len(tokens), 1)
 
 
-_CONTRACTION = re.compile(r"\b(?:\w+n't|\w+'(?:re|ve|ll|m|d)|(?:it|that|there|here|what|let|he|she|who)'s)\b", re.I)
+# contractions, not possessives: "don't", "we'll", "it's", never "the dog's"
+_CONTRACTION = re.compile(
+    r"\b(?:\w+n't|\w+'(?:re|ve|ll|m|d)|(?:it|that|there|here|what|let|he|she|who)'s)\b", re.IGNORECASE
+)
 
 
 def contractions_per_100(text: str) -> float:
@@ -184,7 +190,7 @@ def plant(
     flip: float = 0.05,
     drafts: int = 2,
 ) -> list[dict[str, object]]:
-    """Return one simulated user's records: up to 20 train picks, 5 val and 20 test pairs on distinct questions.
+    """Return one simulated user's records: up to 20 train picks, 5 val and 20 test pairs, distinct questions.
 
     With `drafts` over 2 each train pick is one among that many answers, as `drafts - 1` pairs
     (a question whose answers allow no clear pick keeps the pair a plain pick makes there). Returns
