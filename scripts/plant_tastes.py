@@ -39,8 +39,12 @@ _WORD = re.compile(r"[A-Za-z0-9']+")
 _SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)|\n")
 TECHNICAL = frozenset({"coding", "math", "reasoning", "stem", "extraction"})
 SIZES = (5, 10, 20)
-# 10 train picks, 5 val and 20 test pairs: the fewest questions a user is planted on
-MIN_QUESTIONS = 35
+VAL_PAIRS, TEST_PAIRS = 5, 20
+HELD_OUT = VAL_PAIRS + TEST_PAIRS
+# each train pick, val and test pair is on a question of its own
+MAX_QUESTIONS = SIZES[-1] + HELD_OUT
+# a user is planted with 10 train picks or more
+MIN_QUESTIONS = SIZES[1] + HELD_OUT
 
 
 def words(text: str) -> float:
@@ -195,7 +199,7 @@ def plant(
     With `drafts` over 2 each train pick is one among that many answers, as `drafts - 1` pairs
     (a question whose answers allow no clear pick keeps the pair a plain pick makes there). Returns
     nothing when fewer than `MIN_QUESTIONS` questions have answers that clearly differ on the
-    taste; between that and 45, the user has fewer train picks (as the visible `no_hedging` users
+    taste; between that and `MAX_QUESTIONS`, the user has fewer train picks (as the visible `no_hedging` users
     have 14), and the larger files hold all of them.
     """
     rng = random.Random(f"{name}-{user}")
@@ -207,13 +211,13 @@ def plant(
             usable.append((qid, context, category, pairs))
     if len(usable) < MIN_QUESTIONS:
         return []
-    train_picks = min(len(usable), 45) - 25
+    train_picks = min(len(usable), MAX_QUESTIONS) - HELD_OUT
     rng.shuffle(usable)
     # the picks among drafts draw from their own generator, so val and test match the plain mode's
     choices = random.Random(f"{name}-{user}-drafts-{drafts}")
     records = []
-    for index, (qid, context, category, pairs) in enumerate(usable[:45]):
-        split = "train" if index < train_picks else "val" if index < train_picks + 5 else "test"
+    for index, (qid, context, category, pairs) in enumerate(usable[:MAX_QUESTIONS]):
+        split = "train" if index < train_picks else "val" if index < train_picks + VAL_PAIRS else "test"
         first, second = rng.choice(pairs)
         keep = taste.prefers_first(first, second, category) != (rng.random() < flip)
         chosen, rejected = (first, second) if keep else (second, first)
