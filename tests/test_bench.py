@@ -361,27 +361,35 @@ def test_bench_accuracy_pipeline_check_on_the_embedded_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A pipeline check with the embedded 135M model, not a measure of the method: every judge runs
-    end to end on two PRISM users and reports both accuracies and its position consistency."""
+    end to end on a PRISM user (its fit included) and reports both accuracies and its position
+    consistency. One user, since each call of the model takes seconds here; the comparison across
+    several users is `test_bench_accuracy_longer_and_offline_on_mt_bench`'s."""
     pytest.importorskip("llama_cpp")
     from persona_agent.benchmarks.accuracy import JUDGES
 
     monkeypatch.chdir(tmp_path)  # no .env from the working directory
     document = _run_json(
         [
-            *("bench", "accuracy", "--data", str(PRISM), "--users", "2", "--json", "--no-cache"),
+            *("bench", "accuracy", "--data", str(PRISM), "--users", "1", "--json", "--no-cache"),
             *("--compare", "synthesizeme,default"),
         ]
     )
     assert "pipeline check" in document["model_note"]
     assert set(document["judges"]) == set(JUDGES)
-    assert len(document["users"]) == 2 and document["excluded_users"] == []
+    assert len(document["users"]) == 1 and document["excluded_users"] == []
     evaluated = {row["user_id"] for row in document["users"]}
     for name, row in document["judges"].items():
-        assert row["n_users"] == 2, name
+        assert row["n_users"] == 1, name
         assert {user["user_id"] for user in row["users"]} == evaluated
         for key in ("macro_accuracy", "macro_accuracy_per_order", "position_consistency"):
             assert 0.0 <= row[key] <= 1.0, (name, key)
+    # the fit and every judge that asks the model on each pair called it
+    calls = document["llm"]
+    assert calls["fit_calls"] > 0
+    assert all(
+        calls["test_calls"][name] > 0 for name in ("default", "synthesizeme", "retrieved", "persona", "demos")
+    )
     comparison = document["comparison"]
-    assert (comparison["a"], comparison["b"], comparison["n_users"]) == ("synthesizeme", "default", 2)
+    assert (comparison["a"], comparison["b"], comparison["n_users"]) == ("synthesizeme", "default", 1)
     low, high = comparison["accuracy"]["ci95"]
     assert low <= comparison["accuracy"]["difference"] <= high
