@@ -199,8 +199,8 @@ def plant(
     With `drafts` over 2 each train pick is one among that many answers, as `drafts - 1` pairs
     (a question whose answers allow no clear pick keeps the pair a plain pick makes there). Returns
     nothing when fewer than `MIN_QUESTIONS` questions have answers that clearly differ on the
-    taste; between that and `MAX_QUESTIONS`, the user has fewer train picks (as the visible `no_hedging` users
-    have 14), and the larger files hold all of them.
+    taste; between that and `MAX_QUESTIONS`, the user has fewer train picks (as the visible
+    `no_hedging` users have 14), and the larger files hold all of them.
     """
     rng = random.Random(f"{name}-{user}")
     usable = []
