@@ -26,7 +26,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "9"
+FEATURES_VERSION = "10"
 
 
 @dataclass(frozen=True)
@@ -97,6 +97,13 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
         "first-person singular words per 100 words",
         "likes a personal, first-person voice",
         "dislikes a first-person voice",
+    ),
+    FeatureSpec(
+        "addressing",
+        "addressing the reader",
+        "second-person words (you, your) per 100 words",
+        "likes replies that speak to the reader directly",
+        "prefers impersonal replies that do not address the reader",
     ),
     FeatureSpec(
         "informality",
@@ -240,6 +247,9 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 # A span of this many tokens seen before in the same reply counts as repeated text.
 _REPEAT_SPAN = 10
 _FIRST_PERSON = frozenset({"i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"})
+_SECOND_PERSON = frozenset(
+    {"you", "your", "yours", "yourself", "yourselves", "you're", "you've", "you'd", "you'll"}
+)
 _STOPWORDS_TEXT = (
     "a an the and or but if of to in on at by for with from as is are was were be been being it its this "
     "that these those what which who whom how why when where do does did can could would should will "
@@ -379,6 +389,7 @@ def measure(reply: str, query: str) -> np.ndarray:
         "reading_level": reading_level(reply),
         "emoji": math.log1p(len(_EMOJI.findall(reply))),
         "first_person": sum(1 for word in lowered if word in _FIRST_PERSON) * per_100,
+        "addressing": sum(1 for word in lowered if word in _SECOND_PERSON) * per_100,
         "informality": contractions * per_100,
         "query_overlap": overlap,
         "query_similarity": 0.0,

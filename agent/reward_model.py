@@ -63,6 +63,10 @@ class TastePrior:
     (`conditional_share` of it a taste that flips with the kind of question), `strong_scale` the
     prior spread of such a weight and `lapse` the share of picks made at random.
     `fixed_features` keep the population's weight for every user (`agent.features.QUALITY_FEATURES`).
+    `taste_only_features` get no population weight (0, on every kind of question): they say
+    nothing of an answer's quality, and a population weight fitted on a few dozen people moves
+    the others' and costs the population accuracy (BENCHMARKS.md); one user's taste for them is
+    still read.
     `rule_share` is the prior probability that a user picks by a rule on one feature ("the
     shorter reply whenever the lengths clearly differ", `RuleComponent`), for a share
     `rule_follow` of their picks, with its own `rule_lapse`, deciding where the replies differ
@@ -91,6 +95,7 @@ class TastePrior:
     # how far someone with a strong taste still follows the population (a scale on its log-odds)
     strong_trust: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
     fixed_features: tuple[str, ...] = tuple(sorted(QUALITY_FEATURES))
+    taste_only_features: tuple[str, ...] = ("addressing",)
     rule_share: float = 0.45
     rule_follow: tuple[float, ...] = (0.75, 1.0)
     rule_lapse: float = 0.05
@@ -115,6 +120,12 @@ class TastePrior:
             raise ConfigurationError(f"fixed_features names unknown features {sorted(unknown)}")
         return np.array([name not in self.fixed_features for name in INTERPRETABLE_NAMES])
 
+    def population_weighted(self) -> np.ndarray:
+        """Return, per interpretable feature, whether the population model weighs it."""
+        if unknown := set(self.taste_only_features) - set(INTERPRETABLE_NAMES):
+            raise ConfigurationError(f"taste_only_features names unknown features {sorted(unknown)}")
+        return np.array([name not in self.taste_only_features for name in INTERPRETABLE_NAMES])
+
     def to_json(self) -> dict[str, Any]:
         """Return the settings as plain JSON types."""
         return {
@@ -124,6 +135,7 @@ class TastePrior:
             "strong_trust": list(self.strong_trust),
             "rule_follow": list(self.rule_follow),
             "fixed_features": list(self.fixed_features),
+            "taste_only_features": list(self.taste_only_features),
             "off_topic": list(self.off_topic),
         }
 
@@ -137,8 +149,9 @@ class TastePrior:
         for key in ("user_variance", "interaction_variance", "strong_trust", "rule_follow", "off_topic"):
             if key in values:
                 values[key] = tuple(float(v) for v in values[key])
-        if "fixed_features" in values:
-            values["fixed_features"] = tuple(str(v) for v in values["fixed_features"])
+        for key in ("fixed_features", "taste_only_features"):
+            if key in values:
+                values[key] = tuple(str(v) for v in values[key])
         return cls(**values)
 
 
@@ -518,8 +531,11 @@ def fit_population(
             np.full(N_INTERPRETABLE, taste_prior.population_interaction),
         ]
     )
-    initial = start.coefficients if start is not None and start.dimensions == dimensions else None
-    coefficients = fit_logistic(design, strengths, initial)
+    weighted = taste_prior.population_weighted()
+    fitted = np.concatenate([weighted, np.ones(dimensions - N_INTERPRETABLE, dtype=bool), weighted])
+    initial = start.coefficients[fitted] if start is not None and start.dimensions == dimensions else None
+    coefficients = np.zeros(design.shape[1])
+    coefficients[fitted] = fit_logistic(design[:, fitted], strengths[fitted], initial)
     return _with_coefficients(model, coefficients)
 
 

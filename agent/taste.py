@@ -479,7 +479,11 @@ def estimate_user_variance(
     variance is falling towards zero. It runs until no variance a user's pairs show moves by
     more than `tolerance` (relative, or absolute at the `floor`).
     """
-    personal = np.concatenate([prior.taste_prior.personal()] * 2)
+    # a feature the population does not weigh (`TastePrior.taste_only_features`) gets no broad
+    # spread (0): departures from no weight at all would hold what the population left out, not
+    # how people differ. A user's taste for it is read as a one-feature taste (`infer_taste`).
+    settings = prior.taste_prior
+    personal = np.concatenate([settings.personal() & settings.population_weighted()] * 2)
     user_rows = [_user_columns(prior, rows) for rows in users_rows]
     user_offsets = [rows @ prior.coefficients for rows in users_rows] if offsets is None else list(offsets)
     shown = np.zeros(2 * N_INTERPRETABLE, dtype=bool)

@@ -102,6 +102,11 @@ def contractions_per_100(text: str) -> float:
     return 100.0 * len(_CONTRACTION.findall(text.replace("\u2019", "'"))) / max(words(text), 1.0)
 
 
+def you_per_100(text: str) -> float:
+    tokens = [token.lower() for token in _WORD.findall(text)]
+    return 100.0 * sum(token in ("you", "your", "you're") for token in tokens) / max(len(tokens), 1)
+
+
 @dataclass(frozen=True)
 class PlantedTaste:
     """Pick the reply with more (`direction` 1) or less (-1) of `measure`, when they clearly differ.
@@ -144,6 +149,8 @@ TASTES = {
     "hedged": PlantedTaste(hedges_per_100, 1, relative=0.25),
     "casual": PlantedTaste(contractions_per_100, 1, relative=0.25),
     "formal": PlantedTaste(contractions_per_100, -1, relative=0.25),
+    "speaks_to_reader": PlantedTaste(you_per_100, 1, relative=0.25),
+    "impersonal": PlantedTaste(you_per_100, -1, relative=0.25),
 }
 
 

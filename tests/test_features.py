@@ -74,6 +74,9 @@ def test_measurements_of_the_tastes_people_state() -> None:
     assert value("Great bread!", "exclamation") > value(plain, "exclamation") == 0
     assert value("Use **strong** flour.", "emphasis") > value(plain, "emphasis") == 0
     assert value(plain + " In summary, bake it.", "summary") > value(plain, "summary") == 0
+    spoken = "You can bake it in your own oven; you'll need an hour."
+    assert value(spoken, "addressing") > value(plain, "addressing") == 0
+    assert value("I baked it in my oven.", "addressing") == 0
 
 
 def test_repetition_measures_a_loop_not_a_list() -> None:

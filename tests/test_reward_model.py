@@ -66,14 +66,58 @@ async def test_prior_learns_the_population_preference(
 
 
 def test_between_user_variances_are_estimated_for_every_personal_feature(prior: RewardModel) -> None:
-    variances = np.array(prior.taste_prior.user_variance)
-    personal = prior.taste_prior.personal()
+    settings = prior.taste_prior
+    variances = np.array(settings.user_variance)
+    personal, weighted = settings.personal(), settings.population_weighted()
     assert variances.shape == (N_INTERPRETABLE,)
-    assert (variances[personal] > 0).all()
+    assert (variances[personal & weighted] > 0).all()
     # looping and relevance to the question are quality, not taste: no user moves them
     fixed = {name for name, free in zip(INTERPRETABLE_NAMES, personal, strict=True) if not free}
     assert fixed == {"repetition", "query_overlap", "query_similarity"}
     assert (variances[~personal] == 0).all()
+    # a feature the population does not weigh has no broad spread around that missing weight
+    assert set(settings.taste_only_features) == {"addressing"}
+    assert (variances[~weighted] == 0).all()
+    assert (np.array(settings.interaction_variance)[~weighted] == 0).all()
+
+
+def test_the_population_gives_a_taste_only_feature_no_weight(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    column = INTERPRETABLE_NAMES.index("addressing")
+    spoken = [
+        PreferencePair(
+            user_id=f"pop{u}",
+            context=(Turn(role="user", content=f"How do I bake bread {u}?"),),
+            chosen=f"You knead your dough {u} and you bake it for an hour.",
+            rejected=f"Knead the dough {u} and bake it.",
+        )
+        for u in range(12)
+    ]
+    # everyone picks the reply that speaks to them: fitted freely, the feature takes a weight
+    free = replace(prior.taste_prior, taste_only_features=())
+    fitted = fit_population(extractor, spoken, taste_prior=free)
+    assert fitted.weights[column] > 0.1
+    pinned = fit_population(extractor, spoken, taste_prior=prior.taste_prior)
+    assert pinned.weights[column] == 0 and pinned.interaction[column] == 0
+    assert pinned.weights[INTERPRETABLE_NAMES.index("length")] != 0
+    # a user's taste for it is still read, as a one-feature taste: replies of the same length,
+    # one speaking to the reader
+    dishes = ("bread", "soup", "rice", "pasta", "cake", "stew")
+    own = [
+        PreferencePair(
+            user_id="yuri",
+            context=(Turn(role="user", content=f"How do I make {dish}?"),),
+            chosen=f"You make your {dish} slowly and you taste it.",
+            rejected=f"One makes the {dish} slowly and one tastes it.",
+        )
+        for dish in dishes
+    ]
+    model = fit_user(prior, extractor, own)
+    assert model.taste is not None and model.taste.strong[0].feature == "addressing"
+    assert model.weights[column] > 0
+    with pytest.raises(ConfigurationError, match="taste_only_features names unknown features"):
+        replace(prior.taste_prior, taste_only_features=("tone",)).population_weighted()
 
 
 def test_users_who_differ_on_length_get_a_spread_on_length_and_unanimous_users_none(
@@ -329,6 +373,7 @@ def test_artifact_round_trip(tmp_path: Path, extractor: FeatureExtractor, prior:
     gated = replace(prior, taste_prior=replace(prior.taste_prior, off_topic=(0.15, 0.3, 8.0)))
     gated.save(path)
     assert RewardModel.load(path).taste_prior.off_topic == (0.15, 0.3, 8.0)
+    assert RewardModel.load(path).taste_prior.taste_only_features == ("addressing",)
     data = gated.to_json()
     data["taste_prior"]["off_topic"] = [0.15]
     path.write_text(json.dumps(data))
