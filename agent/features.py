@@ -5,8 +5,8 @@ A reply is described, relative to the user message it answers, by
 * its sentence embedding (injected: anything with ``embed(texts) -> (n, d) array``, normally
   `memory.embeddings.MiniLMEmbeddings`), and
 * a handful of measurements a person can read: length, lists, headings, code blocks, questions
-  back to the user, hedging, apologies, refusals, reading level, emoji, first person, informal
-  markers, and how closely the reply follows the user's message.
+  back to the user, hedging, apologies, refusals, reading level, emoji, first person, addressing
+  the reader, informal markers, and how closely the reply follows the user's message.
 
 Everything is deterministic. `FEATURES_VERSION` changes whenever a measurement changes, so a
 model fitted on one version is never applied to vectors of another. Embeddings and measurements

@@ -9,6 +9,8 @@ with a lapse rate (a share of random picks):
 * **broad**: every interpretable weight and its question-kind interaction moves a little, with
   the between-user variances measured across real users (`estimate_user_variance`, empirical
   Bayes), and the population's judgement of answer quality (the embedding part) is kept whole.
+  A feature the population does not weigh (`TastePrior.taste_only_features`) has no spread here:
+  a taste for it is one of the next two kinds.
   Most people are like this, and with few pairs they stay close to the population.
 * **strong**: one feature decides most of the user's picks ("always the shorter reply"), either
   always or flipping with the kind of question ("short answers to technical questions, long
