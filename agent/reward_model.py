@@ -116,15 +116,11 @@ class TastePrior:
 
     def personal(self) -> np.ndarray:
         """Return, per interpretable feature, whether a user's taste may move its weight."""
-        if unknown := set(self.fixed_features) - set(INTERPRETABLE_NAMES):
-            raise ConfigurationError(f"fixed_features names unknown features {sorted(unknown)}")
-        return np.array([name not in self.fixed_features for name in INTERPRETABLE_NAMES])
+        return _all_but("fixed_features", self.fixed_features)
 
     def population_weighted(self) -> np.ndarray:
         """Return, per interpretable feature, whether the population model weighs it."""
-        if unknown := set(self.taste_only_features) - set(INTERPRETABLE_NAMES):
-            raise ConfigurationError(f"taste_only_features names unknown features {sorted(unknown)}")
-        return np.array([name not in self.taste_only_features for name in INTERPRETABLE_NAMES])
+        return _all_but("taste_only_features", self.taste_only_features)
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as plain JSON types."""
@@ -153,6 +149,13 @@ class TastePrior:
             if key in values:
                 values[key] = tuple(str(v) for v in values[key])
         return cls(**values)
+
+
+def _all_but(setting: str, names: tuple[str, ...]) -> np.ndarray:
+    """Return, per interpretable feature, whether `names` (the value of `setting`) leaves it out."""
+    if unknown := set(names) - set(INTERPRETABLE_NAMES):
+        raise ConfigurationError(f"{setting} names unknown features {sorted(unknown)}")
+    return np.array([name not in names for name in INTERPRETABLE_NAMES])
 
 
 @dataclass(frozen=True)
