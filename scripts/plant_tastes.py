@@ -87,9 +87,14 @@ _HEDGES = frozenset(
 )  # fmt: skip
 
 
-def hedges_per_100(text: str) -> float:
+def _per_100(text: str, vocabulary: frozenset[str]) -> float:
+    """Return how many of the text's words (code included) are in `vocabulary`, per 100 words."""
     tokens = [token.lower() for token in _WORD.findall(text)]
-    return 100.0 * sum(token in _HEDGES for token in tokens) / max(len(tokens), 1)
+    return 100.0 * sum(token in vocabulary for token in tokens) / max(len(tokens), 1)
+
+
+def hedges_per_100(text: str) -> float:
+    return _per_100(text, _HEDGES)
 
 
 # contractions, not possessives: "don't", "we'll", "it's", never "the dog's"
@@ -103,8 +108,7 @@ def contractions_per_100(text: str) -> float:
 
 
 def you_per_100(text: str) -> float:
-    tokens = [token.lower() for token in _WORD.findall(text)]
-    return 100.0 * sum(token in ("you", "your", "you're") for token in tokens) / max(len(tokens), 1)
+    return _per_100(text, frozenset({"you", "your", "you're"}))
 
 
 @dataclass(frozen=True)
