@@ -40,6 +40,10 @@ MIN_USERS = 5
 # above the population's largest interpretable weight, so the pinned direction decides a pair
 # that differs on the feature by a typical spread and on little else
 PIN_STRENGTH = 3.0
+# features that count what the key counts another way (a reply's sentences grow with its
+# words): a pin on the key holds them at the population's weight too, since a taste read on them
+# would undo the pinned one
+ALSO_COUNTS = {"length": ("sentences",)}
 # a word for an archetype led by one of these departures (feature, direction); others get one
 # made from the feature's name
 KEY_WORDS = {
@@ -84,11 +88,20 @@ def fit_archetypes(
     `users_rows` holds each user's pairs as `RewardModel.design` rows. Clusters of fewer than
     `MIN_USERS` users are left out. The departures are of the users' weights: a rule
     (`agent.taste`) has no measured size, only the stand-in weight it counts as, so the clusters
-    are of the weights alone.
+    are of the weights alone. They are on the features the population weighs: a feature only a
+    taste weighs (`TastePrior.taste_only_features`) has no population weight to depart from, and
+    a few real people's chance fits on it would split a cluster of a shared taste (a taste for
+    fewer sentences takes a share of one for shorter replies).
     """
     if len(users_rows) < k:
         raise ValueError(f"{k} archetypes need at least {k} users, got {len(users_rows)}")
-    weighted = replace(prior, taste_prior=replace(prior.taste_prior, rule_share=0.0))
+    settings = prior.taste_prior
+    weighted = replace(
+        prior,
+        taste_prior=replace(
+            settings, rule_share=0.0, fixed_features=settings.fixed_features + settings.taste_only_features
+        ),
+    )
     departures = np.array([infer_taste(weighted, rows)[0][:N_INTERPRETABLE] for rows in users_rows])
     departures -= prior.weights[:N_INTERPRETABLE]
     centroids, labels = kmeans2(departures, k, seed=seed, minit="++")
@@ -166,7 +179,8 @@ def with_pinned(prior: RewardModel, pins: Sequence[tuple[str, Literal["more", "l
     """Return `prior` held to each pinned (feature, direction): at least `PIN_STRENGTH` that way.
 
     A pinned feature joins `TastePrior.fixed_features`: `agent.taste.fit_user` neither moves it
-    nor scales it with the user's trust in the population.
+    nor scales it with the user's trust in the population. So do the features it holds
+    (`ALSO_COUNTS`), at the population's weight.
 
     Raises `ValueError` for a feature that is unknown or not a matter of taste (the quality
     measurements stay the population's).
@@ -182,7 +196,8 @@ def with_pinned(prior: RewardModel, pins: Sequence[tuple[str, Literal["more", "l
     if not pins:
         return prior
     named = ", ".join(f"{direction} {feature}" for feature, direction in pins)
-    fixed = tuple(sorted({*prior.taste_prior.fixed_features, *(feature for feature, _ in pins)}))
+    held = {feature for pinned, _ in pins for feature in (pinned, *ALSO_COUNTS.get(pinned, ()))}
+    fixed = tuple(sorted({*prior.taste_prior.fixed_features, *held}))
     return replace(
         prior,
         weights=weights,

@@ -26,7 +26,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "10"
+FEATURES_VERSION = "11"
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,20 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
         "a closing summary (in summary, in conclusion, overall, to sum up)",
         "likes a closing summary",
         "dislikes a closing summary",
+    ),
+    FeatureSpec(
+        "sentences",
+        "number of sentences",
+        "log of the number of sentences (a list item or a heading is one)",
+        "likes replies that take many sentences",
+        "prefers replies said in few sentences",
+    ),
+    FeatureSpec(
+        "parentheses",
+        "parenthetical remarks",
+        "log of the number of opening parentheses, code included",
+        "likes parenthetical remarks",
+        "dislikes parenthetical remarks",
     ),
     FeatureSpec(
         "repetition",
@@ -404,6 +418,9 @@ def measure(reply: str, query: str) -> np.ndarray:
         "exclamation": prose.count("!") * per_100,
         "emphasis": math.log1p(len(_EMPHASIS.findall(prose))),
         "summary": math.log1p(len(_SUMMARY.findall(prose))),
+        "sentences": math.log1p(len(sentences)),
+        # as a reader counts them, code included
+        "parentheses": math.log1p(reply.count("(")),
         "repetition": math.log1p(repetition(reply)),
     }
     return np.array([values[name] for name in INTERPRETABLE_NAMES], dtype=np.float64)

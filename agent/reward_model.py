@@ -95,7 +95,7 @@ class TastePrior:
     # how far someone with a strong taste still follows the population (a scale on its log-odds)
     strong_trust: tuple[float, ...] = (0.0, 0.1, 0.5, 1.0)
     fixed_features: tuple[str, ...] = tuple(sorted(QUALITY_FEATURES))
-    taste_only_features: tuple[str, ...] = ("addressing",)
+    taste_only_features: tuple[str, ...] = ("addressing", "sentences", "parentheses")
     rule_share: float = 0.45
     rule_follow: tuple[float, ...] = (0.75, 1.0)
     rule_lapse: float = 0.05

@@ -60,9 +60,12 @@ def digits_per_100(text: str) -> float:
     return 100.0 * sum(any(ch.isdigit() for ch in token) for token in tokens) / max(len(tokens), 1)
 
 
+def sentences(text: str) -> float:
+    return float(len([part for part in _SENTENCE_END.split(text) if _WORD.search(part)]))
+
+
 def words_per_sentence(text: str) -> float:
-    sentences = [part for part in _SENTENCE_END.split(text) if _WORD.search(part)]
-    return words(text) / max(len(sentences), 1)
+    return words(text) / max(sentences(text), 1.0)
 
 
 def letters_per_word(text: str) -> float:
@@ -107,8 +110,26 @@ def contractions_per_100(text: str) -> float:
     return 100.0 * len(_CONTRACTION.findall(text.replace("\u2019", "'"))) / max(words(text), 1.0)
 
 
+_I = frozenset({"I", "I'm", "I've", "I'd", "I'll"})
+
+
 def you_per_100(text: str) -> float:
     return _per_100(text, frozenset({"you", "your", "you're"}))
+
+
+def first_person_per_100(text: str) -> float:
+    """Return "I", "me", "my" per 100 words; "I" by its capital, so a program's `i` is no speaker."""
+    tokens = _WORD.findall(text)
+    spoken = sum(token in _I or token.lower() in ("me", "my") for token in tokens)
+    return 100.0 * spoken / max(len(tokens), 1)
+
+
+def parentheses(text: str) -> float:
+    return float(text.count("("))
+
+
+def colons(text: str) -> float:
+    return float(text.count(":"))
 
 
 @dataclass(frozen=True)
@@ -155,6 +176,11 @@ TASTES = {
     "formal": PlantedTaste(contractions_per_100, -1, relative=0.25),
     "speaks_to_reader": PlantedTaste(you_per_100, 1, relative=0.25),
     "impersonal": PlantedTaste(you_per_100, -1, relative=0.25),
+    "first_person": PlantedTaste(first_person_per_100, 1, relative=0.25),
+    "no_first_person": PlantedTaste(first_person_per_100, -1, relative=0.25),
+    "few_sentences": PlantedTaste(sentences, -1, relative=0.25),
+    "parentheses": PlantedTaste(parentheses, 1),
+    "colons": PlantedTaste(colons, 1),
 }
 
 

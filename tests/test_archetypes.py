@@ -24,6 +24,7 @@ from agent.taste import fit_user
 from tests.fakes import HashEmbedder, synthetic_pairs, with_variances
 
 LENGTH = INTERPRETABLE_NAMES.index("length")
+SENTENCES = INTERPRETABLE_NAMES.index("sentences")
 
 
 def test_the_shipped_archetypes_are_clusters_of_real_users() -> None:
@@ -97,6 +98,8 @@ def test_a_pinned_statement_holds_its_direction_through_a_refit() -> None:
             )
         else:
             assert component.coefficients[LENGTH] == pinned.weights[LENGTH]
+            # nor does a taste for more sentences, length counted another way, undo the pin
+            assert component.coefficients[SENTENCES] == pinned.weights[SENTENCES] == 0
     held_out = synthetic_pairs("ann", 10, prefer="shorter", seed=91)
     chosen, rejected = extractor.pair_features(held_out)
     terms = prior.question_terms(extractor.query_vectors(held_out))

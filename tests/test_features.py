@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from agent.embedding import CachedEmbedder
 from agent.features import (
@@ -77,6 +79,14 @@ def test_measurements_of_the_tastes_people_state() -> None:
     spoken = "You can bake it in your own oven; you'll need an hour."
     assert value(spoken, "addressing") > value(plain, "addressing") == 0
     assert value("I baked it in my oven.", "addressing") == 0
+    # sentences of the prose: a list item is one, a code block none
+    told = "Mix the flour. Knead it well.\n- Let it rise.\n- Bake it.\n```python\nbake()\n```"
+    assert value(told, "sentences") == pytest.approx(math.log1p(4))
+    assert value("Mix, knead and bake.", "sentences") < value(told, "sentences")
+    # parentheses as a reader meets them, code included
+    aside = "Bake it (an hour is enough) at 220 C."
+    assert value(aside, "parentheses") > value(plain, "parentheses") == 0
+    assert value("```python\nbake(bread)\n```", "parentheses") > 0
 
 
 def test_repetition_measures_a_loop_not_a_list() -> None:

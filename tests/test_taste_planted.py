@@ -143,15 +143,16 @@ def test_tastes_beyond_the_visible_ones_are_learnt(
         assert not {taste_of(user)} & set(TASTES)
         judge = OfflineJudge.for_user(prior, extractor, splits["train"])
         by_taste[taste_of(user)].append(accuracy(judge, splits["test"]))
-    mean = {name: sum(values) / len(values) for name, values in by_taste.items()}
-    assert len(mean) >= 19
+    # each user's accuracy is a number of their 20 test pairs: a mean of three is k / 60
+    mean = {name: round(sum(values) / len(values), 4) for name, values in by_taste.items()}
+    assert len(mean) >= 24
     assert sum(mean.values()) / len(mean) >= 0.85
     # `hedged` counts hedges by a word list of its own: `hedging` says which reply hedges more
     # alike on 86% of its users' pairs, where every other taste's feature agrees on 94% or more.
     # The second-person tastes find 15 train picks a user, and 3 of one `speaks_to_reader`
-    # user's are flipped ones.
-    assert min(value for name, value in mean.items() if name not in ("hedged", "speaks_to_reader")) >= 0.8
-    assert mean["hedged"] >= 0.7 and mean["speaks_to_reader"] >= 0.75
+    # user's are flipped ones, as are 2 of one `first_person` user's 11.
+    lower = {"hedged": 0.7, "speaks_to_reader": 0.75, "first_person": 0.75}
+    assert all(value >= lower.get(name, 0.8) for name, value in mean.items()), mean
 
 
 def reply(record: dict[str, object], side: str) -> str:
