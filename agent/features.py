@@ -6,7 +6,9 @@ A reply is described, relative to the user message it answers, by
   `memory.embeddings.MiniLMEmbeddings`), and
 * a handful of measurements a person can read: length, lists, headings, code blocks, questions
   back to the user, hedging, apologies, refusals, reading level, emoji, first person, addressing
-  the reader, informal markers, and how closely the reply follows the user's message.
+  the reader, informal markers, how closely the reply follows the user's message, sentence and
+  word length, figures, the opening sentence, examples, paragraphs, exclamation, emphasis, a
+  closing summary, the number of sentences, parenthetical remarks, and repetition (`INTERPRETABLE`).
 
 Everything is deterministic. `FEATURES_VERSION` changes whenever a measurement changes, so a
 model fitted on one version is never applied to vectors of another. Embeddings and measurements
