@@ -2,7 +2,7 @@
 
 Until a user has given a few pairs, the offline judge is the population's. An archetype is a
 cluster of real users' tastes: k-means over each user's departure from the population on the
-interpretable features (`agent.taste.infer_taste` on their pairs), fitted by
+interpretable features it weighs (`agent.taste.infer_taste` on their pairs), fitted by
 `scripts/fit_prior.py` next to the prior it departs from. A new user may pick the archetype that
 sounds like them; their model then starts from it instead of from the population, and their own
 pairs move it from there as usual.
