@@ -28,7 +28,7 @@ import numpy as np
 from agent.embedding import CachedEmbedder, Embedder, text_key
 from agent.records import PreferencePair, Turn
 
-FEATURES_VERSION = "11"
+FEATURES_VERSION = "12"
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ INTERPRETABLE: tuple[FeatureSpec, ...] = (
     FeatureSpec(
         "addressing",
         "addressing the reader",
-        "second-person words (you, your) per 100 words",
+        "log of the second-person words (you, your) per 100 words",
         "likes replies that speak to the reader directly",
         "prefers impersonal replies that do not address the reader",
     ),
@@ -405,7 +405,10 @@ def measure(reply: str, query: str) -> np.ndarray:
         "reading_level": reading_level(reply),
         "emoji": math.log1p(len(_EMOJI.findall(reply))),
         "first_person": sum(1 for word in lowered if word in _FIRST_PERSON) * per_100,
-        "addressing": sum(1 for word in lowered if word in _SECOND_PERSON) * per_100,
+        # on a log scale: most replies say "you" rarely, and a taste read only from clear
+        # differences must see 0.4 against none per 100 words as one, next to the spread that
+        # a few replies full of "you" give the raw rate
+        "addressing": math.log1p(sum(1 for word in lowered if word in _SECOND_PERSON) * per_100),
         "informality": contractions * per_100,
         "query_overlap": overlap,
         "query_similarity": 0.0,
