@@ -97,10 +97,7 @@ def fit_archetypes(
         raise ValueError(f"{k} archetypes need at least {k} users, got {len(users_rows)}")
     settings = prior.taste_prior
     weighted = replace(
-        prior,
-        taste_prior=replace(
-            settings, rule_share=0.0, fixed_features=settings.fixed_features + settings.taste_only_features
-        ),
+        prior, taste_prior=replace(settings.holding(settings.taste_only_features), rule_share=0.0)
     )
     departures = np.array([infer_taste(weighted, rows)[0][:N_INTERPRETABLE] for rows in users_rows])
     departures -= prior.weights[:N_INTERPRETABLE]
@@ -196,11 +193,10 @@ def with_pinned(prior: RewardModel, pins: Sequence[tuple[str, Literal["more", "l
     if not pins:
         return prior
     named = ", ".join(f"{direction} {feature}" for feature, direction in pins)
-    held = {feature for pinned, _ in pins for feature in (pinned, *ALSO_COUNTS.get(pinned, ()))}
-    fixed = tuple(sorted({*prior.taste_prior.fixed_features, *held}))
+    held = [feature for pinned, _ in pins for feature in (pinned, *ALSO_COUNTS.get(pinned, ()))]
     return replace(
         prior,
         weights=weights,
-        taste_prior=replace(prior.taste_prior, fixed_features=fixed),
+        taste_prior=prior.taste_prior.holding(held),
         description=f"{prior.description}; pinned {named}",
     )

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -121,6 +121,10 @@ class TastePrior:
     def population_weighted(self) -> np.ndarray:
         """Return, per interpretable feature, whether the population model weighs it."""
         return _all_but("taste_only_features", self.taste_only_features)
+
+    def holding(self, names: Iterable[str]) -> TastePrior:
+        """Return these settings with `names` added to `fixed_features`: no user's taste moves them."""
+        return replace(self, fixed_features=tuple(sorted({*self.fixed_features, *names})))
 
     def to_json(self) -> dict[str, Any]:
         """Return the settings as plain JSON types."""
