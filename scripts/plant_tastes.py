@@ -90,14 +90,19 @@ _HEDGES = frozenset(
 )  # fmt: skip
 
 
-def _per_100(text: str, vocabulary: frozenset[str]) -> float:
-    """Return how many of the text's words (code included) are in `vocabulary`, per 100 words."""
-    tokens = [token.lower() for token in _WORD.findall(text)]
-    return 100.0 * sum(token in vocabulary for token in tokens) / max(len(tokens), 1)
+def _per_100(text: str, counted: Callable[[str], bool]) -> float:
+    """Return how many of the text's words (code included) are `counted`, per 100 words."""
+    tokens = _WORD.findall(text)
+    return 100.0 * sum(map(counted, tokens)) / max(len(tokens), 1)
+
+
+def _in(vocabulary: frozenset[str]) -> Callable[[str], bool]:
+    """Return whether a word, in any case, is one of `vocabulary` (lower case)."""
+    return lambda token: token.lower() in vocabulary
 
 
 def hedges_per_100(text: str) -> float:
-    return _per_100(text, _HEDGES)
+    return _per_100(text, _in(_HEDGES))
 
 
 # contractions, not possessives: "don't", "we'll", "it's", never "the dog's"
@@ -114,14 +119,13 @@ _I = frozenset({"I", "I'm", "I've", "I'd", "I'll"})
 
 
 def you_per_100(text: str) -> float:
-    return _per_100(text, frozenset({"you", "your", "you're"}))
+    return _per_100(text, _in(frozenset({"you", "your", "you're"})))
 
 
 def first_person_per_100(text: str) -> float:
     """Return "I", "me", "my" per 100 words; "I" by its capital, so a program's `i` is no speaker."""
-    tokens = _WORD.findall(text)
-    spoken = sum(token in _I or token.lower() in ("me", "my") for token in tokens)
-    return 100.0 * spoken / max(len(tokens), 1)
+    me = _in(frozenset({"me", "my"}))
+    return _per_100(text, lambda token: token in _I or me(token))
 
 
 def parentheses(text: str) -> float:
