@@ -97,7 +97,7 @@ class TastePrior:
     fixed_features: tuple[str, ...] = tuple(sorted(QUALITY_FEATURES))
     taste_only_features: tuple[str, ...] = ("addressing", "sentences", "parentheses")
     rule_share: float = 0.45
-    rule_follow: tuple[float, ...] = (0.75, 1.0)
+    rule_follow: tuple[float, ...] = (0.85, 1.0)
     rule_lapse: float = 0.05
     rule_clear: float = 0.05
     rule_min_pairs: int = 4

@@ -451,8 +451,8 @@ ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
     "rules 0.2, strong weights 0.5 of the rest": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, rule_share=0.2, strong_share=0.5)
     ),
-    "rules decide all or half of the picks": lambda prior: replace(
-        prior, taste_prior=replace(prior.taste_prior, rule_follow=(0.5, 1.0))
+    "rules decide all or three quarters of the picks": lambda prior: replace(
+        prior, taste_prior=replace(prior.taste_prior, rule_follow=(0.75, 1.0))
     ),
     "rules only ever decide half the picks": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, rule_follow=(0.5,))

@@ -150,8 +150,10 @@ def test_tastes_beyond_the_visible_ones_are_learnt(
     # `hedged` counts hedges by a word list of its own: `hedging` says which reply hedges more
     # alike on 86% of its users' pairs, where every other taste's feature agrees on 94% or more.
     # The second-person tastes find 15 train picks a user, and 3 of one `speaks_to_reader`
-    # user's are flipped ones, as are 2 of one `first_person` user's 11.
-    lower = {"hedged": 0.7, "speaks_to_reader": 0.75, "first_person": 0.75}
+    # user's are flipped ones, as are 2 of one `first_person` user's 11. `colons` has no feature of
+    # its own (one was measured and not kept, BENCHMARKS.md): it is read through the lists and
+    # paragraphs that go with colons.
+    lower = {"hedged": 0.7, "speaks_to_reader": 0.75, "first_person": 0.75, "colons": 0.75}
     assert all(value >= lower.get(name, 0.8) for name, value in mean.items()), mean
 
 
