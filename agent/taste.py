@@ -20,10 +20,10 @@ with a lapse rate (a share of random picks):
 * **rule**: the user picks by the sign of one feature's difference where the replies clearly
   differ on it ("the reply with the shorter opening"), for all or most of their picks
   (`TastePrior.rule_follow`), the rest as the population would; the quality measurements count
-  where the rule decides too (`agent.reward_model.RuleComponent`). A weight lets a bigger difference count for more; a
-  rule counts every clear difference alike, which is how such a taste reads from a handful of
-  pairs whose differences vary in size. Rules are looked for from `TastePrior.rule_min_pairs`
-  pairs on: on fewer, some rule fits every pick by chance.
+  where the rule decides too (`agent.reward_model.RuleComponent`). A weight lets a bigger
+  difference count for more; a rule counts every clear difference alike, which is how such a
+  taste reads from a handful of pairs whose differences vary in size. Rules are looked for from
+  `TastePrior.rule_min_pairs` pairs on: on fewer, some rule fits every pick by chance.
 
 A few consistent pairs make a strong taste far likelier than chance agreement would, so five
 pairs can move a weight a long way, and one odd pick does not undo the rest. A one-feature taste
