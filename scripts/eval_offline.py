@@ -2,7 +2,7 @@
 
     python scripts/eval_offline.py [--planted ../shared/data/planted] [--mt-bench FILE]
         [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--speed] [--implicit]
-        [--strengths 1,3,10] [--prism-splits 20] [--json]
+        [--strengths 1,3,10] [--prism-splits 20] [--shared-directions 1,2,4] [--json]
 
 Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judged in both
 orders, macro over users), the judges fitted on the users' `train` pairs:
@@ -29,7 +29,10 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
   personal judge with and without its one-feature tastes, and prefer-longer, each as its mean,
   its spread over the splits and in how many splits it is under the population alone;
 * `--strengths 1,3,...`: the population alone (MT-Bench `val` and `test` with leave-user-out
-  priors, PRISM) at each L2 strength on its embedding weights: how `population_embedding` is chosen.
+  priors, PRISM) at each L2 strength on its embedding weights: how `population_embedding` is chosen;
+* `--shared-directions 1,2,...`: MT-Bench `val` and `test` with each judge's embedding weights
+  moved along that many directions shared across the other judges (low-rank user offsets), at
+  several prior spreads: what keeping the population's judgement of quality whole leaves out.
 
 `--curve` writes the learning curve (accuracy against training pairs) as an SVG picture.
 """
@@ -60,6 +63,7 @@ from agent.evaluation import evaluate, leave_user_out_priors
 from agent.features import (
     DEGENERATE_REPETITION,
     INTERPRETABLE_NAMES,
+    N_INTERPRETABLE,
     FeatureExtractor,
     degeneracy,
     repetition,
@@ -73,6 +77,7 @@ from agent.reward_model import (
     LinearComponent,
     RewardModel,
     RuleComponent,
+    fit_logistic,
     fit_population,
     pair_rows,
 )
@@ -313,6 +318,68 @@ def embedding_strengths(
         population = fit_population(extractor, pool, axis=prior.axis, taste_prior=settings)
         row["PRISM"] = prism(extractor, population, prism_path, personal=False)["population"]
         found[f"{strength:g}"] = row
+    return found
+
+
+def shared_directions(
+    extractor: FeatureExtractor,
+    prior: RewardModel,
+    path: Path,
+    ranks: Sequence[int],
+    spreads: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0),
+) -> dict[str, dict[str, float]]:
+    """Return MT-Bench `val` and `test` with each judge's embedding weights moved along a few
+    directions shared across judges (low-rank user offsets, as LoRe learns them).
+
+    A judge's directions are the leading principal directions of the other judges' departures
+    on the embedding weights: each a MAP fit of that judge's train pairs on their leave-user-out
+    population, with the population's own prior variance (1 / `population_embedding`). The judge
+    then moves along `rank` of them by a MAP fit of their own train pairs, prior variance `spread`
+    per direction. The population's judgement of quality stays whole in the shipped design; this
+    measures what moving it through shared directions would give the real judges.
+    """
+    pairs = read_pairs(path, skip_invalid=True)
+    extractor.pair_differences(pairs)
+    train, val, test = splits_of(pairs)
+    priors = leave_user_out_priors(pairs, extractor, sorted(train), template=prior)
+    embedding = slice(N_INTERPRETABLE, prior.dimensions)
+    width = prior.dimensions - N_INTERPRETABLE
+    rows = {user: pair_rows(priors[user], extractor, own) for user, own in train.items() if own}
+    offsets = {user: own @ priors[user].coefficients for user, own in rows.items()}
+    learning = np.full(width, prior.taste_prior.population_embedding)
+    departures = {
+        user: fit_logistic(own[:, embedding], learning, offset=offsets[user]) for user, own in rows.items()
+    }
+
+    def leading(user: str) -> np.ndarray:
+        others = np.array([departure for other, departure in departures.items() if other != user])
+        return np.linalg.svd(others, full_matrices=False)[2][: max(ranks)].T
+
+    directions = {user: leading(user) for user in rows}
+    held_out = {
+        split: {user: own for user, own in held.items() if own}
+        for split, held in (("val", val), ("test", test))
+    }
+
+    def figures(models: dict[str, RewardModel]) -> dict[str, float]:
+        return {
+            f"MT-Bench {split}": macro(accuracy(extractor, models.__getitem__, train, held, adapt=False))
+            for split, held in held_out.items()
+        }
+
+    found = {"population alone": figures(priors)}
+    for rank in ranks:
+        for spread in spreads:
+            moved = dict(priors)
+            for user, own in rows.items():
+                basis = directions[user][:, :rank]
+                move = fit_logistic(
+                    own[:, embedding] @ basis, np.full(rank, 1 / spread), offset=offsets[user]
+                )
+                weights = priors[user].weights.copy()
+                weights[embedding] += basis @ move
+                moved[user] = replace(priors[user], weights=weights)
+            found[f"{rank} direction{'s' if rank > 1 else ''}, spread {spread:g}"] = figures(moved)
     return found
 
 
@@ -665,6 +732,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="also PRISM over this many seeded splits, with the one-feature tastes removed in turn",
     )
+    parser.add_argument(
+        "--shared-directions",
+        type=lambda text: [int(value) for value in text.split(",")],
+        default=None,
+        help="also MT-Bench with judges moved along this many directions shared across judges, e.g. 1,2,4",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -697,6 +770,10 @@ def main(argv: list[str] | None = None) -> int:
         report["implicit"] = implicit(extractor, prior, args.planted)
     if args.prism_splits:
         report["prism_splits"] = prism_over_splits(extractor, prior, args.prism, args.prism_splits)
+    if args.shared_directions:
+        report["shared_directions"] = shared_directions(
+            extractor, prior, args.mt_bench, args.shared_directions
+        )
     if args.strengths:
         report["strengths"] = embedding_strengths(extractor, prior, args.mt_bench, args.prism, args.strengths)
     extractor.embedder.save(args.cache)
@@ -728,6 +805,11 @@ def main(argv: list[str] | None = None) -> int:
         print_table(f"PRISM examples over {args.prism_splits} seeded splits", report["prism_splits"])  # type: ignore[arg-type]
     if args.strengths:
         print_table("The population alone by L2 strength on its embedding weights", report["strengths"])  # type: ignore[arg-type]
+    if args.shared_directions:
+        print_table(
+            "MT-Bench judges moved along directions shared across judges",
+            report["shared_directions"],  # type: ignore[arg-type]
+        )
     return 0
 
 
