@@ -92,6 +92,8 @@ class Taste:
     broad_mean: np.ndarray
     broad_sd: np.ndarray
     strong: tuple[StrongTaste, ...]
+    # the posterior over the kinds of departure, ordered as `candidate_masses` orders their prior
+    candidates: np.ndarray
     # per interpretable feature: pairs that clearly differ on it, those whose pick went the way
     # of the user's net departure on it (sign by question kind for interactions), and those of
     # these the population alone would have called the other way (what the departure explains)
@@ -269,13 +271,54 @@ def _rule_components(
     return components
 
 
+def candidate_masses(settings: TastePrior) -> np.ndarray:
+    """Return the prior mass of each kind of departure a user may have.
+
+    In order: a broad departure; a strong taste on each user column (the interpretable features,
+    then their question-kind interactions); a rule on each user column for more of the feature,
+    then for less. `strong_share`, `rule_share` and `conditional_share` apportion the mass, alike
+    on every feature a taste may move (`TastePrior.personal`), none on the others.
+    """
+    personal = settings.personal()
+    n_personal = int(personal.sum())
+    per_column = np.concatenate(
+        [
+            np.where(personal, (1 - settings.conditional_share) / n_personal, 0.0),
+            np.where(personal, settings.conditional_share / n_personal, 0.0),
+        ]
+    )
+    weighted = 1 - settings.rule_share
+    return np.concatenate(
+        [
+            [weighted * (1 - settings.strong_share)],
+            weighted * settings.strong_share * per_column,
+            np.tile(settings.rule_share * per_column / 2, 2),
+        ]
+    )
+
+
+def _checked_masses(masses: np.ndarray) -> np.ndarray:
+    """Return `masses` as floats, or raise naming what is wrong with them."""
+    values = np.asarray(masses, dtype=np.float64)
+    expected = 1 + 6 * N_INTERPRETABLE
+    if values.shape != (expected,):
+        raise ValueError(f"masses need one value per kind of departure ({expected}), got {values.shape}")
+    if not np.isfinite(values).all() or (values < 0).any() or values[0] <= 0:
+        raise ValueError("masses must be finite and not negative, with some on a broad departure")
+    return values
+
+
 def infer_taste(
-    prior: RewardModel, rows: np.ndarray, counts: np.ndarray | None = None
+    prior: RewardModel,
+    rows: np.ndarray,
+    counts: np.ndarray | None = None,
+    masses: np.ndarray | None = None,
 ) -> tuple[np.ndarray, Taste]:
     """Return the posterior-mean coefficients of a user and their taste posterior.
 
     `rows` are the user's pairs as `RewardModel.design` rows (chosen - rejected); `counts` how much
-    each pair counts (`PreferencePair.weight`; all 1 when None).
+    each pair counts (`PreferencePair.weight`; all 1 when None); `masses` the prior mass of each
+    kind of departure (`candidate_masses` orders them; None: the prior's own).
     """
     settings = prior.taste_prior
     fixed = quality_coefficients(prior)
@@ -300,14 +343,10 @@ def infer_taste(
         settings.lapse,
         pair_counts,
     )
-    n_personal = int(personal.sum())
-    # prior mass per column of a one-feature taste: a share of it flips with the kind of question
-    per_column = np.concatenate(
-        [
-            np.full(N_INTERPRETABLE, (1 - settings.conditional_share) / n_personal),
-            np.full(N_INTERPRETABLE, settings.conditional_share / n_personal),
-        ]
-    )
+    prior_mass = candidate_masses(settings) if masses is None else _checked_masses(masses)
+    width = 2 * N_INTERPRETABLE
+    broad_mass, strong_mass = prior_mass[0], prior_mass[1 : 1 + width]
+    rule_mass = prior_mass[1 + width :].reshape(2, width)
     # A one-feature taste is read from the pairs that clearly differ on its feature
     # (`TastePrior.shown_clear`). One on a feature none of the user's pairs shows explains them no
     # better than no taste at all, or fits a few small differences by chance, and would predict
@@ -317,18 +356,19 @@ def infer_taste(
     # flip would be a guess.
     one = columns & (np.abs(user_rows) >= settings.shown_clear).any(axis=0)
     one[N_INTERPRETABLE:] &= _shown_on_both_kinds(user_rows, settings.shown_clear)
-    weighted = 1 - settings.rule_share
-    log_joint = np.full(2 * N_INTERPRETABLE, -np.inf)
-    log_joint[one] = np.log(weighted * settings.strong_share * per_column[one]) + evidence[one]
-    log_broad = np.log(weighted * (1 - settings.strong_share)) + broad_evidence
+    log_joint = np.full(width, -np.inf)
     population = LinearComponent(prior.coefficients, settings.lapse)
     pick_chance = population.prob_first(rows)
     rule_evidence, follow_posterior = _rule_posteriors(
         user_rows, rows @ fixed, pick_chance, settings, pair_counts
     )
-    log_rule = np.full((2, 2 * N_INTERPRETABLE), -np.inf)
-    if settings.rule_share > 0 and len(rows) >= settings.rule_min_pairs:
-        log_rule[:, one] = np.log(settings.rule_share * per_column[one] / 2) + rule_evidence[:, one]
+    log_rule = np.full((2, width), -np.inf)
+    # a kind of departure with no prior mass is ruled out (log 0)
+    with np.errstate(divide="ignore"):
+        log_joint[one] = np.log(strong_mass[one]) + evidence[one]
+        log_broad = np.log(broad_mass) + broad_evidence
+        if len(rows) >= settings.rule_min_pairs:
+            log_rule[:, one] = np.log(rule_mass[:, one]) + rule_evidence[:, one]
     total = logsumexp([log_broad, *log_joint[one], *log_rule[:, one].ravel()])
     broad_probability = float(np.exp(log_broad - total))
     strong_probability = np.where(one, np.exp(log_joint - total), 0.0)
@@ -394,6 +434,7 @@ def infer_taste(
         broad_mean=broad_mean,
         broad_sd=broad_sd,
         strong=strong,
+        candidates=np.concatenate([[broad_probability], strong_probability, rule_probability.ravel()]),
         shown=shown,
         agreeing=agreeing,
         shown_conditional=shown_conditional,
@@ -427,8 +468,17 @@ def _support(
     return clear.sum(axis=0), agrees.sum(axis=0), (agrees & surprising[:, None]).sum(axis=0)
 
 
-def fit_user(prior: RewardModel, extractor: FeatureExtractor, pairs: Sequence[PreferencePair]) -> RewardModel:
-    """Fit one user's model: the population's, moved by the posterior over their taste."""
+def fit_user(
+    prior: RewardModel,
+    extractor: FeatureExtractor,
+    pairs: Sequence[PreferencePair],
+    *,
+    masses: np.ndarray | None = None,
+) -> RewardModel:
+    """Fit one user's model: the population's, moved by the posterior over their taste.
+
+    `masses`: the prior mass of each kind of departure (`candidate_masses`; None: the prior's own).
+    """
     check_compatible(prior, extractor)
     if not pairs:
         return prior
@@ -443,7 +493,7 @@ def fit_user(prior: RewardModel, extractor: FeatureExtractor, pairs: Sequence[Pr
         )
     rows = prior.design(chosen - rejected, prior.question_terms(extractor.query_vectors(pairs)))
     weights = np.array([pair.weight for pair in pairs])
-    coefficients, taste = infer_taste(prior, rows, None if (weights == 1).all() else weights)
+    coefficients, taste = infer_taste(prior, rows, None if (weights == 1).all() else weights, masses)
     user = next(iter(users))
     return replace(
         prior,

@@ -2,7 +2,7 @@
 
     python scripts/eval_offline.py [--planted ../shared/data/planted] [--mt-bench FILE]
         [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--speed] [--implicit]
-        [--strengths 1,3,10] [--prism-splits 20] [--shared-directions 1,2,4] [--json]
+        [--strengths 1,3,10] [--prism-splits 20] [--shared-directions 1,2,4] [--community] [--json]
 
 Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judged in both
 orders, macro over users), the judges fitted on the users' `train` pairs:
@@ -30,6 +30,9 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
   its spread over the splits and in how many splits it is under the population alone;
 * `--strengths 1,3,...`: the population alone (MT-Bench `val` and `test` with leave-user-out
   priors, PRISM) at each L2 strength on its embedding weights: how `population_embedding` is chosen;
+* `--community`: the personal judge with a taste prior learnt from the other users of each file
+  (one EM step over the kinds of departure, `learnt_masses`), beside the prior's own, on the
+  planted users, MT-Bench `val` and `test`, and PRISM;
 * `--shared-directions 1,2,...`: MT-Bench `val` and `test` with each judge's embedding weights
   moved along that many directions shared across the other judges (low-rank user offsets), at
   several prior spreads: what keeping the population's judgement of quality whole leaves out.
@@ -82,10 +85,11 @@ from agent.reward_model import (
     pair_rows,
 )
 from agent.splits import user_splits
-from agent.taste import quality_coefficients
+from agent.taste import Taste, candidate_masses, fit_user, quality_coefficients
 
 SIZES = (5, 10, 20)
 Prior = Callable[[str], RewardModel]
+Users = dict[str, list[PreferencePair]]
 
 
 def by_user(pairs: Sequence[PreferencePair], split: str | None = None) -> dict[str, list[PreferencePair]]:
@@ -115,10 +119,18 @@ def accuracy(
     held_out: dict[str, list[PreferencePair]],
     *,
     adapt: bool = True,
+    masses: dict[str, np.ndarray] | None = None,
 ) -> dict[str, float]:
-    """Return each user's accuracy on their held-out pairs."""
+    """Return each user's accuracy on their held-out pairs.
+
+    `masses`: per user, the prior mass of each kind of departure (`agent.taste.candidate_masses`)
+    to fit them with; a user not in it, or None, gets the prior's own.
+    """
+    own = masses or {}
     judges = {
-        user: OfflineJudge.for_user(prior(user), extractor, train.get(user, []))
+        user: OfflineJudge(
+            fit_user(prior(user), extractor, train.get(user, []), masses=own.get(user)), extractor
+        )
         if adapt
         else OfflineJudge(prior(user), extractor)
         for user in held_out
@@ -380,6 +392,70 @@ def shared_directions(
                 weights[embedding] += basis @ move
                 moved[user] = replace(priors[user], weights=weights)
             found[f"{rank} direction{'s' if rank > 1 else ''}, spread {spread:g}"] = figures(moved)
+    return found
+
+
+def learnt_masses(
+    extractor: FeatureExtractor,
+    prior: Prior,
+    train: Users,
+    *,
+    pseudo_users: float = 5.0,
+) -> dict[str, np.ndarray]:
+    """Return, per user, a taste prior learnt from the *other* users' train pairs.
+
+    One EM step from the prior's own masses (`candidate_masses`): every other user's posterior
+    over the kinds of departure (broad, each strong taste, each rule) under those masses, averaged,
+    with the prior's masses counted as `pseudo_users` more users. Tastes that several users share
+    gain prior mass. The user's own pairs never count towards their prior.
+    """
+    posteriors = {
+        user: _taste(fit_user(prior(user), extractor, own)).candidates for user, own in train.items() if own
+    }
+    total = np.sum(list(posteriors.values()), axis=0)
+    found = {}
+    for user in train:
+        others = total - posteriors[user] if user in posteriors else total
+        count = len(posteriors) - (user in posteriors)
+        found[user] = (others + pseudo_users * candidate_masses(prior(user).taste_prior)) / (
+            count + pseudo_users
+        )
+    return found
+
+
+def _taste(model: RewardModel) -> Taste:
+    assert model.taste is not None, "a user fitted on their pairs has a taste posterior"
+    return model.taste
+
+
+def community(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path, mt_path: Path, prism_path: Path
+) -> dict[str, dict[str, float]]:
+    """Return planted (n5, n10, n20), MT-Bench (val, test) and PRISM accuracy of the personal judge
+    with the prior's own taste masses and with masses learnt from the other users (`learnt_masses`).
+
+    MT-Bench users have leave-user-out priors; planted and PRISM users the shipped one.
+    """
+    found: dict[str, dict[str, float]] = {"the prior's own masses": {}, "learnt from the other users": {}}
+
+    def both(column: str, prior_of: Prior, train: Users, held: Users) -> None:
+        learnt = learnt_masses(extractor, prior_of, train)
+        for name, masses in zip(found, (None, learnt), strict=True):
+            found[name][column] = macro(accuracy(extractor, prior_of, train, held, masses=masses))
+
+    for size in SIZES:
+        train, _, test = splits_of(read_pairs(folder / f"visible_n{size}.jsonl"))
+        both(f"planted n{size}", lambda _: prior, train, test)
+    pairs = read_pairs(mt_path, skip_invalid=True)
+    extractor.pair_differences(pairs)
+    train, val, test = splits_of(pairs)
+    priors = leave_user_out_priors(pairs, extractor, sorted(train), template=prior)
+    for split, held in (("val", val), ("test", test)):
+        both(f"MT-Bench {split}", priors.__getitem__, train, {user: own for user, own in held.items() if own})
+    pairs = read_pairs(prism_path)
+    extractor.pair_differences(pairs)
+    train, _, test = splits_of(pairs)
+    both("PRISM", lambda _: prior, train, test)
     return found
 
 
@@ -738,6 +814,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="also MT-Bench with judges moved along this many directions shared across judges, e.g. 1,2,4",
     )
+    parser.add_argument(
+        "--community",
+        action="store_true",
+        help="also the personal judge with a taste prior learnt from the other users of each file",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
 
@@ -774,6 +855,8 @@ def main(argv: list[str] | None = None) -> int:
         report["shared_directions"] = shared_directions(
             extractor, prior, args.mt_bench, args.shared_directions
         )
+    if args.community:
+        report["community"] = community(extractor, prior, args.planted, args.mt_bench, args.prism)
     if args.strengths:
         report["strengths"] = embedding_strengths(extractor, prior, args.mt_bench, args.prism, args.strengths)
     extractor.embedder.save(args.cache)
@@ -805,6 +888,8 @@ def main(argv: list[str] | None = None) -> int:
         print_table(f"PRISM examples over {args.prism_splits} seeded splits", report["prism_splits"])  # type: ignore[arg-type]
     if args.strengths:
         print_table("The population alone by L2 strength on its embedding weights", report["strengths"])  # type: ignore[arg-type]
+    if args.community:
+        print_table("A taste prior learnt from the other users", report["community"])  # type: ignore[arg-type]
     if args.shared_directions:
         print_table(
             "MT-Bench judges moved along directions shared across judges",

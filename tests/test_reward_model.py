@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from agent.offline_judge import FIXED_WEIGHTS, HybridJudge, OfflineJudge, Prefer
 from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
 from agent.reward_model import RewardModel, RuleComponent, fit_logistic, fit_population, rule_decisions
 from agent.statements import describe_preferences, render_persona
-from agent.taste import fit_user, infer_taste
+from agent.taste import candidate_masses, fit_user, infer_taste
 from tests.fakes import HashEmbedder, flipped, reply, synthetic_pairs, with_noise, with_variances
 
 
@@ -255,6 +255,55 @@ def test_a_taste_is_read_only_from_clear_differences(prior: RewardModel) -> None
         prior, taste_prior=replace(prior.taste_prior, shown_clear=prior.taste_prior.rule_clear)
     )
     assert tastes(clear / 2, anywhere) == {"lists"}
+
+
+def test_the_priors_own_masses_are_the_default(prior: RewardModel) -> None:
+    lists = INTERPRETABLE_NAMES.index("lists")
+    found = np.zeros((6, prior.coefficients.shape[0]))
+    found[:, lists] = 1.0
+    masses = candidate_masses(prior.taste_prior)
+    assert masses.sum() == pytest.approx(1.0)
+    coefficients, taste = infer_taste(prior, found)
+    same, explicit = infer_taste(prior, found, masses=masses)
+    np.testing.assert_allclose(same, coefficients)
+    np.testing.assert_allclose(explicit.candidates, taste.candidates)
+    assert taste.candidates.sum() == pytest.approx(1.0)
+    assert taste.candidates[0] == pytest.approx(taste.broad_probability)
+
+
+def test_prior_mass_decides_between_tastes_the_pairs_cannot_tell_apart(prior: RewardModel) -> None:
+    lists, headings = INTERPRETABLE_NAMES.index("lists"), INTERPRETABLE_NAMES.index("headings")
+    width = 2 * N_INTERPRETABLE
+    # six picks of the reply with more list lines and more headings: either taste explains them
+    found = np.zeros((6, prior.coefficients.shape[0]))
+    found[:, lists] = found[:, headings] = 1.0
+
+    def on(feature: int, taste_masses: np.ndarray | None = None) -> float:
+        """The posterior of a strong taste or a rule for more of `feature`."""
+        _, taste = infer_taste(prior, found, masses=taste_masses)
+        return float(taste.candidates[1 + feature] + taste.candidates[1 + width + feature])
+
+    assert on(lists) == pytest.approx(on(headings))
+    # more prior mass on tastes for list lines, as when many other users have one
+    masses = candidate_masses(prior.taste_prior)
+    masses[[1 + lists, 1 + width + lists]] *= 4
+    assert on(lists, masses) > 3 * on(headings, masses)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda m: m[:-1], "one value per kind of departure"),
+        (lambda m: np.where(np.arange(m.size) == 3, -1.0, m), "not negative"),
+        (lambda m: np.where(np.arange(m.size) == 0, 0.0, m), "broad departure"),
+    ],
+)
+def test_masses_that_cannot_be_a_prior_are_refused(
+    prior: RewardModel, change: Callable[[np.ndarray], np.ndarray], message: str
+) -> None:
+    found = np.zeros((6, prior.coefficients.shape[0]))
+    with pytest.raises(ValueError, match=message):
+        infer_taste(prior, found, masses=change(candidate_masses(prior.taste_prior)))
 
 
 def test_two_contradictory_pairs_leave_predictions_at_the_priors(
