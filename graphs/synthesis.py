@@ -240,9 +240,13 @@ class SynthesisNodes:
 
     async def record_failure(self, state: SynthesisState, error: NodeError) -> dict[str, Any]:
         """End the run "failed" ("rejected" when the persona was not a taste); the current one stays."""
-        logger.warning("synthesis failed; the current persona stays in place: %r", error.error)
-        await _release(self.memory, state.get("lease"))
         rejected = isinstance(error.error, PersonaRejected)
+        # the log says what the outcome says: an operator counting failures counts the same runs
+        if rejected:
+            logger.warning("synthesis rejected the persona; the current one stays in place: %s", error.error)
+        else:
+            logger.warning("synthesis failed; the current persona stays in place: %r", error.error)
+        await _release(self.memory, state.get("lease"))
         ended = outcome(
             "rejected" if rejected else "failed",
             str(error.error) if rejected else f"{type(error.error).__name__}: {error.error}",

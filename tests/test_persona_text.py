@@ -7,6 +7,7 @@ fails it (the current persona stays) and the memory store refuses to save one.
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -188,15 +189,20 @@ def test_the_store_refuses_junk_and_keeps_the_current_persona() -> None:
 
 
 @pytest.mark.parametrize("induced", ["First", LOOPING])
-async def test_a_synthesis_that_writes_junk_is_rejected_and_the_current_persona_stays(induced: str) -> None:
+async def test_a_synthesis_that_writes_junk_is_rejected_and_the_current_persona_stays(
+    induced: str, caplog: pytest.LogCaptureFixture
+) -> None:
     memory = make_memory()
     store_pairs(memory, "alice", 9)
     kept = memory.save_persona(Persona(user_id="alice", text=GOOD))
     model = CountingChatModel(responder=taste_responder(induced))
-    final = await synthesis_graph(memory, model).ainvoke({}, context=SynthesisContext(user_id="alice"))
+    with caplog.at_level(logging.WARNING, logger="graphs.synthesis"):
+        final = await synthesis_graph(memory, model).ainvoke({}, context=SynthesisContext(user_id="alice"))
     outcome = final["outcome"]
     assert outcome["status"] == "rejected" and outcome["persona_version"] is None
     assert "no usable persona" in outcome["detail"]
+    # logged as what it is: a rejection, not a failure an operator would count as one
+    assert "synthesis rejected the persona" in caplog.text and "synthesis failed" not in caplog.text
     assert ("is 1 word" if induced == "First" else "repeats itself") in outcome["detail"]
     assert memory.current_persona("alice") == kept and len(memory.persona_history("alice")) == 1
     # the induction call was retried, the whole fit was not run again: the 6 train pairs were
