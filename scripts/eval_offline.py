@@ -265,6 +265,22 @@ def looping_picks(extractor: FeatureExtractor, folder: Path) -> dict[str, float]
     return {"test pairs": len(pairs), "chosen reply loops": lost, "% of pairs": 100 * lost / len(pairs)}
 
 
+def mt_bench_judges(
+    extractor: FeatureExtractor, prior: RewardModel, path: Path
+) -> tuple[Users, dict[str, Users], dict[str, RewardModel]]:
+    """Return the MT-Bench judges' train pairs, their `val` and `test` pairs (judges who have
+    some), and each judge's prior refitted without them (`leave_user_out_priors`)."""
+    pairs = read_pairs(path, skip_invalid=True)
+    extractor.pair_differences(pairs)
+    train, val, test = splits_of(pairs)
+    priors = leave_user_out_priors(pairs, extractor, sorted(train), template=prior)
+    held_out = {
+        split: {user: own for user, own in held.items() if own}
+        for split, held in (("val", val), ("test", test))
+    }
+    return train, held_out, priors
+
+
 def mt_bench(
     extractor: FeatureExtractor,
     prior: RewardModel,
@@ -274,13 +290,10 @@ def mt_bench(
     personal: bool = True,
 ) -> dict[str, dict[str, float]]:
     """Return population-alone (and personal) accuracy on MT-Bench splits, leave-user-out priors."""
-    pairs = read_pairs(path, skip_invalid=True)
-    extractor.pair_differences(pairs)
-    train, val, test = splits_of(pairs)
-    priors = leave_user_out_priors(pairs, extractor, sorted(train), template=prior)
+    train, held_out, priors = mt_bench_judges(extractor, prior, path)
     found: dict[str, dict[str, float]] = {}
     for split in splits:
-        held = {user: own for user, own in (val if split == "val" else test).items() if own}
+        held = held_out[split]
         found[split] = {
             "population": macro(accuracy(extractor, priors.__getitem__, train, held, adapt=False))
         }
@@ -350,10 +363,7 @@ def shared_directions(
     per direction. The population's judgement of quality stays whole in the shipped design; this
     measures what moving it through shared directions would give the real judges.
     """
-    pairs = read_pairs(path, skip_invalid=True)
-    extractor.pair_differences(pairs)
-    train, val, test = splits_of(pairs)
-    priors = leave_user_out_priors(pairs, extractor, sorted(train), template=prior)
+    train, held_out, priors = mt_bench_judges(extractor, prior, path)
     embedding = slice(N_INTERPRETABLE, prior.dimensions)
     width = prior.dimensions - N_INTERPRETABLE
     rows = {user: pair_rows(priors[user], extractor, own) for user, own in train.items() if own}
@@ -368,10 +378,6 @@ def shared_directions(
         return np.linalg.svd(others, full_matrices=False)[2][: max(ranks)].T
 
     directions = {user: leading(user) for user in rows}
-    held_out = {
-        split: {user: own for user, own in held.items() if own}
-        for split, held in (("val", val), ("test", test))
-    }
 
     def figures(models: dict[str, RewardModel]) -> dict[str, float]:
         return {
@@ -446,12 +452,9 @@ def community(
     for size in SIZES:
         train, _, test = splits_of(read_pairs(folder / f"visible_n{size}.jsonl"))
         both(f"planted n{size}", lambda _: prior, train, test)
-    pairs = read_pairs(mt_path, skip_invalid=True)
-    extractor.pair_differences(pairs)
-    train, val, test = splits_of(pairs)
-    priors = leave_user_out_priors(pairs, extractor, sorted(train), template=prior)
-    for split, held in (("val", val), ("test", test)):
-        both(f"MT-Bench {split}", priors.__getitem__, train, {user: own for user, own in held.items() if own})
+    train, held_out, priors = mt_bench_judges(extractor, prior, mt_path)
+    for split, held in held_out.items():
+        both(f"MT-Bench {split}", priors.__getitem__, train, held)
     pairs = read_pairs(prism_path)
     extractor.pair_differences(pairs)
     train, _, test = splits_of(pairs)
@@ -781,6 +784,11 @@ def print_table(title: str, rows: dict[str, dict[str, float]]) -> None:
         print(f"| {name} | " + " | ".join(f"{row[c]:.1f}" if c in row else "" for c in columns) + " |")
 
 
+def _numbers(kind: Callable[[str], float]) -> Callable[[str], list[float]]:
+    """Return a parser of comma-separated numbers of `kind` ("1,3,10")."""
+    return lambda text: [kind(value) for value in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluations named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -798,7 +806,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--implicit", action="store_true", help="also weigh half the pairs as inferred ones")
     parser.add_argument(
         "--strengths",
-        type=lambda text: [float(value) for value in text.split(",")],
+        type=_numbers(float),
         default=None,
         help="also the population alone at each L2 strength on its embedding weights, e.g. 1,3,10,30",
     )
@@ -810,7 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--shared-directions",
-        type=lambda text: [int(value) for value in text.split(",")],
+        type=_numbers(int),
         default=None,
         help="also MT-Bench with judges moved along this many directions shared across judges, e.g. 1,2,4",
     )
