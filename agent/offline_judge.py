@@ -218,10 +218,18 @@ class OfflineJudge:
 
     @classmethod
     def for_user(
-        cls, prior: RewardModel, extractor: FeatureExtractor, pairs: Sequence[PreferencePair]
+        cls,
+        prior: RewardModel,
+        extractor: FeatureExtractor,
+        pairs: Sequence[PreferencePair],
+        *,
+        masses: np.ndarray | None = None,
     ) -> OfflineJudge:
-        """Fit a user's model on their pairs and return a judge for it."""
-        return cls(fit_user(prior, extractor, pairs), extractor)
+        """Fit a user's model on their pairs and return a judge for it.
+
+        `masses`: the prior mass of each kind of departure (`agent.shared_tastes`; None: the prior's own).
+        """
+        return cls(fit_user(prior, extractor, pairs, masses=masses), extractor)
 
     def _measure(self, query: str, replies: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         features = self.extractor.reply_features(query, replies)

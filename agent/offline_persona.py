@@ -34,6 +34,7 @@ from agent.fit_stages import StageReporter, SynthesisResult
 from agent.offline_judge import OfflineJudge
 from agent.records import Demo, Persona, PreferencePair, Reasoning
 from agent.reward_model import RewardModel
+from agent.shared_tastes import MassesOf
 from agent.statements import PreferenceStatement, describe_preferences
 from agent.taste import fit_user
 from agent.usage import UsageReport
@@ -147,18 +148,28 @@ class OfflinePersonaWriter:
     """Write a user's persona from the offline reward model's statements (no language model)."""
 
     def __init__(
-        self, prior: RewardModel, extractor: FeatureExtractor, *, max_pairs: int = 40, max_demos: int = 3
+        self,
+        prior: RewardModel,
+        extractor: FeatureExtractor,
+        *,
+        max_pairs: int = 40,
+        max_demos: int = 3,
+        masses_of: MassesOf | None = None,
     ) -> None:
+        """`masses_of(user_id, prior)`: the user's taste-prior masses, as the offline judge reads
+        them (`PreferenceStore.taste_masses`); None: the prior's own for everyone."""
         if max_pairs < 2:
             raise ValueError("max_pairs must be at least 2")
         self.prior = prior
         self.extractor = extractor
         self.max_pairs = max_pairs
         self.max_demos = max_demos
+        self.masses_of = masses_of
 
     def fit_user(self, pairs: Sequence[PreferencePair]) -> RewardModel:
         """Fit the user's model on `pairs` (the population prior when there are none)."""
-        return fit_user(self.prior, self.extractor, pairs)
+        masses = self.masses_of(pairs[0].user_id, self.prior) if self.masses_of and pairs else None
+        return fit_user(self.prior, self.extractor, pairs, masses=masses)
 
     async def _accuracy(self, model: RewardModel, val: Sequence[PreferencePair]) -> float | None:
         if not val:

@@ -247,6 +247,7 @@ def held_to_pins(synthesizer: PersonaSynthesizer, edits: Sequence[StatementEdit]
         synthesizer.extractor,
         max_pairs=synthesizer.max_pairs,
         max_demos=synthesizer.max_demos,
+        masses_of=synthesizer.masses_of,
     )
 
 

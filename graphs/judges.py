@@ -4,7 +4,8 @@ A `JudgeFactory` is called once per turn with the user's current persona and the
 for the turn, and returns a judge (anything with ``compare`` and ``rank``) with a label the state
 records. `LLMJudges` gives the default judge before the user has a persona and the persona judge
 after. `OfflineJudges` fits the user's reward model on their newest stored pairs, starting from
-the population prior, or from the archetype the user chose to start from (`agent.starting`).
+the population prior, or from the archetype the user chose to start from (`agent.starting`),
+with the taste prior the deployment's users share when one was learnt (`agent.shared_tastes`).
 `HybridJudges` pools the two with the fixed weights of `agent.offline_judge` (fitting the stack
 needs validation pairs judged by the LLM, too costly per turn).
 The offline model is held to the directions of the statements the user pinned (`agent.persona_edits`).
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
     from agent.archetypes import Archetype
     from agent.features import FeatureExtractor
     from agent.reward_model import RewardModel
+    from agent.shared_tastes import SharedTastes
     from memory.store import PreferenceStore
 
 
@@ -81,23 +83,36 @@ class OfflineJudges:
     max_pairs: int = 40
     archetypes: tuple[Archetype, ...] = ()
 
+    def prior_of(self, user_id: str) -> RewardModel:
+        """Return the prior the user's model is fitted from: their start, held to their pins."""
+        from agent.archetypes import with_pinned
+        from agent.persona_edits import pins_of
+
+        start = self.memory.starting_choice(user_id)
+        prior = starting_prior(self.prior, self.archetypes, start.archetype if start else None)
+        return with_pinned(prior, pins_of(self.memory.statement_edits(user_id)))
+
     async def __call__(
         self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
     ) -> tuple[PairwiseJudge, str]:
         """Fit the user's reward model (no language model call), held to their pinned statements."""
-        from agent.archetypes import with_pinned
         from agent.offline_judge import OfflineJudge
-        from agent.persona_edits import pins_of
 
-        pairs, start, edits = await asyncio.gather(
+        pairs, prior = await asyncio.gather(
             asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs),
-            asyncio.to_thread(self.memory.starting_choice, user_id),
-            asyncio.to_thread(self.memory.statement_edits, user_id),
+            asyncio.to_thread(self.prior_of, user_id),
         )
-        prior = starting_prior(self.prior, self.archetypes, start.archetype if start else None)
-        prior = with_pinned(prior, pins_of(edits))
-        judge = await asyncio.to_thread(OfflineJudge.for_user, prior, self.extractor, pairs)
+        masses = await asyncio.to_thread(self.memory.taste_masses, user_id, prior) if pairs else None
+        judge = await asyncio.to_thread(OfflineJudge.for_user, prior, self.extractor, pairs, masses=masses)
         return judge, "offline"
+
+    def learn_shared_tastes(self) -> SharedTastes:
+        """Learn the tastes the store's users share from the fits their turns make (same pairs, priors)."""
+        from agent.shared_tastes import SharedTastes
+
+        pairs = {user: self.memory.newest_pairs(user, self.max_pairs) for user in self.memory.user_ids()}
+        self.extractor.pair_differences([pair for own in pairs.values() for pair in own])  # one batched pass
+        return SharedTastes.learn(self.prior_of, self.extractor, pairs)
 
 
 @dataclass(frozen=True)

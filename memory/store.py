@@ -10,6 +10,7 @@
 - `memory.leases`: one synthesis of a user at a time across processes (`Leases`);
 - `memory.statement_edits`: the statements the user pinned, added or removed (`StatementEdits`).
 - `memory.starts`: the archetype a user chose to start from (`StartingChoices`).
+- `memory.shared_tastes`: the tastes the deployment's users share (`SharedTasteRecords`).
 
 This module adds what spans them: counting a user's pairs against their current persona (every
 chat turn asks), and deleting, exporting and importing everything about a user.
@@ -34,6 +35,7 @@ from memory.leases import Leases
 from memory.pairs import ANNOTATION_KEYS, PairRecords
 from memory.retrieval import PairRetrieval
 from memory.scope import micros, pair_of
+from memory.shared_tastes import SharedTasteRecords
 from memory.starts import StartChoice, StartingChoices
 from memory.statement_edits import StatementEdits
 from memory.vector_cache import LOCAL_REVISIONS
@@ -48,7 +50,9 @@ class PairCounts:
     persona: Persona | None
 
 
-class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases, StartingChoices):
+class PreferenceStore(
+    PairRecords, PairRetrieval, StatementEdits, Leases, StartingChoices, SharedTasteRecords
+):
     """Per-user memory of preference pairs, persona versions and demos, in Chroma."""
 
     def pair_counts(self, user_id: str) -> PairCounts:
@@ -73,6 +77,7 @@ class PreferenceStore(PairRecords, PairRetrieval, StatementEdits, Leases, Starti
             ids = [row.id for row in self._get(collection, scope, documents=False)]
             self._delete_ids(collection, ids)
             counts[name] = len(ids)
+        self._forget_shared_taste(scope.user_id)
         return counts
 
     def export_user(self, user_id: str) -> str:

@@ -257,13 +257,23 @@ def build_synthesizer(
     *,
     seed: int = 0,
     offline: OfflineParts | None = None,
+    store: PreferenceStore | None = None,
 ) -> PersonaSynthesizer:
-    """Return what `settings.persona_source` names: SynthesizeMe, or the offline reward model's writer."""
+    """Return what `settings.persona_source` names: SynthesizeMe, or the offline reward model's writer.
+
+    With a `store`, the offline writer fits users with the tastes its users share, as the offline
+    judge does (`PreferenceStore.taste_masses`).
+    """
     if settings.persona_source == "offline":
         from agent.offline_persona import OfflinePersonaWriter
 
         parts = offline or build_offline_parts(settings)
-        return OfflinePersonaWriter(parts.prior, parts.extractor, max_pairs=settings.max_pairs_per_synthesis)
+        return OfflinePersonaWriter(
+            parts.prior,
+            parts.extractor,
+            max_pairs=settings.max_pairs_per_synthesis,
+            masses_of=store.taste_masses if store is not None else None,
+        )
     return build_synthesize_me(settings, chat_model, judge_model, seed=seed)
 
 
@@ -352,7 +362,7 @@ def build_chat_graph(
         memory=store,
         checkpointer=checkpointer,
         synthesizer=synthesizer
-        or build_synthesizer(settings, chat_model, judge_model, offline=offline_parts),
+        or build_synthesizer(settings, chat_model, judge_model, offline=offline_parts, store=store),
         judges=build_judges(settings, store=store, judge_model=judge_model, offline_parts=offline_parts),
         options=chat_options(settings),
     )
@@ -372,9 +382,10 @@ def build_synthesis_graph(
     chat_model = chat_model or build_chat_model(settings)
     judge_model = judge_model or build_judge_model(settings)
     options = chat_options(settings)  # the same retries and timeout as a synthesis inside a chat
+    store = store or build_store(settings)
     return build_graph(
-        synthesizer=build_synthesizer(settings, chat_model, judge_model, offline=offline_parts),
-        memory=store or build_store(settings),
+        synthesizer=build_synthesizer(settings, chat_model, judge_model, offline=offline_parts, store=store),
+        memory=store,
         attempts=options.attempts,
         retry_interval_s=options.retry_interval_s,
         timeout_s=options.synthesis_timeout_s,

@@ -52,7 +52,8 @@ def measure_statements(
     if not pairs:
         return [], 0  # nothing to fit: the model is not even loaded
     parts = offline_parts()
-    return describe_preferences(fit_user(parts.prior, parts.extractor, pairs), parts.prior), len(pairs)
+    model = fit_user(parts.prior, parts.extractor, pairs, masses=store.taste_masses(user_id, parts.prior))
+    return describe_preferences(model, parts.prior), len(pairs)
 
 
 def agreement_of(store: PreferenceStore, user_id: str) -> JudgeAgreement:

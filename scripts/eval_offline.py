@@ -2,10 +2,14 @@
 
     python scripts/eval_offline.py [--planted ../shared/data/planted] [--mt-bench FILE]
         [--prism FILE] [--curve docs/learning_curve.svg] [--ablate] [--speed] [--implicit]
-        [--strengths 1,3,10] [--prism-splits 20] [--shared-directions 1,2,4] [--community] [--json]
+        [--strengths 1,3,10] [--prism-splits 20] [--shared-directions 1,2,4] [--community]
+        [--no-shared-tastes] [--json]
 
 Every figure is pairwise accuracy by `agent.evaluation` (each held-out pair judged in both
-orders, macro over users), the judges fitted on the users' `train` pairs:
+orders, macro over users), the judges fitted on the users' `train` pairs, each user with the
+taste prior the file's other users share (`agent.shared_tastes`, learnt from their `train`
+pairs), as `bench accuracy --judge offline` fits them; `--no-shared-tastes` fits every user with
+the prior's own masses instead:
 
 * planted tastes: per taste and training size (5, 10, 20 pairs), the shipped prior adapted on
   each simulated user, beside the population alone; and how many test pairs have a chosen reply
@@ -30,9 +34,8 @@ orders, macro over users), the judges fitted on the users' `train` pairs:
   its spread over the splits and in how many splits it is under the population alone;
 * `--strengths 1,3,...`: the population alone (MT-Bench `val` and `test` with leave-user-out
   priors, PRISM) at each L2 strength on its embedding weights: how `population_embedding` is chosen;
-* `--community`: the personal judge with a taste prior learnt from the other users of each file
-  (one EM step over the kinds of departure, `learnt_masses`), beside the prior's own, on the
-  planted users, MT-Bench `val` and `test`, and PRISM;
+* `--community`: the personal judge with the prior's own taste masses beside those the other users
+  of each file share, on the planted users, MT-Bench `val` and `test`, and PRISM;
 * `--shared-directions 1,2,...`: MT-Bench `val` and `test` with each judge's embedding weights
   moved along that many directions shared across the other judges (low-rank user offsets), at
   several prior spreads: what keeping the population's judgement of quality whole leaves out.
@@ -84,8 +87,9 @@ from agent.reward_model import (
     fit_population,
     pair_rows,
 )
+from agent.shared_tastes import SharedTastes
 from agent.splits import user_splits
-from agent.taste import Taste, candidate_masses, fit_user, quality_coefficients
+from agent.taste import quality_coefficients
 
 SIZES = (5, 10, 20)
 Prior = Callable[[str], RewardModel]
@@ -112,24 +116,38 @@ def splits_of(
     )
 
 
+# Fit each user with the tastes the other users of the file share, as the product does after
+# `persona-agent memory learn-tastes` (`--no-shared-tastes` turns it off for a whole run).
+SHARED_TASTES = True
+
+
 def accuracy(
     extractor: FeatureExtractor,
     prior: Prior,
-    train: dict[str, list[PreferencePair]],
-    held_out: dict[str, list[PreferencePair]],
+    train: Users,
+    held_out: Users,
     *,
     adapt: bool = True,
-    masses: dict[str, np.ndarray] | None = None,
+    shared: bool | None = None,
+    learn_from: Users | None = None,
 ) -> dict[str, float]:
     """Return each user's accuracy on their held-out pairs.
 
-    `masses`: per user, the prior mass of each kind of departure (`agent.taste.candidate_masses`)
-    to fit them with; a user not in it, or None, gets the prior's own.
+    With `shared` (default: `SHARED_TASTES`) each user is fitted with the taste prior the *other*
+    users of `learn_from` (default: `train`) share (`agent.shared_tastes`), else with the prior's own.
     """
-    own = masses or {}
+    use_shared = adapt and (SHARED_TASTES if shared is None else shared)
+    tastes = (
+        SharedTastes.learn(prior, extractor, train if learn_from is None else learn_from)
+        if use_shared
+        else None
+    )
     judges = {
-        user: OfflineJudge(
-            fit_user(prior(user), extractor, train.get(user, []), masses=own.get(user)), extractor
+        user: OfflineJudge.for_user(
+            prior(user),
+            extractor,
+            train.get(user, []),
+            masses=tastes.masses_for(user, prior(user)) if tastes is not None else None,
         )
         if adapt
         else OfflineJudge(prior(user), extractor)
@@ -401,53 +419,19 @@ def shared_directions(
     return found
 
 
-def learnt_masses(
-    extractor: FeatureExtractor,
-    prior: Prior,
-    train: Users,
-    *,
-    pseudo_users: float = 5.0,
-) -> dict[str, np.ndarray]:
-    """Return, per user, a taste prior learnt from the *other* users' train pairs.
-
-    One EM step from the prior's own masses (`candidate_masses`): every other user's posterior
-    over the kinds of departure (broad, each strong taste, each rule) under those masses, averaged,
-    with the prior's masses counted as `pseudo_users` more users. Tastes that several users share
-    gain prior mass. The user's own pairs never count towards their prior.
-    """
-    posteriors = {
-        user: _taste(fit_user(prior(user), extractor, own)).candidates for user, own in train.items() if own
-    }
-    total = np.sum(list(posteriors.values()), axis=0)
-    found = {}
-    for user in train:
-        others = total - posteriors[user] if user in posteriors else total
-        count = len(posteriors) - (user in posteriors)
-        found[user] = (others + pseudo_users * candidate_masses(prior(user).taste_prior)) / (
-            count + pseudo_users
-        )
-    return found
-
-
-def _taste(model: RewardModel) -> Taste:
-    assert model.taste is not None, "a user fitted on their pairs has a taste posterior"
-    return model.taste
-
-
 def community(
     extractor: FeatureExtractor, prior: RewardModel, folder: Path, mt_path: Path, prism_path: Path
 ) -> dict[str, dict[str, float]]:
     """Return planted (n5, n10, n20), MT-Bench (val, test) and PRISM accuracy of the personal judge
-    with the prior's own taste masses and with masses learnt from the other users (`learnt_masses`).
+    with the prior's own taste masses and with those the other users of the file share.
 
     MT-Bench users have leave-user-out priors; planted and PRISM users the shipped one.
     """
-    found: dict[str, dict[str, float]] = {"the prior's own masses": {}, "learnt from the other users": {}}
+    found: dict[str, dict[str, float]] = {"the prior's own masses": {}, "shared by the other users": {}}
 
     def both(column: str, prior_of: Prior, train: Users, held: Users) -> None:
-        learnt = learnt_masses(extractor, prior_of, train)
-        for name, masses in zip(found, (None, learnt), strict=True):
-            found[name][column] = macro(accuracy(extractor, prior_of, train, held, masses=masses))
+        for name, shared in zip(found, (False, True), strict=True):
+            found[name][column] = macro(accuracy(extractor, prior_of, train, held, shared=shared))
 
     for size in SIZES:
         train, _, test = splits_of(read_pairs(folder / f"visible_n{size}.jsonl"))
@@ -535,7 +519,18 @@ def against_broken(
     found = {"population": macro(accuracy(extractor, lambda _: prior, {}, held, adapt=False))}
     if planted is not None:
         train, _, _ = splits_of(read_pairs(planted / "visible_n10.jsonl"))
-        worst = min(macro(accuracy(extractor, lambda _: prior, {name: own}, held)) for own in train.values())
+        worst = min(
+            macro(
+                accuracy(
+                    extractor,
+                    lambda _: prior,
+                    {name: own},
+                    held,
+                    learn_from={other: theirs for other, theirs in train.items() if other != user},
+                )
+            )
+            for user, own in train.items()
+        )
         found["worst planted user (10 pairs)"] = worst
     found["pairs"] = len(pairs)
     return found
@@ -825,10 +820,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--community",
         action="store_true",
-        help="also the personal judge with a taste prior learnt from the other users of each file",
+        help="also the personal judge with the prior's own taste masses beside those the users share",
+    )
+    parser.add_argument(
+        "--no-shared-tastes",
+        action="store_true",
+        help="fit every user with the prior's own taste masses, not those the file's other users share",
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    global SHARED_TASTES
+    SHARED_TASTES = not args.no_shared_tastes
 
     from memory.embeddings import MiniLMEmbeddings
 
@@ -875,6 +877,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"prior: {prior.description}")
+    print(f"taste masses: {'shared by the other users of each file' if SHARED_TASTES else 'the prior own'}")
     print_table("Planted tastes (test pairs, % accuracy)", planted)
     print_table("Planted picks of a reply that loops", {"planted": report["looping_picks"]})  # type: ignore[dict-item]
     if report["ceiling"]:
@@ -897,7 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.strengths:
         print_table("The population alone by L2 strength on its embedding weights", report["strengths"])  # type: ignore[arg-type]
     if args.community:
-        print_table("A taste prior learnt from the other users", report["community"])  # type: ignore[arg-type]
+        print_table("Taste masses: the prior's own, or shared by the other users", report["community"])  # type: ignore[arg-type]
     if args.shared_directions:
         print_table(
             "MT-Bench judges moved along directions shared across judges",

@@ -177,7 +177,7 @@ def test_help_lists_the_commands(group: str) -> None:
     result = runner.invoke(cli.app, [group, "--help"])
     assert result.exit_code == 0
     expected = {"pairs": ["add", "import", "list", "delete"], "persona": ["show", "history", "rollback"]}
-    for command in expected.get(group, ["export", "import", "delete"]):
+    for command in expected.get(group, ["export", "import", "delete", "learn-tastes", "tastes"]):
         assert command in result.stdout
 
 
@@ -206,3 +206,30 @@ def test_persona_show_puts_the_offline_reward_models_view_beside_the_llm_persona
     assert shown["judge_agreement"] == {"picks": 0, "agreed": 0, "rate": None, "recent": []}
     assert "Judge agreement: no picks yet" in text
     assert run_json("persona", "show", "--user", "alice", "--no-offline")["offline_persona"] is None
+
+
+def test_memory_learn_tastes_learns_from_every_stored_user_and_tastes_shows_it() -> None:
+    assert run_json("memory", "tastes") is None
+    assert "no shared tastes learnt yet" in runner.invoke(cli.app, ["memory", "tastes"]).stdout
+    topics = ["eggs", "ferns", "taxes", "chess", "sourdough"]
+    for user in ("alice", "bob", "carol"):
+        for topic in topics:
+            add(
+                user,
+                f"Tell me how to get started with {topic}.",
+                chosen=f"- Read one guide on {topic}\n- Try it for ten minutes\n- Ask one expert",
+                rejected=f"Getting started with {topic} is a journey. " * 12,
+            )
+    learnt = run_json("memory", "learn-tastes")
+    assert learnt["n_users"] == 3 and learnt["current"] is True
+    # three users who all pick the listed, shorter reply share a taste for lists or for short replies
+    named = [item["taste"] for item in learnt["shared"]]
+    assert {"a rule for more list lines", "a rule for less length"} & set(named)
+    assert [item["share"] for item in learnt["shared"]] == sorted(
+        (item["share"] for item in learnt["shared"]), reverse=True
+    )
+    assert run_json("memory", "tastes") == learnt
+    shown = runner.invoke(cli.app, ["memory", "tastes"]).stdout
+    assert "shared tastes of 3 users" in shown and learnt["shared"][0]["taste"] in shown
+    run_json("memory", "delete", "--user", "alice", "--yes")
+    assert run_json("memory", "tastes")["n_users"] == 2

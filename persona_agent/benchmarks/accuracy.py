@@ -23,7 +23,10 @@ splits. Users whose pairs are all ``population`` are not evaluated, and users wi
 - ``offline``: the reward model, population prior adapted on the user's train pairs (no LLM).
   The prior is the shipped one (fitted on MT-Bench), except for users it was fitted on: for a
   file of those (MT-Bench), each user's prior is refitted on every other user's ``population``
-  and ``train`` pairs of the file, as ``scripts/eval_offline.py`` does.
+  and ``train`` pairs of the file, as ``scripts/eval_offline.py`` does. Each user is fitted with
+  the taste prior the file's *other* users share (`agent.shared_tastes`, learnt from their train
+  pairs), as a deployment does after ``persona-agent memory learn-tastes``; ``shared_tastes=False``
+  (``--no-shared-tastes``) fits every user with the prior's own masses.
 - ``hybrid``: the ``synthesizeme`` judge and the ``offline`` judge pooled in log-odds, the stack
   fitted on the user's val pairs when there are enough (`agent.offline_judge`).
 - ``longer``: the rule "prefer the longer reply".
@@ -58,6 +61,7 @@ if TYPE_CHECKING:
     from agent.features import FeatureExtractor
     from agent.offline_judge import HybridJudge, OfflineJudge
     from agent.reward_model import RewardModel
+    from agent.shared_tastes import SharedTastes
     from graphs.chat import ChatOptions
     from memory.store import PreferenceStore
     from persona_agent.settings import Settings
@@ -93,7 +97,8 @@ def synthesizer_for(
 
 
 class OfflineModels:
-    """The offline reward model's prior per user (leave-user-out when the file allows) and features."""
+    """The offline reward model's prior per user (leave-user-out when the file allows), the tastes
+    the file's users share (`agent.shared_tastes`), and features."""
 
     def __init__(self, pairs: Sequence[PreferencePair], extractor: FeatureExtractor) -> None:
         self.pairs = list(pairs)
@@ -101,14 +106,18 @@ class OfflineModels:
         self.prior_source = ""
         self._priors: dict[str, RewardModel] = {}
         self._shared: RewardModel | None = None
+        self._tastes: SharedTastes | None = None
 
-    def prepare(self, users: Sequence[str]) -> None:
-        """Fit the users' priors (or load the shipped one); embeds every reply of the file once."""
+    def prepare(self, splits: Sequence[UserSplit], *, shared_tastes: bool = True) -> None:
+        """Fit the users' priors (or load the shipped one), then, with `shared_tastes`, learn the
+        tastes the users share from their train pairs; embeds every reply of the file once."""
         from agent.evaluation import leave_user_out_priors
         from agent.reward_model import RewardModel
+        from agent.shared_tastes import SharedTastes
 
         self.extractor.pair_differences(self.pairs)
         shipped = RewardModel.load()
+        users = [split.user_id for split in splits]
         seen = sorted(set(users) & set(shipped.trained_on))
         if seen:
             # the shipped prior was fitted on these users' pairs: refit it without each of them
@@ -121,15 +130,29 @@ class OfflineModels:
         else:
             self._shared = shipped
             self.prior_source = f"the shipped population prior ({shipped.description})"
+        if shared_tastes:
+            own = {split.user_id: split.train for split in splits}
+            self._tastes = SharedTastes.learn(self.prior, self.extractor, own)
+            self.prior_source += (
+                f"; taste prior learnt from the other {self._tastes.n_users - 1} users' train pairs"
+            )
+        else:
+            self.prior_source += "; the prior's own taste masses"
+
+    def prior(self, user_id: str) -> RewardModel:
+        """Return the prior `user_id` is fitted from."""
+        prior = self._priors.get(user_id) or self._shared
+        if prior is None:
+            raise RuntimeError(f"no prior prepared for {user_id}")
+        return prior
 
     def judge(self, split: UserSplit) -> OfflineJudge:
         """Return the user's offline judge, adapted on their train pairs."""
         from agent.offline_judge import OfflineJudge
 
-        prior = self._priors.get(split.user_id) or self._shared
-        if prior is None:
-            raise RuntimeError(f"no prior prepared for {split.user_id}")
-        return OfflineJudge.for_user(prior, self.extractor, split.train)
+        prior = self.prior(split.user_id)
+        masses = self._tastes.masses_for(split.user_id, prior) if self._tastes is not None else None
+        return OfflineJudge.for_user(prior, self.extractor, split.train, masses=masses)
 
 
 class BenchJudges:
@@ -374,6 +397,8 @@ class AccuracyRequest:
     search: Search = "default"
     cache_dir: Path | None = Path(".bench-cache")
     compare: tuple[str, str] | None = None
+    # the offline judges fit each user with the tastes the file's other users share
+    shared_tastes: bool = True
 
     def __post_init__(self) -> None:
         if self.compare is not None:
@@ -447,7 +472,7 @@ def run_accuracy(
             embedding_cache = request.cache_dir / f"minilm_{request.data.parent.name}_{digest}.npz"
         embedder = CachedEmbedder(build_embeddings(settings, purpose="replies"), embedding_cache)
         offline = OfflineModels(pairs, FeatureExtractor(embedder))
-        offline.prepare([split.user_id for split in splits])
+        offline.prepare(splits, shared_tastes=request.shared_tastes)
         if embedding_cache is not None:
             embedder.save(embedding_cache)
     judges = BenchJudges(

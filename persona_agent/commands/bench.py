@@ -85,6 +85,14 @@ def accuracy(
         str | None,
         typer.Option("--compare", help="A,B: judge A minus judge B on the same users, paired 95% CI."),
     ] = None,
+    no_shared_tastes: Annotated[
+        bool,
+        typer.Option(
+            "--no-shared-tastes",
+            help="Fit each offline judge with the prior's own taste masses, not those the file's "
+            "other users share.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Fit per user on train (+ val), judge the test pairs in both orders; macro accuracies with 95% CI."""
@@ -113,6 +121,7 @@ def accuracy(
         search=search,  # type: ignore[arg-type]
         cache_dir=None if no_cache else cache_dir,
         compare=_compared(compare, names),
+        shared_tastes=not no_shared_tastes,
     )
     progress = Console(stderr=True)
     document = run_accuracy(request, settings, on_progress=lambda line: progress.print(f"[dim]{line}[/dim]"))

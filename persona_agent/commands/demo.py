@@ -169,7 +169,9 @@ class _Explainer:
 
         # The fit the offline judge makes for this user's turns: the same newest pairs.
         self.parts = parts
-        self.model = fit_user(parts.prior, parts.extractor, store.newest_pairs(user_id, max_pairs))
+        pairs = store.newest_pairs(user_id, max_pairs)
+        masses = store.taste_masses(user_id, parts.prior) if pairs else None
+        self.model = fit_user(parts.prior, parts.extractor, pairs, masses=masses)
         self.statements = describe_preferences(self.model, parts.prior)
 
     def why(self, question: str, picked: str, other: str) -> list[str]:

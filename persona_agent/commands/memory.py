@@ -1,15 +1,22 @@
-"""`persona-agent memory`: Export, import or delete everything stored about a user."""
+"""`persona-agent memory`: Export, import or delete everything stored about a user; learn and show
+the tastes the stored users share."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from persona_agent.commands.pairs import JsonOption, UserOption, open_store, print_json
 
-app = typer.Typer(help="Export, import or delete everything stored about a user.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from agent.shared_tastes import SharedTastes
+
+app = typer.Typer(
+    help="Export, import or delete everything stored about a user; learn the tastes users share.",
+    no_args_is_help=True,
+)
 
 
 @app.command("export")
@@ -73,3 +80,67 @@ def delete(
             f"deleted {counts['pairs']} pairs, {counts['personas']} persona versions "
             f"and {counts['demos']} demos of {user}"
         )
+
+
+@app.command("learn-tastes")
+def learn_tastes(json_output: JsonOption = False) -> None:
+    """Learn which tastes the stored users share; the offline judge then fits each user with them.
+
+    Each user's model is fitted on their newest pairs; tastes that several users hold gain prior
+    mass for everyone else (a user's own pairs never count towards their own prior). Run it again
+    as pairs arrive; until the first run every user is fitted with the prior's own masses.
+    """
+    from graphs.judges import OfflineJudges
+    from persona_agent.factory import build_offline_parts, build_store
+    from persona_agent.settings import load_settings
+
+    settings = load_settings()
+    store = build_store(settings)
+    parts = build_offline_parts(settings)
+    judges = OfflineJudges(
+        store,
+        parts.prior,
+        parts.extractor,
+        max_pairs=settings.max_pairs_per_synthesis,
+        archetypes=parts.archetypes,
+    )
+    tastes = judges.learn_shared_tastes()
+    store.save_shared_tastes(tastes)
+    _print_tastes(tastes, json_output)
+
+
+@app.command("tastes")
+def show_tastes(json_output: JsonOption = False) -> None:
+    """Show the tastes the stored users share, as `learn-tastes` last learnt them."""
+    tastes = open_store().shared_tastes()
+    if tastes is None:
+        if json_output:
+            print_json(None)
+        else:
+            typer.echo("no shared tastes learnt yet: run `persona-agent memory learn-tastes`")
+        return
+    _print_tastes(tastes, json_output)
+
+
+def _print_tastes(tastes: SharedTastes, json_output: bool) -> None:
+    shared = tastes.shared()
+    if json_output:
+        print_json(
+            {
+                "n_users": tastes.n_users,
+                "pseudo_users": tastes.pseudo_users,
+                "features_version": tastes.features_version,
+                "current": tastes.current,
+                "shared": [{"taste": label, "share": round(share, 4)} for label, share in shared],
+            }
+        )
+        return
+    typer.echo(
+        f"shared tastes of {tastes.n_users} users (the prior's own masses count as {tastes.pseudo_users:g})"
+    )
+    if not tastes.current:
+        typer.echo(f"learnt with features version {tastes.features_version}: ignored until learnt again")
+    for label, share in shared:
+        typer.echo(f"  {share:6.1%}  {label}")
+    if not shared:
+        typer.echo("  no one-feature taste is shared")

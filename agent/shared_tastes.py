@@ -1,0 +1,150 @@
+"""A taste prior learnt from a deployment's users: tastes that several users share gain prior mass.
+
+A user's personal model (`agent.taste.fit_user`) weighs the kinds of departure from the
+population against each other: a broad departure, a strong taste on one feature, a rule on one
+feature (`agent.taste.candidate_masses` orders them). By default every feature gets the same
+prior mass. `SharedTastes` learns the masses from the users themselves, one EM step from the
+default: each user's posterior over the kinds of departure (under the default masses), averaged
+over the *other* users, with the default masses counted as `pseudo_users` more users. A user's
+own pairs never count towards their own prior, so no user's taste is confirmed by itself.
+
+Only the step from the default is taken: repeated to its fixed point, EM trusts the noisy
+posteriors of users with five pairs and drowns the tastes nobody else shares (BENCHMARKS.md,
+"A taste prior learnt from the other users"). One consequence is stated in README.md: a user's
+judge depends on which tastes the other users of the deployment share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from agent.errors import ConfigurationError
+from agent.features import FEATURES_VERSION, INTERPRETABLE, N_INTERPRETABLE, FeatureExtractor
+from agent.records import PreferencePair
+from agent.reward_model import RewardModel
+from agent.taste import candidate_masses, fit_user
+
+ARTIFACT_FORMAT = "persona-agent-shared-tastes/1"
+# the default masses count as this many users: untuned (BENCHMARKS.md measures 2, 5 and 10)
+PSEUDO_USERS = 5.0
+_KINDS = 1 + 6 * N_INTERPRETABLE
+
+# the taste-prior masses of one user fitted from a prior (None: the prior's own)
+MassesOf = Callable[[str, RewardModel], "np.ndarray | None"]
+
+
+def kind_label(index: int) -> str:
+    """Name the kind of departure at `index` of `candidate_masses`."""
+    width = 2 * N_INTERPRETABLE
+    if not 0 <= index < 1 + 3 * width:
+        raise IndexError(f"no kind of departure {index}")
+    if index == 0:
+        return "a broad departure (no single taste)"
+    block, column = divmod(index - 1, width)
+    noun = INTERPRETABLE[column % N_INTERPRETABLE].noun
+    kind = ("a strong taste on", "a rule for more", "a rule for less")[block]
+    return f"{kind} {noun}" + (", flipping with the kind of question" if column >= N_INTERPRETABLE else "")
+
+
+@dataclass(frozen=True)
+class SharedTastes:
+    """Each user's posterior over the kinds of departure, under the default masses, and their sum.
+
+    `posteriors` maps a user id to a vector ordered as `candidate_masses`; `total` is their sum.
+    """
+
+    posteriors: Mapping[str, np.ndarray]
+    pseudo_users: float = PSEUDO_USERS
+    features_version: str = FEATURES_VERSION
+    total: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.pseudo_users) or self.pseudo_users <= 0:
+            raise ValueError(f"pseudo_users must be a positive number, got {self.pseudo_users}")
+        for user, posterior in self.posteriors.items():
+            if np.shape(posterior) != (_KINDS,) or not np.isfinite(posterior).all() or (posterior < 0).any():
+                raise ValueError(f"the posterior of {user!r} is not {_KINDS} finite, non-negative values")
+        values = [np.asarray(p, dtype=np.float64) for p in self.posteriors.values()]
+        object.__setattr__(self, "total", np.sum(values, axis=0) if values else np.zeros(_KINDS))
+
+    @classmethod
+    def learn(
+        cls,
+        prior_of: Callable[[str], RewardModel],
+        extractor: FeatureExtractor,
+        pairs_by_user: Mapping[str, Sequence[PreferencePair]],
+        *,
+        pseudo_users: float = PSEUDO_USERS,
+    ) -> SharedTastes:
+        """Fit every user with pairs on the default masses of their prior (`prior_of(user)`)."""
+        posteriors = {}
+        for user, pairs in pairs_by_user.items():
+            if pairs:
+                taste = fit_user(prior_of(user), extractor, pairs).taste
+                assert taste is not None, "a user fitted on their pairs has a taste posterior"
+                posteriors[user] = taste.candidates
+        return cls(posteriors, pseudo_users)
+
+    @property
+    def n_users(self) -> int:
+        """How many users the masses were learnt from."""
+        return len(self.posteriors)
+
+    def masses_for(self, user_id: str, prior: RewardModel) -> np.ndarray:
+        """Return the prior masses `user_id` is fitted with, learnt from every other user.
+
+        A kind of departure the user's `prior` rules out (a feature they pinned, or one no taste
+        may move) keeps no mass, whatever the other users show.
+        """
+        default = candidate_masses(prior.taste_prior)
+        own = self.posteriors.get(user_id)
+        others = self.total - own if own is not None else self.total
+        count = self.n_users - (own is not None)
+        learnt = (np.maximum(others, 0.0) + self.pseudo_users * default) / (count + self.pseudo_users)
+        return np.where(default > 0, learnt, 0.0)
+
+    def without(self, user_id: str) -> SharedTastes:
+        """Return the shared tastes with `user_id`'s posterior left out (a deleted user)."""
+        kept = {user: p for user, p in self.posteriors.items() if user != user_id}
+        return SharedTastes(kept, self.pseudo_users, self.features_version)
+
+    def shared(self, *, top: int = 5) -> list[tuple[str, float]]:
+        """Return the one-feature tastes the users hold most, with their mean posterior (the share
+        of users who hold them), largest first; the broad departure is left out."""
+        if not self.n_users:
+            return []
+        mean = self.total / self.n_users
+        order = np.argsort(-mean[1:], kind="stable")[:top] + 1
+        return [(kind_label(int(kind)), float(mean[kind])) for kind in order if mean[kind] >= 0.005]
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the shared tastes as plain JSON types."""
+        return {
+            "format": ARTIFACT_FORMAT,
+            "features_version": self.features_version,
+            "pseudo_users": self.pseudo_users,
+            "posteriors": {user: [round(float(v), 6) for v in p] for user, p in self.posteriors.items()},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, source: str = "shared tastes") -> SharedTastes:
+        """Rebuild the shared tastes from `to_json` output, or raise `ConfigurationError` saying why not."""
+        if data.get("format") != ARTIFACT_FORMAT:
+            found = data.get("format")
+            raise ConfigurationError(f"{source}: not a {ARTIFACT_FORMAT} record (format {found!r})")
+        try:
+            posteriors = {
+                str(user): np.asarray(values, dtype=np.float64) for user, values in data["posteriors"].items()
+            }
+            return cls(posteriors, float(data["pseudo_users"]), str(data["features_version"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            raise ConfigurationError(f"{source}: unreadable shared tastes: {error}") from error
+
+    @property
+    def current(self) -> bool:
+        """True when the posteriors were read with the features this version computes."""
+        return self.features_version == FEATURES_VERSION
