@@ -302,7 +302,17 @@ def test_bench_accuracy_longer_and_offline_on_mt_bench(
     assert consistency == pytest.approx([1 - tie for tie in ties])
     assert judges["longer"]["macro_accuracy"] == pytest.approx(sum(expected) / 3)
     assert document["offline_prior"].startswith("leave-user-out")
+    # each offline judge is fitted with the tastes the file's other users share, unless told not to
+    assert document["offline_prior"].endswith("taste prior learnt from the other 2 users' train pairs")
     assert list((tmp_path / "cache").glob("minilm_*.npz"))
+    alone = _run_json(
+        [
+            *("bench", "accuracy", "--data", str(MT_BENCH), "--judge", "offline", "--json"),
+            *("--users", "3", "--cache-dir", str(tmp_path / "cache"), "--no-shared-tastes"),
+        ]
+    )
+    assert alone["offline_prior"].endswith("the prior's own taste masses")
+    assert alone["judges"]["offline"]["n_users"] == 3
 
 
 async def test_random_sets_add_candidates_within_the_planned_calls() -> None:

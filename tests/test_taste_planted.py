@@ -222,3 +222,21 @@ async def test_an_answer_to_another_question_loses_for_every_planted_user(
                 assert verdict.preferred == "second" and "does not answer" in verdict.reasoning
             ranking = await judge.rank(pair.context, [elsewhere, pair.chosen, pair.rejected])
             assert ranking.candidates[-1].index == 0
+
+
+def test_a_taste_other_users_share_is_read_from_fewer_pairs(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    from agent.shared_tastes import SharedTastes
+
+    everyone = users(5)
+    tastes = SharedTastes.learn(lambda _: prior, extractor, {u: s["train"] for u, s in everyone.items()})
+    alone, shared = [], []
+    for user, splits in everyone.items():
+        masses = tastes.masses_for(user, prior)
+        alone.append(accuracy(OfflineJudge.for_user(prior, extractor, splits["train"]), splits["test"]))
+        shared.append(
+            accuracy(OfflineJudge.for_user(prior, extractor, splits["train"], masses=masses), splits["test"])
+        )
+    # each visible taste has three users: the other two make it likelier for the third
+    assert sum(shared) / len(shared) >= sum(alone) / len(alone) + 0.02
