@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     )
     from agent.reference_search import ReferenceSearch
     from agent.reward_model import RewardModel
+    from agent.shared_tastes import SharedTastes
     from agent.splits import UserSplit, split_train_val, user_splits
     from agent.structured import StructuredCaller
     from agent.synthesis import PersonaSynthesizer, SynthesizeMe
@@ -107,6 +108,7 @@ _HOMES: dict[str, str] = {
     "HybridJudge": "agent.offline_judge",
     "OfflineJudge": "agent.offline_judge",
     "OfflinePersonaWriter": "agent.offline_persona",
+    "SharedTastes": "agent.shared_tastes",
     "CallBudget": "agent.usage",
     "UsageReport": "agent.usage",
     "UsageTracker": "agent.usage",
@@ -145,6 +147,7 @@ __all__ = [
     "Reasoning",
     "ReferenceSearch",
     "RewardModel",
+    "SharedTastes",
     "StructuredCaller",
     "SynthesisResult",
     "SynthesizeMe",

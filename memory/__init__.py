@@ -2,8 +2,9 @@
 
 `PreferenceStore` is the one class callers use (`memory.store`); its parts live beside it:
 `memory.scope` (the collections seen one user at a time), `memory.pairs`, `memory.retrieval`,
-`memory.personas` and `memory.leases`. `make_client` builds the Chroma client it runs on (a local
-directory, a `chroma run` server, or in memory) and `retrieval_embeddings` its embedding model.
+`memory.personas`, `memory.leases` and `memory.shared_tastes` (the one record no user owns).
+`make_client` builds the Chroma client it runs on (a local directory, a `chroma run` server, or
+in memory) and `retrieval_embeddings` its embedding model.
 """
 
 from memory.chroma import make_client

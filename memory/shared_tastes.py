@@ -39,7 +39,7 @@ class SharedTasteRecords(ScopedStore):
     """Read and write the deployment's shared tastes; list the users the store knows."""
 
     _shared_cache: tuple[str, SharedTastes] | None = None
-    _stale_logged = False
+    _warned: frozenset[str] = frozenset()
 
     def user_ids(self) -> list[str]:
         """Return every user with a record in the store, sorted."""
@@ -97,32 +97,50 @@ class SharedTasteRecords(ScopedStore):
         )
         self._shared_cache = (revision, tastes)
 
+    def keep_shared_tastes_of(self, tastes: SharedTastes) -> SharedTastes:
+        """Return `tastes` without the users the store no longer holds (deleted while they were learnt)."""
+        known = set(self.user_ids())
+        for user in set(tastes.posteriors) - known:
+            tastes = tastes.without(user)
+        return tastes
+
     def _forget_shared_taste(self, user_id: str) -> None:
         """Take `user_id`'s posterior out of the shared tastes, if it is there."""
         try:
             tastes = self.shared_tastes()
-        except ConfigurationError:
-            return  # an unreadable record holds nothing this deletion could take out; relearning replaces it
+        except ConfigurationError as error:
+            # it may name the user, and it cannot be used anyway: learning again writes a new one
+            logger.warning("deleted the unreadable shared tastes with user %s: %s", user_id, error)
+            self._users.delete(ids=[_ID])
+            self._shared_cache = None
+            return
         if tastes is not None and user_id in tastes.posteriors:
             self.save_shared_tastes(tastes.without(user_id))
 
     def taste_masses(self, user_id: str, prior: RewardModel) -> np.ndarray | None:
         """Return the prior masses of `user_id`'s kinds of departure, learnt from the other users.
 
-        None (the prior's own masses) when no shared tastes were learnt, or when they were learnt
-        with features of another version (`persona-agent memory learn-tastes` learns them again).
+        None (the prior's own masses) when no shared tastes were learnt, when they were learnt
+        with features of another version, or when the record cannot be read (logged once per
+        process: `persona-agent memory learn-tastes` writes a current one); a user's judgement
+        never fails on it.
         """
-        tastes = self.shared_tastes()
+        try:
+            tastes = self.shared_tastes()
+        except ConfigurationError as error:
+            self._warn_once(f"the shared tastes are ignored: {error}")
+            return None
         if tastes is None:
             return None
         if not tastes.current:
-            if not self._stale_logged:
-                self._stale_logged = True
-                logger.warning(
-                    "the shared tastes were learnt with features version %s, not %s: ignored until "
-                    "`persona-agent memory learn-tastes` learns them again",
-                    tastes.features_version,
-                    FEATURES_VERSION,
-                )
+            self._warn_once(
+                f"the shared tastes were learnt with features version {tastes.features_version}, "
+                f"not {FEATURES_VERSION}: ignored until `persona-agent memory learn-tastes` learns them again"
+            )
             return None
         return tastes.masses_for(user_id, prior)
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:
+            self._warned = self._warned | {message}
+            logger.warning("%s", message)

@@ -137,12 +137,29 @@ def test_tastes_learnt_with_other_features_are_ignored_with_a_warning(
     assert "learnt with features version old" in caplog.text
 
 
-def test_an_unreadable_record_is_refused_naming_it(store: PreferenceStore) -> None:
+def test_an_unreadable_record_is_refused_naming_it_but_never_fails_a_judgement(
+    store: PreferenceStore, prior: RewardModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    store.add_pairs("ann", [make_pair("ann", "ann question")])
     store.collections["users"].upsert(
-        ids=["~shared/tastes"], embeddings=[[1.0]], documents=["{not json"], metadatas=[{"revision": "x"}]
+        ids=["~shared/tastes"], embeddings=[[1.0]], documents=['{"ann": 1'], metadatas=[{"revision": "x"}]
     )
     with pytest.raises(ConfigurationError, match="the stored shared tastes are not JSON"):
         store.shared_tastes()
+    with caplog.at_level(logging.WARNING, logger="memory.shared_tastes"):
+        assert store.taste_masses("bo", prior) is None
+        assert store.taste_masses("bo", prior) is None
+    assert caplog.text.count("the shared tastes are ignored") == 1
+    # deleting a user it may name deletes it: it could not be used, and learning writes a new one
+    store.delete_user("ann")
+    assert store.shared_tastes() is None
+    assert store.collections["users"].get(ids=["~shared/tastes"])["ids"] == []
+
+
+def test_users_deleted_while_tastes_were_learnt_are_left_out(store: PreferenceStore) -> None:
+    store.add_pairs("bo", [make_pair("bo", "bo question")])
+    learnt = SharedTastes({"ann": posterior(k2=0.5), "bo": posterior()})
+    assert list(store.keep_shared_tastes_of(learnt).posteriors) == ["bo"]
 
 
 # --- the judge and the command -----------------------------------------------------------------

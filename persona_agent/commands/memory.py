@@ -104,7 +104,7 @@ def learn_tastes(json_output: JsonOption = False) -> None:
         max_pairs=settings.max_pairs_per_synthesis,
         archetypes=parts.archetypes,
     )
-    tastes = judges.learn_shared_tastes()
+    tastes = store.keep_shared_tastes_of(judges.learn_shared_tastes())
     store.save_shared_tastes(tastes)
     _print_tastes(tastes, json_output)
 
