@@ -306,8 +306,10 @@ def mt_bench(
     splits: Sequence[str],
     *,
     personal: bool = True,
+    shared: bool | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Return population-alone (and personal) accuracy on MT-Bench splits, leave-user-out priors."""
+    """Return population-alone (and personal) accuracy on MT-Bench splits, leave-user-out priors
+    (`shared`: as `accuracy` takes it)."""
     train, held_out, priors = mt_bench_judges(extractor, prior, path)
     found: dict[str, dict[str, float]] = {}
     for split in splits:
@@ -316,7 +318,9 @@ def mt_bench(
             "population": macro(accuracy(extractor, priors.__getitem__, train, held, adapt=False))
         }
         if personal:
-            found[split]["personal"] = macro(accuracy(extractor, priors.__getitem__, train, held))
+            found[split]["personal"] = macro(
+                accuracy(extractor, priors.__getitem__, train, held, shared=shared)
+            )
     return found
 
 
@@ -553,7 +557,7 @@ def false_strays(extractor: FeatureExtractor, prior: RewardModel, paths: Sequenc
 ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
     "full design": lambda prior: prior,
     "no strong tastes (broad only)": lambda prior: replace(
-        prior, taste_prior=replace(prior.taste_prior, strong_share=1e-9, rule_share=0.0)
+        prior, taste_prior=replace(prior.taste_prior, strong_share=0.0, rule_share=0.0)
     ),
     "no rules (strong tastes as weights only)": lambda prior: replace(
         prior, taste_prior=replace(prior.taste_prior, rule_share=0.0)
@@ -568,7 +572,7 @@ ABLATIONS: dict[str, Callable[[RewardModel], RewardModel]] = {
         prior, taste_prior=replace(prior.taste_prior, rule_follow=(1.0,))
     ),
     "no question-kind tastes": lambda prior: replace(
-        prior, taste_prior=replace(prior.taste_prior, conditional_share=1e-9)
+        prior, taste_prior=replace(prior.taste_prior, conditional_share=0.0)
     ),
     "no lapse": lambda prior: replace(prior, taste_prior=replace(prior.taste_prior, lapse=1e-6)),
     "embedding on every question": lambda prior: replace(prior, questions=np.zeros((0, 0))),
@@ -629,16 +633,28 @@ def _personal_relevance(prior: RewardModel) -> RewardModel:
 def ablate(
     extractor: FeatureExtractor, prior: RewardModel, folder: Path, mt_path: Path
 ) -> dict[str, dict[str, float]]:
-    """Return planted (n5, n10, n20) and MT-Bench val accuracy with each part of the design removed."""
+    """Return planted (n5, n10, n20) and MT-Bench val accuracy with each part of the design removed.
+
+    A part removed has no prior mass, so no taste the other users share brings it back; with
+    shared tastes on, one more row fits every user with the prior's own masses.
+    """
+    variants: list[tuple[str, RewardModel, bool | None]] = [
+        (name, change(prior), None) for name, change in ABLATIONS.items()
+    ]
+    if SHARED_TASTES:
+        variants.insert(1, ("no shared tastes (the prior's own masses)", prior, False))
     found = {}
-    for name, change in ABLATIONS.items():
-        changed = change(prior)
+    for name, changed, shared in variants:
         row = {}
         for size in SIZES:
             pairs = read_pairs(folder / f"visible_n{size}.jsonl")
             train, _, test = splits_of(pairs)
-            row[f"planted n{size}"] = macro(accuracy(extractor, lambda _, m=changed: m, train, test))
-        row["MT-Bench val"] = mt_bench(extractor, changed, mt_path, ("val",))["val"]["personal"]
+            row[f"planted n{size}"] = macro(
+                accuracy(extractor, lambda _, m=changed: m, train, test, shared=shared)
+            )
+        row["MT-Bench val"] = mt_bench(extractor, changed, mt_path, ("val",), shared=shared)["val"][
+            "personal"
+        ]
         found[name] = row
     return found
 
