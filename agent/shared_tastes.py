@@ -23,31 +23,17 @@ from typing import Any
 import numpy as np
 
 from agent.errors import ConfigurationError
-from agent.features import FEATURES_VERSION, INTERPRETABLE, N_INTERPRETABLE, FeatureExtractor
+from agent.features import FEATURES_VERSION, FeatureExtractor
 from agent.records import PreferencePair
 from agent.reward_model import RewardModel
-from agent.taste import candidate_masses, fit_user
+from agent.taste import N_KINDS, candidate_masses, fit_user, kind_label
 
 ARTIFACT_FORMAT = "persona-agent-shared-tastes/1"
 # the default masses count as this many users: untuned (BENCHMARKS.md measures 2, 5 and 10)
 PSEUDO_USERS = 5.0
-_KINDS = 1 + 6 * N_INTERPRETABLE
 
 # the taste-prior masses of one user fitted from a prior (None: the prior's own)
 MassesOf = Callable[[str, RewardModel], "np.ndarray | None"]
-
-
-def kind_label(index: int) -> str:
-    """Name the kind of departure at `index` of `candidate_masses`."""
-    width = 2 * N_INTERPRETABLE
-    if not 0 <= index < 1 + 3 * width:
-        raise IndexError(f"no kind of departure {index}")
-    if index == 0:
-        return "a broad departure (no single taste)"
-    block, column = divmod(index - 1, width)
-    noun = INTERPRETABLE[column % N_INTERPRETABLE].noun
-    kind = ("a strong taste on", "a rule for more", "a rule for less")[block]
-    return f"{kind} {noun}" + (", flipping with the kind of question" if column >= N_INTERPRETABLE else "")
 
 
 @dataclass(frozen=True)
@@ -66,10 +52,10 @@ class SharedTastes:
         if not np.isfinite(self.pseudo_users) or self.pseudo_users <= 0:
             raise ValueError(f"pseudo_users must be a positive number, got {self.pseudo_users}")
         for user, posterior in self.posteriors.items():
-            if np.shape(posterior) != (_KINDS,) or not np.isfinite(posterior).all() or (posterior < 0).any():
-                raise ValueError(f"the posterior of {user!r} is not {_KINDS} finite, non-negative values")
+            if np.shape(posterior) != (N_KINDS,) or not np.isfinite(posterior).all() or (posterior < 0).any():
+                raise ValueError(f"the posterior of {user!r} is not {N_KINDS} finite, non-negative values")
         values = [np.asarray(p, dtype=np.float64) for p in self.posteriors.values()]
-        object.__setattr__(self, "total", np.sum(values, axis=0) if values else np.zeros(_KINDS))
+        object.__setattr__(self, "total", np.sum(values, axis=0) if values else np.zeros(N_KINDS))
 
     @classmethod
     def learn(

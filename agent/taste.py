@@ -45,7 +45,7 @@ import numpy as np
 from scipy.special import expit, log_expit, logsumexp
 
 from agent.errors import ConfigurationError
-from agent.features import INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
+from agent.features import INTERPRETABLE, INTERPRETABLE_NAMES, N_INTERPRETABLE, FeatureExtractor
 from agent.records import PreferencePair
 from agent.reward_model import (
     Component,
@@ -59,6 +59,9 @@ from agent.reward_model import (
 )
 
 _GRID = np.linspace(-12.0, 12.0, 97)
+# the kinds of departure `candidate_masses` orders: broad; a strong taste, a rule for more and a
+# rule for less on each interpretable feature and on its question-kind interaction
+N_KINDS = 1 + 6 * N_INTERPRETABLE
 
 
 @dataclass(frozen=True)
@@ -297,12 +300,24 @@ def candidate_masses(settings: TastePrior) -> np.ndarray:
     )
 
 
+def kind_label(index: int) -> str:
+    """Name the kind of departure at `index` of `candidate_masses`."""
+    width = 2 * N_INTERPRETABLE
+    if not 0 <= index < N_KINDS:
+        raise IndexError(f"no kind of departure {index}")
+    if index == 0:
+        return "a broad departure (no single taste)"
+    block, column = divmod(index - 1, width)
+    noun = INTERPRETABLE[column % N_INTERPRETABLE].noun
+    kind = ("a strong taste on", "a rule for more", "a rule for less")[block]
+    return f"{kind} {noun}" + (", flipping with the kind of question" if column >= N_INTERPRETABLE else "")
+
+
 def _checked_masses(masses: np.ndarray) -> np.ndarray:
     """Return `masses` as floats, or raise naming what is wrong with them."""
     values = np.asarray(masses, dtype=np.float64)
-    expected = 1 + 6 * N_INTERPRETABLE
-    if values.shape != (expected,):
-        raise ValueError(f"masses need one value per kind of departure ({expected}), got {values.shape}")
+    if values.shape != (N_KINDS,):
+        raise ValueError(f"masses need one value per kind of departure ({N_KINDS}), got {values.shape}")
     if not np.isfinite(values).all() or (values < 0).any() or values[0] <= 0:
         raise ValueError("masses must be finite and not negative, with some on a broad departure")
     return values

@@ -17,8 +17,8 @@ import pytest
 from agent.errors import ConfigurationError
 from agent.features import N_INTERPRETABLE
 from agent.reward_model import RewardModel
-from agent.shared_tastes import SharedTastes, kind_label
-from agent.taste import candidate_masses
+from agent.shared_tastes import SharedTastes
+from agent.taste import N_KINDS, candidate_masses, kind_label
 from memory.store import PreferenceStore
 from tests.fakes import (  # noqa: F401 - fixtures are found by name
     StoreFactory,
@@ -29,7 +29,6 @@ from tests.fakes import (  # noqa: F401 - fixtures are found by name
     store,
 )
 
-KINDS = 1 + 6 * N_INTERPRETABLE
 # the first strong taste (on length) and the first rule for less of a feature (length)
 STRONG_LENGTH, LESS_LENGTH = 1, 1 + 4 * N_INTERPRETABLE
 
@@ -41,7 +40,7 @@ def prior() -> RewardModel:
 
 def posterior(**mass: float) -> np.ndarray:
     """A posterior over the kinds of departure: the given kinds' mass, the rest broad."""
-    values = np.zeros(KINDS)
+    values = np.zeros(N_KINDS)
     for index, value in mass.items():
         values[int(index.removeprefix("k"))] = value
     values[0] = 1 - values.sum()
@@ -97,7 +96,7 @@ def test_the_shared_tastes_are_named_largest_first() -> None:
     assert kind_label(LESS_LENGTH) == "a rule for less length"
     assert kind_label(1 + N_INTERPRETABLE).endswith(", flipping with the kind of question")
     with pytest.raises(IndexError):
-        kind_label(KINDS)
+        kind_label(N_KINDS)
 
 
 # --- the store's record ------------------------------------------------------------------------
