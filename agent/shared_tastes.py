@@ -6,7 +6,8 @@ feature (`agent.taste.candidate_masses` orders them). By default every feature g
 prior mass. `SharedTastes` learns the masses from the users themselves, one EM step from the
 default: each user's posterior over the kinds of departure (under the default masses), averaged
 over the *other* users, with the default masses counted as `pseudo_users` more users. A user's
-own pairs never count towards their own prior, so no user's taste is confirmed by itself.
+own pairs never count towards their own prior, so no user's taste is confirmed by itself, and a
+user counts only once they have as many pairs as a rule needs (`TastePrior.rule_min_pairs`).
 
 Only the step from the default is taken: repeated to its fixed point, EM trusts the noisy
 posteriors of users with five pairs and drowns the tastes nobody else shares (BENCHMARKS.md,
@@ -66,11 +67,17 @@ class SharedTastes:
         *,
         pseudo_users: float = PSEUDO_USERS,
     ) -> SharedTastes:
-        """Fit every user with pairs on the default masses of their prior (`prior_of(user)`)."""
+        """Fit every user on the default masses of their prior (`prior_of(user)`).
+
+        A user counts from `TastePrior.rule_min_pairs` pairs on (and from one pair when that is
+        0): on fewer, some one-feature taste explains every pick by chance, and those chance
+        fits, shared, would steer everyone else.
+        """
         posteriors = {}
         for user, pairs in pairs_by_user.items():
-            if pairs:
-                taste = fit_user(prior_of(user), extractor, pairs).taste
+            prior = prior_of(user)
+            if len(pairs) >= max(1, prior.taste_prior.rule_min_pairs):
+                taste = fit_user(prior, extractor, pairs).taste
                 assert taste is not None, "a user fitted on their pairs has a taste posterior"
                 posteriors[user] = taste.candidates
         return cls(posteriors, pseudo_users)
