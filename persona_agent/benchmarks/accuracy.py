@@ -133,8 +133,9 @@ class OfflineModels:
         if shared_tastes:
             own = {split.user_id: split.train for split in splits}
             self._tastes = SharedTastes.learn(self.prior, self.extractor, own)
+            learnt = self._tastes.n_users
             self.prior_source += (
-                f"; taste prior learnt from the other {self._tastes.n_users - 1} users' train pairs"
+                f"; taste prior learnt from {learnt} users' train pairs, each user's own left out"
             )
         else:
             self.prior_source += "; the prior's own taste masses"
