@@ -126,8 +126,8 @@ class SharedTastes:
     @classmethod
     def from_json(cls, data: Mapping[str, Any], *, source: str = "shared tastes") -> SharedTastes:
         """Rebuild the shared tastes from `to_json` output, or raise `ConfigurationError` saying why not."""
-        if data.get("format") != ARTIFACT_FORMAT:
-            found = data.get("format")
+        if not isinstance(data, Mapping) or data.get("format") != ARTIFACT_FORMAT:
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
             raise ConfigurationError(f"{source}: not a {ARTIFACT_FORMAT} record (format {found!r})")
         try:
             posteriors = {

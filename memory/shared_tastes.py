@@ -54,14 +54,15 @@ class SharedTasteRecords(ScopedStore):
                 return sorted(users)
             offset += self._batch
 
-    def _shared_row(self, *, documents: bool) -> tuple[str, dict[str, Any], str] | None:
+    def _shared_row(self, *, documents: bool) -> tuple[str, str] | None:
+        """Return the shared record's revision and (with `documents`) its document, or None."""
         include: list[Any] = ["metadatas", "documents"] if documents else ["metadatas"]
         found = read_retrying(lambda: self._users.get(ids=[_ID], include=include))
         if not found["ids"]:
             return None
-        metadata = dict((found.get("metadatas") or [{}])[0] or {})
+        metadata = (found.get("metadatas") or [{}])[0] or {}
         document = ((found.get("documents") or [""])[0] or "") if documents else ""
-        return str(metadata.get("revision", "")), metadata, document
+        return str(metadata.get("revision", "")), document
 
     def shared_tastes(self) -> SharedTastes | None:
         """Return the stored shared tastes, or None when none were learnt.
@@ -79,7 +80,7 @@ class SharedTasteRecords(ScopedStore):
         if row is None:
             return None
         try:
-            data = json.loads(row[2])
+            data = json.loads(row[1])
         except json.JSONDecodeError as error:
             raise ConfigurationError(f"the stored shared tastes are not JSON: {error}") from error
         tastes = SharedTastes.from_json(data, source="the stored shared tastes")

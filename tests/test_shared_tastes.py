@@ -80,6 +80,8 @@ def test_shared_tastes_round_trip_and_bad_records_say_what_is_wrong() -> None:
     assert again.total == pytest.approx(tastes.total)
     with pytest.raises(ConfigurationError, match="not a persona-agent-shared-tastes/1 record"):
         SharedTastes.from_json({"format": "something else"})
+    with pytest.raises(ConfigurationError, match=r"record \(format 'list'\)"):
+        SharedTastes.from_json([1, 2])  # type: ignore[arg-type]
     short = {**tastes.to_json(), "posteriors": {"ann": [0.5, 0.5]}}
     with pytest.raises(ConfigurationError, match="the posterior of 'ann' is not 163"):
         SharedTastes.from_json(short)
