@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from agent.reward_model import RewardModel
     from agent.synthesis import PersonaSynthesizer, SynthesizeMe
     from graphs.chat import ChatOptions
-    from graphs.judges import JudgeFactory
+    from graphs.judges import JudgeFactory, OfflineJudges
     from memory.embeddings import MiniLMEmbeddings
     from memory.store import PreferenceStore
 
@@ -320,22 +320,31 @@ def build_judges(
     offline_parts: OfflineParts | None = None,
 ) -> JudgeFactory:
     """Return the per-turn judge factory that `settings.judge` names (llm, offline or hybrid)."""
-    from graphs.judges import HybridJudges, LLMJudges, OfflineJudges
+    from graphs.judges import HybridJudges, LLMJudges
 
     llm = LLMJudges(
         judge_model, structured_method=settings.structured_output_method, concurrency=settings.concurrency
     )
     if settings.judge == "llm":
         return llm
+    offline = build_offline_judges(settings, store=store, offline_parts=offline_parts)
+    return offline if settings.judge == "offline" else HybridJudges(llm, offline)
+
+
+def build_offline_judges(
+    settings: Settings, *, store: PreferenceStore, offline_parts: OfflineParts | None = None
+) -> OfflineJudges:
+    """Return the offline judges over `store`: each user's model fitted on their newest pairs."""
+    from graphs.judges import OfflineJudges
+
     parts = offline_parts or build_offline_parts(settings)
-    offline = OfflineJudges(
+    return OfflineJudges(
         store,
         parts.prior,
         parts.extractor,
         max_pairs=settings.max_pairs_per_synthesis,
         archetypes=parts.archetypes,
     )
-    return offline if settings.judge == "offline" else HybridJudges(llm, offline)
 
 
 def build_chat_graph(

@@ -90,20 +90,12 @@ def learn_tastes(json_output: JsonOption = False) -> None:
     mass for everyone else (a user's own pairs never count towards their own prior). Run it again
     as pairs arrive; until the first run every user is fitted with the prior's own masses.
     """
-    from graphs.judges import OfflineJudges
-    from persona_agent.factory import build_offline_parts, build_store
+    from persona_agent.factory import build_offline_judges, build_store
     from persona_agent.settings import load_settings
 
     settings = load_settings()
     store = build_store(settings)
-    parts = build_offline_parts(settings)
-    judges = OfflineJudges(
-        store,
-        parts.prior,
-        parts.extractor,
-        max_pairs=settings.max_pairs_per_synthesis,
-        archetypes=parts.archetypes,
-    )
+    judges = build_offline_judges(settings, store=store)
     tastes = store.keep_shared_tastes_of(judges.learn_shared_tastes())
     store.save_shared_tastes(tastes)
     _print_tastes(tastes, json_output)
