@@ -86,9 +86,10 @@ def delete(
 def learn_tastes(json_output: JsonOption = False) -> None:
     """Learn which tastes the stored users share; the offline judge then fits each user with them.
 
-    Each user's model is fitted on their newest pairs; tastes that several users hold gain prior
-    mass for everyone else (a user's own pairs never count towards their own prior). Run it again
-    as pairs arrive; until the first run every user is fitted with the prior's own masses.
+    Each user with four pairs or more is fitted on their newest pairs; tastes that several users
+    hold gain prior mass for everyone else (a user's own pairs never count towards their own
+    prior). Run it again as pairs arrive; until the first run every user is fitted with the
+    prior's own masses.
     """
     from persona_agent.factory import build_offline_judges, build_store
     from persona_agent.settings import load_settings
