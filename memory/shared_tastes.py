@@ -7,7 +7,8 @@ write, so a process reads the document again only after someone changed it; ever
 deployment, and every replica on a Chroma server, reads the same record.
 
 `persona-agent memory learn-tastes` writes it from every stored user's pairs. Deleting a user
-takes their posterior out of it at once.
+takes their posterior out of it at once; exporting a user includes it (importing does not: it
+is learnt again).
 """
 
 from __future__ import annotations
@@ -18,15 +19,16 @@ import uuid
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from agent.errors import ConfigurationError
 from agent.features import FEATURES_VERSION
 from agent.shared_tastes import SharedTastes
+from agent.taste import kind_label
 from memory.chroma import read_retrying
 from memory.scope import ScopedStore, placeholder_vectors
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from agent.reward_model import RewardModel
 
 logger = logging.getLogger(__name__)
@@ -104,6 +106,24 @@ class SharedTasteRecords(ScopedStore):
         for user in set(tastes.posteriors) - known:
             tastes = tastes.without(user)
         return tastes
+
+    def _shared_taste_of(self, user_id: str) -> dict[str, Any] | None:
+        """Return what the shared tastes hold about `user_id` (an export's record), or None."""
+        try:
+            tastes = self.shared_tastes()
+        except ConfigurationError:
+            return None
+        if tastes is None or user_id not in tastes.posteriors:
+            return None
+        posterior = tastes.posteriors[user_id]
+        return {
+            "features_version": tastes.features_version,
+            "posterior": [round(float(value), 6) for value in posterior],
+            "tastes": [
+                {"taste": kind_label(int(k)), "probability": round(float(posterior[k]), 4)}
+                for k in np.flatnonzero(posterior >= 0.01)
+            ],
+        }
 
     def _forget_shared_taste(self, user_id: str) -> None:
         """Take `user_id`'s posterior out of the shared tastes, if it is there."""

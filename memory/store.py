@@ -81,7 +81,8 @@ class PreferenceStore(
         return counts
 
     def export_user(self, user_id: str) -> str:
-        """Return everything about a user as JSONL: pairs, persona versions, the start, statement edits."""
+        """Return everything about a user as JSONL: pairs, persona versions, the start, statement
+        edits, and their posterior in the shared tastes (`memory.shared_tastes`; not imported)."""
         scope = self._scope(user_id)
         rows = self._get(self._pairs, scope)
         personas = self.persona_history(user_id)
@@ -115,6 +116,9 @@ class PreferenceStore(
         for edit in edits:
             record = {"kind": "statement_edit", "edit": edit.model_dump(mode="json")}
             lines.append(json.dumps(record, ensure_ascii=False))
+        shared = self._shared_taste_of(scope.user_id)
+        if shared is not None:
+            lines.append(json.dumps({"kind": "shared_taste", **shared}))
         return "\n".join(lines) + "\n"
 
     def import_user(self, jsonl_text: str, *, user_id: str | None = None) -> dict[str, int]:
@@ -138,7 +142,10 @@ class PreferenceStore(
             if isinstance(record, dict) and "kind" in record and record["kind"] != "statement_edit"
         ]
         start_records = [record for record in persona_records if record["kind"] == "start"]
-        persona_records = [record for record in persona_records if record["kind"] != "start"]
+        # the user's share of the shared tastes is derived: `memory learn-tastes` learns it again
+        persona_records = [
+            record for record in persona_records if record["kind"] not in ("start", "shared_taste")
+        ]
         owners = (
             {user_id}
             if user_id

@@ -129,6 +129,18 @@ def test_deleting_a_user_takes_their_taste_out(store: PreferenceStore) -> None:
     assert not any('"ann"' in (document or "") for document in documents)
 
 
+def test_an_export_holds_the_users_share_and_an_import_leaves_it_to_be_learnt(store: PreferenceStore) -> None:
+    store.add_pairs("ann", [make_pair("ann", "ann question")])
+    store.save_shared_tastes(SharedTastes({"ann": posterior(**{f"k{LESS_LENGTH}": 0.9}), "bo": posterior()}))
+    exported = store.export_user("ann")
+    shared = [json.loads(line) for line in exported.splitlines() if '"shared_taste"' in line]
+    assert len(shared) == 1 and shared[0]["posterior"][LESS_LENGTH] == pytest.approx(0.9)
+    assert {"taste": "a rule for less length", "probability": 0.9} in shared[0]["tastes"]
+    assert store.import_user(exported, user_id="cy") == {"pairs": 1, "personas": 0}
+    assert "cy" not in store.shared_tastes().posteriors  # type: ignore[union-attr]
+    assert '"shared_taste"' not in store.export_user("cy")
+
+
 def test_tastes_learnt_with_other_features_are_ignored_with_a_warning(
     store: PreferenceStore, prior: RewardModel, caplog: pytest.LogCaptureFixture
 ) -> None:
