@@ -100,9 +100,9 @@ class SharedTastes:
         learnt = (np.maximum(others, 0.0) + self.pseudo_users * default) / (count + self.pseudo_users)
         return np.where(default > 0, learnt, 0.0)
 
-    def without(self, user_id: str) -> SharedTastes:
-        """Return the shared tastes with `user_id`'s posterior left out (a deleted user)."""
-        kept = {user: p for user, p in self.posteriors.items() if user != user_id}
+    def without(self, *user_ids: str) -> SharedTastes:
+        """Return the shared tastes with these users' posteriors left out (deleted users)."""
+        kept = {user: p for user, p in self.posteriors.items() if user not in user_ids}
         return SharedTastes(kept, self.pseudo_users, self.features_version)
 
     def shared(self, *, top: int = 5) -> list[tuple[str, float]]:

@@ -27,8 +27,10 @@ from agent.starting import starting_prior
 if TYPE_CHECKING:
     from agent.archetypes import Archetype
     from agent.features import FeatureExtractor
+    from agent.persona_edits import StatementEdit
     from agent.reward_model import RewardModel
     from agent.shared_tastes import SharedTastes
+    from memory.starts import StartChoice
     from memory.store import PreferenceStore
 
 
@@ -83,14 +85,17 @@ class OfflineJudges:
     max_pairs: int = 40
     archetypes: tuple[Archetype, ...] = ()
 
-    def prior_of(self, user_id: str) -> RewardModel:
-        """Return the prior the user's model is fitted from: their start, held to their pins."""
+    def _prior(self, start: StartChoice | None, edits: Sequence[StatementEdit]) -> RewardModel:
+        """Return the prior a user's model is fitted from: their start, held to their pins."""
         from agent.archetypes import with_pinned
         from agent.persona_edits import pins_of
 
-        start = self.memory.starting_choice(user_id)
         prior = starting_prior(self.prior, self.archetypes, start.archetype if start else None)
-        return with_pinned(prior, pins_of(self.memory.statement_edits(user_id)))
+        return with_pinned(prior, pins_of(edits))
+
+    def prior_of(self, user_id: str) -> RewardModel:
+        """Return the prior the user's model is fitted from (their start, held to their pins)."""
+        return self._prior(self.memory.starting_choice(user_id), self.memory.statement_edits(user_id))
 
     async def __call__(
         self, user_id: str, persona: Persona | None, demos: Sequence[Demo]
@@ -98,11 +103,14 @@ class OfflineJudges:
         """Fit the user's reward model (no language model call), held to their pinned statements."""
         from agent.offline_judge import OfflineJudge
 
-        pairs, prior = await asyncio.gather(
+        pairs, start, edits, tastes = await asyncio.gather(
             asyncio.to_thread(self.memory.newest_pairs, user_id, self.max_pairs),
-            asyncio.to_thread(self.prior_of, user_id),
+            asyncio.to_thread(self.memory.starting_choice, user_id),
+            asyncio.to_thread(self.memory.statement_edits, user_id),
+            asyncio.to_thread(self.memory.usable_shared_tastes),
         )
-        masses = await asyncio.to_thread(self.memory.taste_masses, user_id, prior) if pairs else None
+        prior = self._prior(start, edits)
+        masses = tastes.masses_for(user_id, prior) if tastes is not None and pairs else None
         judge = await asyncio.to_thread(OfflineJudge.for_user, prior, self.extractor, pairs, masses=masses)
         return judge, "offline"
 

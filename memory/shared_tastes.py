@@ -102,10 +102,7 @@ class SharedTasteRecords(ScopedStore):
 
     def keep_shared_tastes_of(self, tastes: SharedTastes) -> SharedTastes:
         """Return `tastes` without the users the store no longer holds (deleted while they were learnt)."""
-        known = set(self.user_ids())
-        for user in set(tastes.posteriors) - known:
-            tastes = tastes.without(user)
-        return tastes
+        return tastes.without(*(set(tastes.posteriors) - set(self.user_ids())))
 
     def _shared_taste_of(self, user_id: str) -> dict[str, Any] | None:
         """Return what the shared tastes hold about `user_id` (an export's record), or None."""
@@ -138,28 +135,32 @@ class SharedTasteRecords(ScopedStore):
         if tastes is not None and user_id in tastes.posteriors:
             self.save_shared_tastes(tastes.without(user_id))
 
-    def taste_masses(self, user_id: str, prior: RewardModel) -> np.ndarray | None:
-        """Return the prior masses of `user_id`'s kinds of departure, learnt from the other users.
+    def usable_shared_tastes(self) -> SharedTastes | None:
+        """Return the stored shared tastes a fit may use.
 
-        None (the prior's own masses) when no shared tastes were learnt, when they were learnt
-        with features of another version, or when the record cannot be read (logged once per
-        process: `persona-agent memory learn-tastes` writes a current one); a user's judgement
-        never fails on it.
+        None (every user fitted with the prior's own masses) when none were learnt, when they were
+        learnt with features of another version, or when the record cannot be read (logged once
+        per process: `persona-agent memory learn-tastes` writes a current one); a user's
+        judgement never fails on it.
         """
         try:
             tastes = self.shared_tastes()
         except ConfigurationError as error:
             self._warn_once(f"the shared tastes are ignored: {error}")
             return None
-        if tastes is None:
-            return None
-        if not tastes.current:
+        if tastes is not None and not tastes.current:
             self._warn_once(
                 f"the shared tastes were learnt with features version {tastes.features_version}, "
                 f"not {FEATURES_VERSION}: ignored until `persona-agent memory learn-tastes` learns them again"
             )
             return None
-        return tastes.masses_for(user_id, prior)
+        return tastes
+
+    def taste_masses(self, user_id: str, prior: RewardModel) -> np.ndarray | None:
+        """Return the prior masses of `user_id`'s kinds of departure, learnt from the other users
+        (None: the prior's own, as `usable_shared_tastes` says when)."""
+        tastes = self.usable_shared_tastes()
+        return tastes.masses_for(user_id, prior) if tastes is not None else None
 
     def _warn_once(self, message: str) -> None:
         if message not in self._warned:

@@ -129,19 +129,18 @@ def accuracy(
     *,
     adapt: bool = True,
     shared: bool | None = None,
-    learn_from: Users | None = None,
+    tastes: SharedTastes | None = None,
 ) -> dict[str, float]:
     """Return each user's accuracy on their held-out pairs.
 
     With `shared` (default: `SHARED_TASTES`) each user is fitted with the taste prior the *other*
-    users of `learn_from` (default: `train`) share (`agent.shared_tastes`), else with the prior's own.
+    users share (`agent.shared_tastes`): `tastes` when given, else learnt from `train`; without,
+    with the prior's own masses.
     """
-    use_shared = adapt and (SHARED_TASTES if shared is None else shared)
-    tastes = (
-        SharedTastes.learn(prior, extractor, train if learn_from is None else learn_from)
-        if use_shared
-        else None
-    )
+    if not adapt or not (SHARED_TASTES if shared is None else shared):
+        tastes = None
+    elif tastes is None:
+        tastes = SharedTastes.learn(prior, extractor, train)
     judges = {
         user: OfflineJudge.for_user(
             prior(user),
@@ -523,16 +522,10 @@ def against_broken(
     found = {"population": macro(accuracy(extractor, lambda _: prior, {}, held, adapt=False))}
     if planted is not None:
         train, _, _ = splits_of(read_pairs(planted / "visible_n10.jsonl"))
+        # each planted user judged with what the other planted users share
+        everyone = SharedTastes.learn(lambda _: prior, extractor, train)
         worst = min(
-            macro(
-                accuracy(
-                    extractor,
-                    lambda _: prior,
-                    {name: own},
-                    held,
-                    learn_from={other: theirs for other, theirs in train.items() if other != user},
-                )
-            )
+            macro(accuracy(extractor, lambda _: prior, {name: own}, held, tastes=everyone.without(user)))
             for user, own in train.items()
         )
         found["worst planted user (10 pairs)"] = worst
@@ -893,7 +886,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
         return 0
     print(f"prior: {prior.description}")
-    print(f"taste masses: {'shared by the other users of each file' if SHARED_TASTES else 'the prior own'}")
+    masses = "shared by the other users of each file" if SHARED_TASTES else "the prior's own"
+    print(f"taste masses: {masses}")
     print_table("Planted tastes (test pairs, % accuracy)", planted)
     print_table("Planted picks of a reply that loops", {"planted": report["looping_picks"]})  # type: ignore[dict-item]
     if report["ceiling"]:
