@@ -9,6 +9,11 @@ over the *other* users, with the default masses counted as `pseudo_users` more u
 own pairs never count towards their own prior, so no user's taste is confirmed by itself, and a
 user counts only once they have as many pairs as a rule needs (`TastePrior.rule_min_pairs`).
 
+How many users the default masses count as is learnt too (`estimate_pseudo_users`, empirical
+Bayes): the number under which each user's pairs are likeliest given the other users' tastes.
+Where users share tastes it falls to its floor of one user; where nobody shares anyone's taste it
+rises, and the default masses come back.
+
 Only the step from the default is taken: repeated to its fixed point, EM trusts the noisy
 posteriors of users with five pairs and drowns the tastes nobody else shares (BENCHMARKS.md,
 "A taste prior learnt from the other users"). One consequence is stated in README.md: a user's
@@ -30,8 +35,11 @@ from agent.reward_model import RewardModel
 from agent.taste import N_KINDS, candidate_masses, fit_user, kind_label
 
 ARTIFACT_FORMAT = "persona-agent-shared-tastes/1"
-# the default masses count as this many users: untuned (BENCHMARKS.md measures 2, 5 and 10)
+# the default masses count as this many users while too few users count to estimate it
 PSEUDO_USERS = 5.0
+# the estimate's range: the default masses count as one user at least, so a taste nobody else
+# holds keeps some mass; at 100 they outweigh any deployment's first users
+PSEUDO_USERS_RANGE = (1.0, 100.0)
 
 # the taste-prior masses of one user fitted from a prior (None: the prior's own)
 MassesOf = Callable[[str, RewardModel], "np.ndarray | None"]
@@ -65,21 +73,26 @@ class SharedTastes:
         extractor: FeatureExtractor,
         pairs_by_user: Mapping[str, Sequence[PreferencePair]],
         *,
-        pseudo_users: float = PSEUDO_USERS,
+        pseudo_users: float | None = None,
     ) -> SharedTastes:
         """Fit every user on the default masses of their prior (`prior_of(user)`).
 
         A user counts from `TastePrior.rule_min_pairs` pairs on (and from one pair when that is
         0): on fewer, some one-feature taste explains every pick by chance, and those chance
         fits, shared, would steer everyone else.
+        With `pseudo_users` None, how many users the default masses count as is estimated
+        (`estimate_pseudo_users`).
         """
-        posteriors = {}
+        posteriors, defaults = {}, {}
         for user, pairs in pairs_by_user.items():
             prior = prior_of(user)
             if len(pairs) >= max(1, prior.taste_prior.rule_min_pairs):
                 taste = fit_user(prior, extractor, pairs).taste
                 assert taste is not None, "a user fitted on their pairs has a taste posterior"
                 posteriors[user] = taste.candidates
+                defaults[user] = candidate_masses(prior.taste_prior)
+        if pseudo_users is None:
+            pseudo_users = estimate_pseudo_users(posteriors, defaults)
         return cls(posteriors, pseudo_users)
 
     @property
@@ -93,12 +106,10 @@ class SharedTastes:
         A kind of departure the user's `prior` rules out (a feature they pinned, or one no taste
         may move) keeps no mass, whatever the other users show.
         """
-        default = candidate_masses(prior.taste_prior)
         own = self.posteriors.get(user_id)
         others = self.total - own if own is not None else self.total
         count = self.n_users - (own is not None)
-        learnt = (np.maximum(others, 0.0) + self.pseudo_users * default) / (count + self.pseudo_users)
-        return np.where(default > 0, learnt, 0.0)
+        return _blend(others, count, candidate_masses(prior.taste_prior), self.pseudo_users)
 
     def without(self, *user_ids: str) -> SharedTastes:
         """Return the shared tastes with these users' posteriors left out (deleted users)."""
@@ -141,3 +152,34 @@ class SharedTastes:
     def current(self) -> bool:
         """True when the posteriors were read with the features this version computes."""
         return self.features_version == FEATURES_VERSION
+
+
+def _blend(others: np.ndarray, count: int, default: np.ndarray, pseudo_users: float) -> np.ndarray:
+    """Return the masses of `count` users' summed posteriors `others` with `default` counted as
+    `pseudo_users` users; a kind `default` rules out keeps no mass."""
+    learnt = (np.maximum(others, 0.0) + pseudo_users * default) / (count + pseudo_users)
+    return np.where(default > 0, learnt, 0.0)
+
+
+def estimate_pseudo_users(posteriors: Mapping[str, np.ndarray], defaults: Mapping[str, np.ndarray]) -> float:
+    """Return how many users the default masses should count as, by leave-one-out marginal likelihood.
+
+    A user's posterior under their default masses `d` is proportional to `d` times the evidence of
+    each kind of departure, so `posterior / d` is that evidence up to a factor of the user's own.
+    Under the masses `m` the other users give them, the user's pairs are then likelier than under
+    `d` by `m @ (posterior / d)`. The estimate maximises the sum of its logarithm over users, on a
+    log grid over `PSEUDO_USERS_RANGE`: a Dirichlet concentration chosen by leave-one-out
+    likelihood. With fewer than two users it is `PSEUDO_USERS`.
+    """
+    if len(posteriors) < 2:
+        return PSEUDO_USERS
+    total = np.sum([posteriors[user] for user in posteriors], axis=0)
+    grid = np.geomspace(*PSEUDO_USERS_RANGE, 25)
+    score = np.zeros(len(grid))
+    for user, posterior in posteriors.items():
+        default = defaults[user]
+        evidence = np.divide(posterior, default, out=np.zeros(N_KINDS), where=default > 0)
+        for i, pseudo_users in enumerate(grid):
+            masses = _blend(total - posterior, len(posteriors) - 1, default, float(pseudo_users))
+            score[i] += np.log(max(float(masses @ evidence), 1e-300))
+    return float(grid[int(np.argmax(score))])

@@ -17,7 +17,7 @@ import pytest
 from agent.errors import ConfigurationError
 from agent.features import N_INTERPRETABLE
 from agent.reward_model import RewardModel
-from agent.shared_tastes import SharedTastes
+from agent.shared_tastes import PSEUDO_USERS, PSEUDO_USERS_RANGE, SharedTastes, estimate_pseudo_users
 from agent.taste import N_KINDS, candidate_masses, kind_label
 from memory.store import PreferenceStore
 from tests.fakes import (  # noqa: F401 - fixtures are found by name
@@ -60,6 +60,33 @@ def test_a_users_prior_is_learnt_from_the_others_and_never_from_their_own_pairs(
     assert tastes.masses_for("ann", prior) == pytest.approx((holds_it + posterior() + 2 * default) / 4)
     # with no other user, the prior's own masses
     assert SharedTastes({"ann": holds_it}).masses_for("ann", prior) == pytest.approx(default)
+
+
+def posterior_of(default: np.ndarray, kind: int, evidence: float = 200.0) -> np.ndarray:
+    """The posterior, under `default`, of a user whose pairs make `kind` `evidence` times likelier
+    than any other kind of departure."""
+    likelihood = np.ones(N_KINDS)
+    likelihood[kind] = evidence
+    return default * likelihood / (default @ likelihood)
+
+
+def test_how_much_the_default_masses_count_is_learnt_from_whether_users_share_tastes(
+    prior: RewardModel,
+) -> None:
+    default = candidate_masses(prior.taste_prior)
+    users = [f"user{i}" for i in range(6)]
+    defaults = dict.fromkeys(users, default)
+    # two tastes, three users each: every user's taste is held by two others
+    shared = {
+        user: posterior_of(default, (LESS_LENGTH, STRONG_LENGTH)[i % 2]) for i, user in enumerate(users)
+    }
+    assert estimate_pseudo_users(shared, defaults) == PSEUDO_USERS_RANGE[0]
+    # six tastes nobody shares: the others' tastes only draw mass from a user's own
+    alone = {user: posterior_of(default, LESS_LENGTH + 2 * i) for i, user in enumerate(users)}
+    assert estimate_pseudo_users(alone, defaults) == PSEUDO_USERS_RANGE[1]
+    assert SharedTastes(shared, 1.0).masses_for("user0", prior)[LESS_LENGTH] > 20 * default[LESS_LENGTH]
+    # one user cannot be left out of the others: the default stays
+    assert estimate_pseudo_users({"ann": shared["user0"]}, {"ann": default}) == PSEUDO_USERS
 
 
 def test_a_taste_the_users_prior_rules_out_keeps_no_mass(prior: RewardModel) -> None:

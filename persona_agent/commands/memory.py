@@ -129,7 +129,8 @@ def _print_tastes(tastes: SharedTastes, json_output: bool) -> None:
         )
         return
     typer.echo(
-        f"shared tastes of {tastes.n_users} users (the prior's own masses count as {tastes.pseudo_users:g})"
+        f"shared tastes of {tastes.n_users} users (the prior's own masses count as "
+        f"{tastes.pseudo_users:.3g} user{'' if tastes.pseudo_users == 1 else 's'})"
     )
     if not tastes.current:
         typer.echo(f"learnt with features version {tastes.features_version}: ignored until learnt again")
