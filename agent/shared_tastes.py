@@ -175,11 +175,12 @@ def estimate_pseudo_users(posteriors: Mapping[str, np.ndarray], defaults: Mappin
         return PSEUDO_USERS
     total = np.sum([posteriors[user] for user in posteriors], axis=0)
     grid = np.geomspace(*PSEUDO_USERS_RANGE, 25)
+    others = len(posteriors) - 1
     score = np.zeros(len(grid))
     for user, posterior in posteriors.items():
         default = defaults[user]
         evidence = np.divide(posterior, default, out=np.zeros(N_KINDS), where=default > 0)
-        for i, pseudo_users in enumerate(grid):
-            masses = _blend(total - posterior, len(posteriors) - 1, default, float(pseudo_users))
-            score[i] += np.log(max(float(masses @ evidence), 1e-300))
+        # `_blend`'s masses, dotted with the evidence, at every point of the grid at once
+        learnt, prior_own = np.maximum(total - posterior, 0.0) @ evidence, default @ evidence
+        score += np.log(np.maximum((learnt + grid * prior_own) / (others + grid), 1e-300))
     return float(grid[int(np.argmax(score))])
