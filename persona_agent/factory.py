@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from agent.archetypes import Archetype
     from agent.features import FeatureExtractor
     from agent.reward_model import RewardModel
+    from agent.shared_tastes import SharedTastes
     from agent.synthesis import PersonaSynthesizer, SynthesizeMe
     from graphs.chat import ChatOptions
     from graphs.judges import JudgeFactory, OfflineJudges
@@ -345,6 +346,19 @@ def build_offline_judges(
         max_pairs=settings.max_pairs_per_synthesis,
         archetypes=parts.archetypes,
     )
+
+
+def learn_shared_tastes(
+    settings: Settings, *, store: PreferenceStore, offline_parts: OfflineParts | None = None
+) -> SharedTastes:
+    """Learn the tastes the stored users share from their newest pairs and store them (blocking).
+
+    Users deleted while the tastes were learnt are left out of what is stored.
+    """
+    judges = build_offline_judges(settings, store=store, offline_parts=offline_parts)
+    tastes = store.keep_shared_tastes_of(judges.learn_shared_tastes())
+    store.save_shared_tastes(tastes)
+    return tastes
 
 
 def build_chat_graph(

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         "model's statements, no LLM call) or auto (llm with an endpoint, offline with the embedded "
         "model, which cannot write a usable persona).",
     )
+    learn_tastes_every_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="Seconds between the server's own runs of `persona-agent memory learn-tastes`, "
+        "the first at start-up; 0: the server never runs it.",
+    )
     demo_k: int = Field(3, ge=0, le=16, description="Demos retrieved per chat turn.")
     retrieval_similarity_weight: float = Field(1.0, ge=0.0)
     retrieval_informativeness_weight: float = Field(0.3, ge=0.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +16,7 @@ from starlette.testclient import TestClient
 
 from agent.errors import ConfigurationError
 from agent.records import PairSource, Persona, Reasoning
+from agent.shared_tastes import SharedTastes
 from memory.chroma import make_client
 from memory.store import PreferenceStore
 from persona_agent.server import routes
@@ -464,3 +467,51 @@ def test_inspector_page_and_assets_are_served_without_a_token(client: TestClient
     assert client.get("/inspector/inspector.css").status_code == 200
     assert client.get("/inspector/server.py").status_code == 404
     assert client.get("/inspector/..%2Fserver.py").status_code == 404
+
+
+# --- shared tastes -------------------------------------------------------------------------------
+def test_the_server_learns_the_shared_tastes_at_start_when_told_to(store: PreferenceStore) -> None:
+    topics = ["eggs", "ferns", "taxes", "chess", "sourdough"]
+    for user in ("alice", "bob", "carol"):
+        store.add_pairs(
+            user,
+            [
+                make_pair(
+                    user,
+                    f"Tell me how to get started with {topic}.",
+                    chosen=f"- Read one guide on {topic}\n- Try it for ten minutes\n- Ask one expert",
+                    rejected=f"Getting started with {topic} is a journey. " * 12,
+                    minutes=i,
+                )
+                for i, topic in enumerate(topics)
+            ],
+        )
+    assert store.shared_tastes() is None
+    with TestClient(create_app(_resources(store, learn_tastes_every_s=3600))):
+        deadline = time.monotonic() + 120
+        while (tastes := store.shared_tastes()) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert tastes is not None and sorted(tastes.posteriors) == ["alice", "bob", "carol"]
+    # three users who all pick the listed, shorter reply share a taste for lists or for short replies
+    assert {"a rule for more list lines", "a rule for less length"} & {label for label, _ in tastes.shared()}
+
+
+async def test_a_failed_run_of_learning_tastes_is_logged_and_the_next_one_runs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=routes.__name__)
+    runs: list[int] = []
+
+    class Resources:
+        def learn_shared_tastes(self) -> SharedTastes:
+            runs.append(len(runs))
+            if len(runs) == 1:
+                raise ConfigurationError("the store is unreachable")
+            return SharedTastes({})
+
+    learning = asyncio.create_task(routes.learn_tastes_every(Resources(), 0.01))  # type: ignore[arg-type]
+    while len(runs) < 3:
+        await asyncio.sleep(0.01)
+    learning.cancel()
+    assert "learning the shared tastes failed" in caplog.text and "the store is unreachable" in caplog.text
+    assert "learnt the tastes 0 users share" in caplog.text

@@ -91,15 +91,11 @@ def learn_tastes(json_output: JsonOption = False) -> None:
     prior). Run it again as pairs arrive; until the first run every user is fitted with the
     prior's own masses.
     """
-    from persona_agent.factory import build_offline_judges, build_store
+    from persona_agent.factory import build_store, learn_shared_tastes
     from persona_agent.settings import load_settings
 
     settings = load_settings()
-    store = build_store(settings)
-    judges = build_offline_judges(settings, store=store)
-    tastes = store.keep_shared_tastes_of(judges.learn_shared_tastes())
-    store.save_shared_tastes(tastes)
-    _print_tastes(tastes, json_output)
+    _print_tastes(learn_shared_tastes(settings, store=build_store(settings)), json_output)
 
 
 @app.command("tastes")

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from langchain_core.language_models import BaseChatModel
     from langgraph.pregel import Pregel
 
+    from agent.shared_tastes import SharedTastes
     from graphs.chat import ChatOptions
     from memory.store import PreferenceStore
     from persona_agent.factory import OfflineParts
@@ -119,6 +120,12 @@ class ServerResources:
             from persona_agent.factory import warm_up
 
             warm_up(self.store, self.models)
+
+    def learn_shared_tastes(self) -> SharedTastes:
+        """Learn and store the tastes the stored users share, as `memory learn-tastes` does (blocking)."""
+        from persona_agent.factory import learn_shared_tastes
+
+        return learn_shared_tastes(self.settings, store=self.store, offline_parts=self.offline_parts)
 
     def authenticate(self, authorization: str | None) -> str:
         """Return the user id behind an Authorization header, or raise Unauthenticated."""

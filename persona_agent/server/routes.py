@@ -356,6 +356,20 @@ async def inspector_page(request: Request) -> Response:
     )
 
 
+async def learn_tastes_every(resources: ServerResources, every_s: float) -> None:
+    """Learn the tastes the stored users share now and every `every_s` seconds after, until cancelled.
+
+    A run that fails is logged and the stored record stays as it was; the next run tries again.
+    """
+    while True:
+        try:
+            tastes = await asyncio.to_thread(resources.learn_shared_tastes)
+            logger.info("learnt the tastes %d users share", tastes.n_users)
+        except Exception:
+            logger.exception("learning the shared tastes failed; the stored ones stay until the next run")
+        await asyncio.sleep(every_s)
+
+
 def create_app(resources: ServerResources) -> Starlette:
     """Build the Starlette app of memory routes and the inspector over the given resources."""
 
@@ -366,7 +380,13 @@ def create_app(resources: ServerResources) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         # Fail at start-up, not at the first request, on bad settings; no request pays for building.
         await asyncio.to_thread(resources.start)
-        yield
+        every_s = resources.settings.learn_tastes_every_s
+        learning = asyncio.create_task(learn_tastes_every(resources, every_s)) if every_s > 0 else None
+        try:
+            yield
+        finally:
+            if learning is not None:
+                learning.cancel()
 
     return Starlette(
         routes=[
