@@ -510,8 +510,13 @@ async def test_a_failed_run_of_learning_tastes_is_logged_and_the_next_one_runs(
             return SharedTastes({})
 
     learning = asyncio.create_task(routes.learn_tastes_every(Resources(), 0.01))  # type: ignore[arg-type]
-    while len(runs) < 3:
+    for _ in range(1000):
+        if len(runs) >= 3:
+            break
         await asyncio.sleep(0.01)
     learning.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await learning
+    assert len(runs) >= 3
     assert "learning the shared tastes failed" in caplog.text and "the store is unreachable" in caplog.text
     assert "learnt the tastes 0 users share" in caplog.text
