@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -49,12 +50,14 @@ MassesOf = Callable[[str, RewardModel], "np.ndarray | None"]
 class SharedTastes:
     """Each user's posterior over the kinds of departure, under the default masses, and their sum.
 
-    `posteriors` maps a user id to a vector ordered as `candidate_masses`; `total` is their sum.
+    `posteriors` maps a user id to a vector ordered as `candidate_masses`; `total` is their sum;
+    `learnt_at` when `learn` fitted the users (ISO 8601, UTC), None when not learnt from pairs.
     """
 
     posteriors: Mapping[str, np.ndarray]
     pseudo_users: float = PSEUDO_USERS
     features_version: str = FEATURES_VERSION
+    learnt_at: str | None = None
     total: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -93,7 +96,8 @@ class SharedTastes:
                 defaults[user] = candidate_masses(prior.taste_prior)
         if pseudo_users is None:
             pseudo_users = estimate_pseudo_users(posteriors, defaults)
-        return cls(posteriors, pseudo_users)
+        learnt_at = datetime.now(UTC).isoformat(timespec="seconds")
+        return cls(posteriors, pseudo_users, learnt_at=learnt_at)
 
     @property
     def n_users(self) -> int:
@@ -114,7 +118,7 @@ class SharedTastes:
     def without(self, *user_ids: str) -> SharedTastes:
         """Return the shared tastes with these users' posteriors left out (deleted users)."""
         kept = {user: p for user, p in self.posteriors.items() if user not in user_ids}
-        return SharedTastes(kept, self.pseudo_users, self.features_version)
+        return SharedTastes(kept, self.pseudo_users, self.features_version, self.learnt_at)
 
     def shared(self, *, top: int = 5) -> list[tuple[str, float]]:
         """Return the one-feature tastes the users hold most, with their mean posterior (the share
@@ -131,6 +135,7 @@ class SharedTastes:
             "format": ARTIFACT_FORMAT,
             "features_version": self.features_version,
             "pseudo_users": self.pseudo_users,
+            "learnt_at": self.learnt_at,
             "posteriors": {user: [round(float(v), 6) for v in p] for user, p in self.posteriors.items()},
         }
 
@@ -144,7 +149,13 @@ class SharedTastes:
             posteriors = {
                 str(user): np.asarray(values, dtype=np.float64) for user, values in data["posteriors"].items()
             }
-            return cls(posteriors, float(data["pseudo_users"]), str(data["features_version"]))
+            learnt_at = data.get("learnt_at")
+            return cls(
+                posteriors,
+                float(data["pseudo_users"]),
+                str(data["features_version"]),
+                None if learnt_at is None else str(learnt_at),
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             raise ConfigurationError(f"{source}: unreadable shared tastes: {error}") from error
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,7 @@ def test_memory_learn_tastes_learns_from_every_stored_user_and_tastes_shows_it()
             )
     learnt = run_json("memory", "learn-tastes")
     assert learnt["n_users"] == 3 and learnt["current"] is True
+    assert datetime.fromisoformat(learnt["learnt_at"]) <= datetime.now(UTC)
     # three users who all pick the listed, shorter reply share a taste for lists or for short replies
     named = [item["taste"] for item in learnt["shared"]]
     assert {"a rule for more list lines", "a rule for less length"} & set(named)

@@ -492,6 +492,7 @@ def test_the_server_learns_the_shared_tastes_at_start_when_told_to(store: Prefer
         while (tastes := store.shared_tastes()) is None and time.monotonic() < deadline:
             time.sleep(0.2)
     assert tastes is not None and sorted(tastes.posteriors) == ["alice", "bob", "carol"]
+    assert tastes.learnt_at is not None
     # three users who all pick the listed, shorter reply share a taste for lists or for short replies
     assert {"a rule for more list lines", "a rule for less length"} & {label for label, _ in tastes.shared()}
 

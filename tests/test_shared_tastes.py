@@ -101,9 +101,12 @@ def test_a_taste_the_users_prior_rules_out_keeps_no_mass(prior: RewardModel) -> 
 
 
 def test_shared_tastes_round_trip_and_bad_records_say_what_is_wrong() -> None:
-    tastes = SharedTastes({"ann": posterior(k3=0.5), "bo": posterior()}, pseudo_users=3)
+    tastes = SharedTastes(
+        {"ann": posterior(k3=0.5), "bo": posterior()}, pseudo_users=3, learnt_at="2026-12-08T03:50:00+00:00"
+    )
     again = SharedTastes.from_json(json.loads(json.dumps(tastes.to_json())))
     assert again.n_users == 2 and again.pseudo_users == 3 and again.current
+    assert again.learnt_at == tastes.without("ann").learnt_at == "2026-12-08T03:50:00+00:00"
     assert again.total == pytest.approx(tastes.total)
     with pytest.raises(ConfigurationError, match="not a persona-agent-shared-tastes/1 record"):
         SharedTastes.from_json({"format": "something else"})

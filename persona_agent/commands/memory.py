@@ -118,6 +118,7 @@ def _print_tastes(tastes: SharedTastes, json_output: bool) -> None:
             {
                 "n_users": tastes.n_users,
                 "pseudo_users": tastes.pseudo_users,
+                "learnt_at": tastes.learnt_at,
                 "features_version": tastes.features_version,
                 "current": tastes.current,
                 "shared": [{"taste": label, "share": round(share, 4)} for label, share in shared],
@@ -127,6 +128,7 @@ def _print_tastes(tastes: SharedTastes, json_output: bool) -> None:
     typer.echo(
         f"shared tastes of {tastes.n_users} users (the prior's own masses count as "
         f"{tastes.pseudo_users:.3g} user{'' if tastes.pseudo_users == 1 else 's'})"
+        + (f", learnt {tastes.learnt_at}" if tastes.learnt_at else "")
     )
     if not tastes.current:
         typer.echo(f"learnt with features version {tastes.features_version}: ignored until learnt again")
