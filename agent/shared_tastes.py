@@ -160,14 +160,22 @@ class SharedTastes:
             raise ConfigurationError(f"{source}: unreadable shared tastes: {error}") from error
 
     @property
+    def default_weight(self) -> str:
+        """How many users the prior's own masses count as, in words ("1 user", "5 users")."""
+        return f"{self.pseudo_users:.3g} user" + ("" if self.pseudo_users == 1 else "s")
+
+    @property
     def current(self) -> bool:
         """True when the posteriors were read with the features this version computes."""
         return self.features_version == FEATURES_VERSION
 
 
-def _blend(others: np.ndarray, count: int, default: np.ndarray, pseudo_users: float) -> np.ndarray:
+def _blend(
+    others: np.ndarray, count: int, default: np.ndarray, pseudo_users: float | np.ndarray
+) -> np.ndarray:
     """Return the masses of `count` users' summed posteriors `others` with `default` counted as
-    `pseudo_users` users; a kind `default` rules out keeps no mass."""
+    `pseudo_users` users; a kind `default` rules out keeps no mass. A column of `pseudo_users`
+    gives one row of masses per value."""
     learnt = (np.maximum(others, 0.0) + pseudo_users * default) / (count + pseudo_users)
     return np.where(default > 0, learnt, 0.0)
 
@@ -184,14 +192,12 @@ def estimate_pseudo_users(posteriors: Mapping[str, np.ndarray], defaults: Mappin
     """
     if len(posteriors) < 2:
         return PSEUDO_USERS
-    total = np.sum([posteriors[user] for user in posteriors], axis=0)
+    total = np.sum(list(posteriors.values()), axis=0)
     grid = np.geomspace(*PSEUDO_USERS_RANGE, 25)
-    others = len(posteriors) - 1
     score = np.zeros(len(grid))
     for user, posterior in posteriors.items():
         default = defaults[user]
         evidence = np.divide(posterior, default, out=np.zeros(N_KINDS), where=default > 0)
-        # `_blend`'s masses, dotted with the evidence, at every point of the grid at once
-        learnt, prior_own = np.maximum(total - posterior, 0.0) @ evidence, default @ evidence
-        score += np.log(np.maximum((learnt + grid * prior_own) / (others + grid), 1e-300))
+        masses = _blend(total - posterior, len(posteriors) - 1, default, grid[:, None])
+        score += np.log(np.maximum(masses @ evidence, 1e-300))
     return float(grid[int(np.argmax(score))])

@@ -133,11 +133,9 @@ class OfflineModels:
         if shared_tastes:
             own = {split.user_id: split.train for split in splits}
             self._tastes = SharedTastes.learn(self.prior, self.extractor, own)
-            tastes = self._tastes
-            weight = f"{tastes.pseudo_users:.3g} user" + ("" if tastes.pseudo_users == 1 else "s")
             self.prior_source += (
-                f"; taste prior learnt from {tastes.n_users} users' train pairs, each user's own left "
-                f"out (the prior's own masses counting as {weight})"
+                f"; taste prior learnt from {self._tastes.n_users} users' train pairs, each user's own "
+                f"left out (the prior's own masses counting as {self._tastes.default_weight})"
             )
         else:
             self.prior_source += "; the prior's own taste masses"

@@ -126,8 +126,7 @@ def _print_tastes(tastes: SharedTastes, json_output: bool) -> None:
         )
         return
     typer.echo(
-        f"shared tastes of {tastes.n_users} users (the prior's own masses count as "
-        f"{tastes.pseudo_users:.3g} user{'' if tastes.pseudo_users == 1 else 's'})"
+        f"shared tastes of {tastes.n_users} users (the prior's own masses count as {tastes.default_weight})"
         + (f", learnt {tastes.learnt_at}" if tastes.learnt_at else "")
     )
     if not tastes.current:
