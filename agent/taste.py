@@ -274,6 +274,31 @@ def _rule_components(
     return components
 
 
+def rule_on(prior: RewardModel, feature: str, direction: int, *, conditional: bool = False) -> RuleComponent:
+    """Return a taste stated outright: a rule on one feature deciding every pick it can.
+
+    `direction` 1 prefers more of `feature`, -1 less; `conditional` flips it on open-ended
+    questions. It keeps the population's quality measurements and lapse, as a learnt rule does,
+    so a judge holding only this rule is what learning the taste perfectly gives
+    (`scripts/eval_offline.py` measures how far a learnt taste is from it).
+    """
+    if feature not in INTERPRETABLE_NAMES:
+        raise ValueError(f"no interpretable feature {feature!r}")
+    if direction not in (1, -1):
+        raise ValueError(f"direction must be 1 or -1, got {direction}")
+    settings = prior.taste_prior
+    column = INTERPRETABLE_NAMES.index(feature) + (prior.dimensions if conditional else 0)
+    return RuleComponent(
+        column,
+        direction,
+        1.0,
+        settings.rule_lapse,
+        settings.rule_clear,
+        quality_coefficients(prior),
+        LinearComponent(prior.coefficients, settings.lapse),
+    )
+
+
 def candidate_masses(settings: TastePrior) -> np.ndarray:
     """Return the prior mass of each kind of departure a user may have.
 

@@ -80,7 +80,6 @@ from agent.offline_judge import OfflineJudge, PreferLongerJudge
 from agent.records import PreferencePair, Turn
 from agent.reward_model import (
     Component,
-    LinearComponent,
     RewardModel,
     RuleComponent,
     fit_logistic,
@@ -89,7 +88,7 @@ from agent.reward_model import (
 )
 from agent.shared_tastes import SharedTastes
 from agent.splits import user_splits
-from agent.taste import quality_coefficients
+from agent.taste import rule_on
 
 SIZES = (5, 10, 20)
 Prior = Callable[[str], RewardModel]
@@ -200,19 +199,10 @@ PLANTED_RULES = {
 }
 
 
-def _rule(prior: RewardModel, feature: str, direction: int, conditional: bool) -> RuleComponent:
-    """Return a rule on one feature deciding every pick, with the population's quality measurements."""
-    column = INTERPRETABLE_NAMES.index(feature) + (prior.dimensions if conditional else 0)
-    settings = prior.taste_prior
-    return RuleComponent(
-        column,
-        direction,
-        1.0,
-        settings.rule_lapse,
-        settings.rule_clear,
-        quality_coefficients(prior),
-        LinearComponent(prior.coefficients, settings.lapse),
-    )
+def planted_rule(prior: RewardModel, taste: str) -> RuleComponent:
+    """Return a visible planted taste as a rule on this model's features (`PLANTED_RULES`)."""
+    feature, direction, conditional = PLANTED_RULES[taste]
+    return rule_on(prior, feature, direction, conditional=conditional)
 
 
 def _accuracy_of(
@@ -241,12 +231,12 @@ def planted_ceiling(
     (not the direction, nor whether it flips with the kind of question: 16 rules). They bound
     what a learner of tastes in general can reach on these files.
     """
-    own_rules = {taste: _rule(prior, *PLANTED_RULES[taste]) for taste in PLANTED_RULES}
+    own_rules = {taste: planted_rule(prior, taste) for taste in PLANTED_RULES}
     features = sorted({feature for feature, _, _ in PLANTED_RULES.values()})
     told = {
         "told the five tastes": list(own_rules.values()),
         f"told the {len(features)} features": [
-            _rule(prior, feature, direction, conditional)
+            rule_on(prior, feature, direction, conditional=conditional)
             for feature in features
             for direction in (1, -1)
             for conditional in (False, True)
@@ -272,6 +262,28 @@ def planted_ceiling(
         for name, per_user in per_learner.items():
             found.setdefault(name, {})[f"n{size}"] = macro(per_user)
     return found
+
+
+def following_the_taste(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path
+) -> dict[str, dict[str, float]]:
+    """Return planted test accuracy of this judge trained on pairs that all follow the user's taste.
+
+    Each user's training pairs are the first 5 and 10 of their largest file's train pairs whose pick
+    their own rule (`planted_rule`) calls right: the planted taste without its flipped picks, so
+    the figures say what the learner makes of a taste the pairs do show, beside the ceiling.
+    """
+    train, _, test = splits_of(read_pairs(folder / f"visible_n{SIZES[-1]}.jsonl"))
+    users = [user for user in test if taste_of(user) in PLANTED_RULES]
+    following = {}
+    for user in users:
+        calls = planted_rule(prior, taste_of(user)).prob_first(pair_rows(prior, extractor, train[user]))
+        following[user] = [pair for pair, chance in zip(train[user], calls, strict=True) if chance > 0.5]
+    found: dict[str, float] = {}
+    for size in SIZES[:-1]:
+        own = {user: pairs[:size] for user, pairs in following.items()}
+        found[f"n{size}"] = macro(accuracy(extractor, lambda _: prior, own, {u: test[u] for u in users}))
+    return {"this judge, on training pairs that all follow the taste": found} if users else {}
 
 
 def looping_picks(extractor: FeatureExtractor, folder: Path) -> dict[str, float]:
@@ -850,6 +862,7 @@ def main(argv: list[str] | None = None) -> int:
     report["planted"] = planted
     report["looping_picks"] = looping_picks(extractor, args.planted)
     report["ceiling"] = planted_ceiling(extractor, prior, args.planted)
+    report["ceiling"].update(following_the_taste(extractor, prior, args.planted))
     report["mt_bench"] = mt_bench(extractor, prior, args.mt_bench, ("val", "test"))
     report["prism"] = prism(extractor, prior, args.prism)
     report["loops"] = against_broken(extractor, prior, loop_pairs(args.mt_bench), args.planted)

@@ -21,7 +21,7 @@ from agent.offline_judge import FIXED_WEIGHTS, HybridJudge, OfflineJudge, Prefer
 from agent.records import PreferencePair, RankedCandidate, Ranking, Turn, Verdict
 from agent.reward_model import RewardModel, RuleComponent, fit_logistic, fit_population, rule_decisions
 from agent.statements import describe_preferences, render_persona
-from agent.taste import candidate_masses, fit_user, infer_taste
+from agent.taste import candidate_masses, fit_user, infer_taste, rule_on
 from tests.fakes import HashEmbedder, flipped, reply, synthetic_pairs, with_noise, with_variances
 
 
@@ -466,6 +466,23 @@ def test_a_rule_decides_only_where_its_feature_clearly_differs() -> None:
     assert chances[:2] == pytest.approx([0.95, 0.05])
     assert chances[2] == 0.5  # no clear difference: the rule does not decide
     assert chances[3] < 0.01  # a reply the quality measurements reject loses whatever the rule says
+
+
+def test_a_taste_stated_outright_is_a_rule_on_its_column(prior: RewardModel) -> None:
+    rows = np.zeros((2, prior.coefficients.shape[0]))
+    length = INTERPRETABLE_NAMES.index("length")
+    rows[:, length] = [-1.0, 1.0]  # the first reply shorter, then longer
+    rows[:, prior.dimensions + length] = [-1.0, -1.0]  # times the kind: technical, then open-ended
+    shorter = rule_on(prior, "length", -1)
+    assert shorter.prob_first(rows) == pytest.approx([0.95, 0.05], abs=0.01)
+    # short on technical questions, long on open-ended ones: both picks go to the first reply
+    assert rule_on(prior, "length", -1, conditional=True).prob_first(rows) == pytest.approx(
+        [0.95, 0.95], abs=0.01
+    )
+    with pytest.raises(ValueError, match="no interpretable feature 'loudness'"):
+        rule_on(prior, "loudness", 1)
+    with pytest.raises(ValueError, match="direction must be 1 or -1"):
+        rule_on(prior, "length", 0)
 
 
 def test_the_ranking_matrix_is_the_users_pairwise_chance(

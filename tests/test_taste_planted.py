@@ -11,6 +11,7 @@ import asyncio
 import subprocess
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,9 +22,9 @@ from agent.features import FeatureExtractor, repetition
 from agent.formats import read_pairs, split_of
 from agent.offline_judge import OfflineJudge
 from agent.records import PreferencePair, Turn
-from agent.reward_model import RewardModel
+from agent.reward_model import RewardModel, pair_rows
 from agent.statements import describe_preferences
-from agent.taste import fit_user
+from agent.taste import fit_user, rule_on
 
 PLANTED = Path(__file__).resolve().parents[2] / "shared" / "data" / "planted"
 # the feature and direction each visible taste is about
@@ -85,6 +86,46 @@ def test_ten_pairs_teach_a_taste_the_population_does_not_have(
     assert mean["lists"] >= 0.9
     assert mean["short"] >= 0.8 and mean["no_hedging"] >= 0.8 and mean["direct_start"] >= 0.8
     assert min(mean.values()) >= 0.7
+
+
+def test_ten_pairs_that_show_a_taste_teach_it_as_well_as_knowing_it(
+    extractor: FeatureExtractor, prior: RewardModel
+) -> None:
+    from agent.shared_tastes import SharedTastes
+
+    # each user's first 10 training pairs whose pick their planted taste, as these features read
+    # it, calls right: the taste without its flipped picks (the first 10 pairs of the n10 file
+    # hold 4 flips for one `short` user and 3 for one `short_on_stem_long_on_writing` user)
+    everyone = users(20)
+    rules, following = {}, {}
+    for user, splits in everyone.items():
+        feature, direction, condition = TASTES[taste_of(user)]
+        rules[user] = rule_on(
+            prior, feature, 1 if direction == "more" else -1, conditional=condition is not None
+        )
+        calls = rules[user].prob_first(pair_rows(prior, extractor, splits["train"]))
+        following[user] = [pair for pair, chance in zip(splits["train"], calls, strict=True) if chance > 0.5][
+            :10
+        ]
+        assert len(following[user]) == 10
+    tastes = SharedTastes.learn(lambda _: prior, extractor, following)
+    alone: list[float] = []
+    learnt: dict[str, list[float]] = defaultdict(list)
+    known: dict[str, list[float]] = defaultdict(list)
+    for user, splits in everyone.items():
+        alone.append(accuracy(OfflineJudge.for_user(prior, extractor, following[user]), splits["test"]))
+        masses = tastes.masses_for(user, prior)
+        judge = OfflineJudge.for_user(prior, extractor, following[user], masses=masses)
+        learnt[taste_of(user)].append(accuracy(judge, splits["test"]))
+        # the same model judging by the planted rule alone: what knowing the taste in advance gives
+        assert judge.model.taste is not None
+        told = replace(judge.model, taste=replace(judge.model.taste, components=((1.0, rules[user]),)))
+        known[taste_of(user)].append(accuracy(OfflineJudge(told, extractor), splits["test"]))
+    assert sum(alone) / len(alone) >= 0.9
+    assert sum(map(sum, learnt.values())) / len(everyone) >= 0.9
+    for taste, values in learnt.items():
+        # a mean of three users' accuracies on 20 test pairs each moves in steps of 1/60
+        assert sum(values) / 3 >= sum(known[taste]) / 3 - 0.02, (taste, values, known[taste])
 
 
 def test_statements_name_the_planted_taste(extractor: FeatureExtractor, prior: RewardModel) -> None:
