@@ -264,6 +264,36 @@ def planted_ceiling(
     return found
 
 
+def short_of_the_ceiling(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path
+) -> dict[str, dict[str, float]]:
+    """Return the planted users this judge scores at least 5 points under their own rule, at any size.
+
+    Per user: the judge's test accuracy at each training size, their own rule's (`planted_rule`,
+    the ceiling) and how many of their first 10 train picks that rule calls wrong (flipped picks,
+    as these features read the taste).
+    """
+    rows: dict[str, dict[str, float]] = defaultdict(dict)
+    for size in SIZES:
+        train, _, test = splits_of(read_pairs(folder / f"visible_n{size}.jsonl"))
+        users = {user: pairs for user, pairs in test.items() if taste_of(user) in PLANTED_RULES}
+        judged = accuracy(extractor, lambda _: prior, train, users)
+        for user in users:
+            rule = planted_rule(prior, taste_of(user))
+            rows[user][f"n{size}"] = 100 * judged[user]
+            if size == 10:
+                calls = rule.prob_first(pair_rows(prior, extractor, train[user]))
+                rows[user]["picks against the rule"] = float((calls < 0.5).sum())
+                fitted = OfflineJudge.for_user(prior, extractor, train[user]).model
+                rows[user]["own rule"] = 100 * _accuracy_of(extractor, fitted, ((1.0, rule),), test[user])
+    order = [*(f"n{size}" for size in SIZES), "own rule", "picks against the rule"]
+    return {
+        user: {column: row[column] for column in order}
+        for user, row in sorted(rows.items())
+        if min(row[f"n{size}"] for size in SIZES) <= row["own rule"] - 5
+    }
+
+
 def following_the_taste(
     extractor: FeatureExtractor, prior: RewardModel, folder: Path
 ) -> dict[str, dict[str, float]]:
@@ -861,8 +891,10 @@ def main(argv: list[str] | None = None) -> int:
     planted = planted_table(extractor, prior, args.planted)
     report["planted"] = planted
     report["looping_picks"] = looping_picks(extractor, args.planted)
-    report["ceiling"] = planted_ceiling(extractor, prior, args.planted)
-    report["ceiling"].update(following_the_taste(extractor, prior, args.planted))
+    report["ceiling"] = planted_ceiling(extractor, prior, args.planted) | following_the_taste(
+        extractor, prior, args.planted
+    )
+    report["short_of_the_ceiling"] = short_of_the_ceiling(extractor, prior, args.planted)
     report["mt_bench"] = mt_bench(extractor, prior, args.mt_bench, ("val", "test"))
     report["prism"] = prism(extractor, prior, args.prism)
     report["loops"] = against_broken(extractor, prior, loop_pairs(args.mt_bench), args.planted)
@@ -905,6 +937,10 @@ def main(argv: list[str] | None = None) -> int:
     print_table("Planted picks of a reply that loops", {"planted": report["looping_picks"]})  # type: ignore[dict-item]
     if report["ceiling"]:
         print_table("Planted users judged by learners told part of their taste", report["ceiling"])  # type: ignore[arg-type]
+        print_table(
+            "Planted users 5 points or more under their own rule (first 10 train picks against it)",
+            report["short_of_the_ceiling"],  # type: ignore[arg-type]
+        )
     print_table("MT-Bench human judges, leave-user-out priors", report["mt_bench"])  # type: ignore[arg-type]
     print_table("PRISM examples (seeded split)", {"PRISM": report["prism"]})  # type: ignore[dict-item]
     print_table("Sane answer against a looping copy of another", {"loops": report["loops"]})  # type: ignore[dict-item]
