@@ -270,8 +270,8 @@ def short_of_the_ceiling(
     """Return the planted users this judge scores at least 5 points under their own rule, at any size.
 
     Per user: the judge's test accuracy at each training size, their own rule's (`planted_rule`,
-    the ceiling) and how many of their first 10 train picks that rule calls wrong (flipped picks,
-    as these features read the taste).
+    the ceiling) and how many of their first 10 train picks (`SIZES[1]`) that rule calls wrong
+    (flipped picks, as these features read the taste).
     """
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     for size in SIZES:
@@ -281,7 +281,7 @@ def short_of_the_ceiling(
         for user in users:
             rule = planted_rule(prior, taste_of(user))
             rows[user][f"n{size}"] = 100 * judged[user]
-            if size == 10:
+            if size == SIZES[1]:
                 calls = rule.prob_first(pair_rows(prior, extractor, train[user]))
                 rows[user]["picks against the rule"] = float((calls < 0.5).sum())
                 fitted = OfflineJudge.for_user(prior, extractor, train[user]).model

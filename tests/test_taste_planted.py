@@ -95,7 +95,7 @@ def test_ten_pairs_that_show_a_taste_teach_it_as_well_as_knowing_it(
 
     # each user's first 10 training pairs whose pick their planted taste, as these features read
     # it, calls right: the taste without its flipped picks (the first 10 pairs of the n10 file
-    # hold 4 flips for one `short` user and 3 for one `short_on_stem_long_on_writing` user)
+    # hold 4 picks against it for one `short` user and one `short_on_stem_long_on_writing` user)
     everyone = users(20)
     rules, following = {}, {}
     for user, splits in everyone.items():
@@ -104,9 +104,8 @@ def test_ten_pairs_that_show_a_taste_teach_it_as_well_as_knowing_it(
             prior, feature, 1 if direction == "more" else -1, conditional=condition is not None
         )
         calls = rules[user].prob_first(pair_rows(prior, extractor, splits["train"]))
-        following[user] = [pair for pair, chance in zip(splits["train"], calls, strict=True) if chance > 0.5][
-            :10
-        ]
+        kept = [pair for pair, chance in zip(splits["train"], calls, strict=True) if chance > 0.5]
+        following[user] = kept[:10]
         assert len(following[user]) == 10
     tastes = SharedTastes.learn(lambda _: prior, extractor, following)
     alone: list[float] = []
