@@ -166,20 +166,28 @@ def taste_of(user_id: str) -> str:
     return user_id.removeprefix("planted_").rsplit("_", 1)[0]
 
 
-def planted_table(
+def planted_users(
     extractor: FeatureExtractor, prior: RewardModel, folder: Path
 ) -> dict[str, dict[str, float]]:
-    """Return accuracy per taste (and overall) per training size, and the population alone."""
-    table: dict[str, dict[str, float]] = {}
+    """Return each planted user's test accuracy per training size ("n5": {user: accuracy}, ...)."""
+    found = {}
     for size in SIZES:
         pairs = read_pairs(folder / f"visible_n{size}.jsonl")
         extractor.pair_differences(pairs)
         train, _, test = splits_of(pairs)
-        column = f"n{size}"
-        per_user = accuracy(extractor, lambda _: prior, train, test)
-        if size == SIZES[0]:
-            population = accuracy(extractor, lambda _: prior, train, test, adapt=False)
-            table.setdefault("population alone", {})["all"] = macro(population)
+        found[f"n{size}"] = accuracy(extractor, lambda _: prior, train, test)
+    return found
+
+
+def planted_table(
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path, judged: dict[str, dict[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Return accuracy per taste (and overall) per training size of the users `judged`
+    (`planted_users`), and the population alone."""
+    train, _, test = splits_of(read_pairs(folder / f"visible_n{SIZES[0]}.jsonl"))
+    population = accuracy(extractor, lambda _: prior, train, test, adapt=False)
+    table: dict[str, dict[str, float]] = {"population alone": {"all": macro(population)}}
+    for column, per_user in judged.items():
         for name in sorted({taste_of(user) for user in per_user}):
             table.setdefault(name, {})[column] = macro(
                 {u: a for u, a in per_user.items() if taste_of(u) == name}
@@ -264,34 +272,33 @@ def planted_ceiling(
     return found
 
 
+def rule_calls(
+    prior: RewardModel, extractor: FeatureExtractor, user: str, pairs: Sequence[PreferencePair]
+) -> np.ndarray:
+    """Return the chance the planted user's own rule (`planted_rule`) gives each of their picks."""
+    return planted_rule(prior, taste_of(user)).prob_first(pair_rows(prior, extractor, pairs))
+
+
 def short_of_the_ceiling(
-    extractor: FeatureExtractor, prior: RewardModel, folder: Path
+    extractor: FeatureExtractor, prior: RewardModel, folder: Path, judged: dict[str, dict[str, float]]
 ) -> dict[str, dict[str, float]]:
     """Return the planted users this judge scores at least 5 points under their own rule, at any size.
 
-    Per user: the judge's test accuracy at each training size, their own rule's (`planted_rule`,
-    the ceiling) and how many of their first 10 train picks (`SIZES[1]`) that rule calls wrong
-    (flipped picks, as these features read the taste).
+    Per user: the judge's test accuracy at each training size (`judged`, from `planted_users`),
+    their own rule's (`planted_rule`, the ceiling) and how many of their first 10 train picks
+    (`SIZES[1]`) that rule calls wrong (flipped picks, as these features read the taste).
     """
-    rows: dict[str, dict[str, float]] = defaultdict(dict)
-    for size in SIZES:
-        train, _, test = splits_of(read_pairs(folder / f"visible_n{size}.jsonl"))
-        users = {user: pairs for user, pairs in test.items() if taste_of(user) in PLANTED_RULES}
-        judged = accuracy(extractor, lambda _: prior, train, users)
-        for user in users:
-            rule = planted_rule(prior, taste_of(user))
-            rows[user][f"n{size}"] = 100 * judged[user]
-            if size == SIZES[1]:
-                calls = rule.prob_first(pair_rows(prior, extractor, train[user]))
-                rows[user]["picks against the rule"] = float((calls < 0.5).sum())
-                fitted = OfflineJudge.for_user(prior, extractor, train[user]).model
-                rows[user]["own rule"] = 100 * _accuracy_of(extractor, fitted, ((1.0, rule),), test[user])
-    order = [*(f"n{size}" for size in SIZES), "own rule", "picks against the rule"]
-    return {
-        user: {column: row[column] for column in order}
-        for user, row in sorted(rows.items())
-        if min(row[f"n{size}"] for size in SIZES) <= row["own rule"] - 5
-    }
+    train, _, test = splits_of(read_pairs(folder / f"visible_n{SIZES[1]}.jsonl"))
+    rows = {}
+    for user in sorted(user for user in test if taste_of(user) in PLANTED_RULES):
+        row = {column: 100 * per_user[user] for column, per_user in judged.items()}
+        fitted = OfflineJudge.for_user(prior, extractor, train[user]).model
+        own = ((1.0, planted_rule(prior, taste_of(user))),)
+        row["own rule"] = 100 * _accuracy_of(extractor, fitted, own, test[user])
+        row["picks against the rule"] = float((rule_calls(prior, extractor, user, train[user]) < 0.5).sum())
+        if min(row[column] for column in judged) <= row["own rule"] - 5:
+            rows[user] = row
+    return rows
 
 
 def following_the_taste(
@@ -307,7 +314,7 @@ def following_the_taste(
     users = [user for user in test if taste_of(user) in PLANTED_RULES]
     following = {}
     for user in users:
-        calls = planted_rule(prior, taste_of(user)).prob_first(pair_rows(prior, extractor, train[user]))
+        calls = rule_calls(prior, extractor, user, train[user])
         following[user] = [pair for pair, chance in zip(train[user], calls, strict=True) if chance > 0.5]
     found: dict[str, float] = {}
     for size in SIZES[:-1]:
@@ -888,13 +895,14 @@ def main(argv: list[str] | None = None) -> int:
     prior = RewardModel.load(args.prior) if args.prior else RewardModel.load()
     extractor = FeatureExtractor(CachedEmbedder(MiniLMEmbeddings(), args.cache))
     report: dict[str, object] = {"prior": prior.description}
-    planted = planted_table(extractor, prior, args.planted)
+    judged = planted_users(extractor, prior, args.planted)
+    planted = planted_table(extractor, prior, args.planted, judged)
     report["planted"] = planted
     report["looping_picks"] = looping_picks(extractor, args.planted)
     report["ceiling"] = planted_ceiling(extractor, prior, args.planted) | following_the_taste(
         extractor, prior, args.planted
     )
-    report["short_of_the_ceiling"] = short_of_the_ceiling(extractor, prior, args.planted)
+    report["short_of_the_ceiling"] = short_of_the_ceiling(extractor, prior, args.planted, judged)
     report["mt_bench"] = mt_bench(extractor, prior, args.mt_bench, ("val", "test"))
     report["prism"] = prism(extractor, prior, args.prism)
     report["loops"] = against_broken(extractor, prior, loop_pairs(args.mt_bench), args.planted)
